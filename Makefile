@@ -1,0 +1,41 @@
+# The kit's commands. Everything runs from the repository root with the project's
+# virtual environment (.venv), made by `make install`.
+PY      ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+IMPL    ?= exercises
+SRC     ?=
+ONLY    ?=
+CKPT    ?= runs/final.pt
+
+.PHONY: help install check test stubs data train sample bench experiments release gradescope nbgrader clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+install:  ## create .venv and install the pinned dependencies
+	test -x .venv/bin/python || python3 -m venv .venv
+	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+
+check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
+	$(PY) -m grader --impl $(IMPL) --checkpoint $(CKPT) $(if $(ONLY),--only $(ONLY))
+
+test:  ## the kit's own tests
+	$(PY) -m pytest -q tests
+
+stubs:  ## regenerate exercises/ from the solutions' marked regions
+	$(PY) -m classroom.stubs
+
+data:  ## fetch and verify TinyShakespeare into data/ (SRC=path for a local copy)
+	$(PY) -m lab.data $(if $(SRC),--src $(SRC))
+
+train:  ## train the 4 x 256 model on TinyShakespeare with IMPL (Ctrl-C saves; --resume continues)
+	$(PY) -m lab.train --impl $(IMPL) $(ARGS)
+
+sample:  ## print text from a checkpoint (ARGS="--prompt ROMEO: --temperature 0.8")
+	$(PY) -m lab.sample --checkpoint $(CKPT) $(ARGS)
+
+bench:  ## measure speed; results go to BENCHMARKS.md
+	$(PY) -m lab.bench $(ARGS)
+
+clean:  ## remove build outputs (keeps data/ and runs/)
+	rm -rf dist .pytest_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,193 @@
+"""Comparisons that explain themselves.
+
+Every failed check raises ``CheckFailure`` with four parts: what was checked,
+what was expected, what came out, and a hint. ``assert_close`` also tries the
+known wrong variants it is given and, when the submission's output matches one
+of them, names that mistake.
+"""
+from dataclasses import dataclass
+
+import torch
+
+
+class CheckFailure(AssertionError):
+    """A failed check, worded for the student."""
+
+    def __init__(self, checked, expected=None, got=None, hint=None, diagnosis=None):
+        self.checked, self.expected, self.got, self.hint, self.diagnosis = checked, expected, got, hint, diagnosis
+        super().__init__(self.render())
+
+    def render(self):
+        lines = [f"checked:  {self.checked}"]
+        if self.expected is not None:
+            lines.append(f"expected: {self.expected}")
+        if self.got is not None:
+            lines.append(f"got:      {self.got}")
+        if self.diagnosis is not None:
+            lines.append(f"likely:   {self.diagnosis}")
+        if self.hint:
+            lines.append(f"hint:     {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Tol:
+    """Pass when ``max|got - expected| <= atol + rtol * max|expected|``.
+
+    The bound scales with the size of the whole expected tensor rather than of
+    each element, because rounding errors of a correct implementation come
+    from sums over many terms, not from the element itself.
+    """
+    atol: float
+    rtol: float
+    why: str
+
+    def bound(self, expected):
+        scale = expected.detach().abs().max().item() if expected.numel() else 0.0
+        return self.atol + self.rtol * scale
+
+    def passes(self, g, e):
+        """g, e: float64 copies of the finite entries."""
+        return (g - e).abs().max().item() <= self.bound(e) if g.numel() else True
+
+    def __str__(self):
+        return f"max abs error <= {self.atol:g} + {self.rtol:g} * max|expected| ({self.why})"
+
+
+# float32: a correct implementation that sums in another order (einsum, SDPA, a
+# loop over heads, float64 inside) differs by a few ulps times the depth.
+@dataclass(frozen=True)
+class Ulps:
+    """Pass when every element is within ``n`` units in the last place of the expected bfloat16 value.
+
+    For one rounding at the end of an exact computation, a correct
+    implementation lands on the reference's value or its neighbour (1 ulp);
+    extra roundings in low precision on the way drift 2 ulps and more.
+    """
+    n: int
+    why: str
+
+    def passes(self, g, e):
+        if not g.numel():
+            return True
+        ulp = torch.exp2(torch.floor(torch.log2(e.abs().clamp_min(1e-30))) - 7)
+        return bool(((g - e).abs() <= self.n * ulp).all())
+
+    def __str__(self):
+        return f"every element within {self.n} ulp of the expected bfloat16 value ({self.why})"
+
+
+FP32 = Tol(1e-5, 1e-5, "float32 rounding: other summation orders differ by ~1e-6")
+FP32_DEEP = Tol(1e-5, 1e-4, "float32 rounding accumulated through several layers")
+# gradients sum over the batch and sequence, so they collect more rounding.
+GRAD = Tol(1e-5, 1e-4, "float32 rounding in sums over batch and sequence")
+# bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%); a few roundings
+# in a different order stay within a few steps of the largest value.
+BF16 = Tol(1e-2, 2e-2, "bfloat16 keeps 8 significant bits, so a few roundings reach ~1%")
+BF16_ULP = Ulps(1, "statistics in float32, one rounding back to bfloat16")
+
+
+def fmt_shape(t):
+    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+
+
+def fmt_dtype(t):
+    return str(t.dtype).replace("torch.", "")
+
+
+def fmt_tensor(t):
+    return f"tensor of shape {fmt_shape(t)}, {fmt_dtype(t)}"
+
+
+def _fmt_index(flat, shape):
+    idx = []
+    for s in reversed(shape):
+        idx.append(flat % s)
+        flat //= s
+    return "(" + ", ".join(str(i) for i in reversed(idx)) + ")"
+
+
+def describe_error(got, expected):
+    """``max abs error 0.31 at index (1, 3, 17): got 1.204, expected 0.894``."""
+    g, e = got.detach().double(), expected.detach().double()
+    diff = (g - e).abs()
+    diff[torch.isnan(g) != torch.isnan(e)] = float("inf")
+    diff[torch.isnan(g) & torch.isnan(e)] = 0.0
+    flat = int(torch.argmax(diff.flatten()).item()) if diff.numel() else 0
+    i = _fmt_index(flat, list(diff.shape))
+    return (f"max abs error {diff.flatten()[flat].item():.3g} at index {i}: "
+            f"got {g.flatten()[flat].item():.6g}, expected {e.flatten()[flat].item():.6g}")
+
+
+def is_close(got, expected, tol):
+    if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+        return False
+    g, e = got.detach().double(), expected.detach().double()
+    if not torch.equal(torch.isnan(g), torch.isnan(e)):
+        return False
+    finite = torch.isfinite(e)
+    if not torch.equal(torch.isfinite(g), finite) or not torch.equal(g[torch.isinf(e)], e[torch.isinf(e)]):
+        return False
+    return tol.passes(g[finite], e[finite])
+
+
+def match_variant(got, variants, tol):
+    """The first known-wrong variant (name, hint) that the output matches, else None."""
+    for name, (make, hint) in (variants or {}).items():
+        try:
+            candidate = make()
+        except Exception:  # a variant that does not apply to these shapes
+            continue
+        if isinstance(candidate, torch.Tensor) and candidate.shape == got.shape and is_close(got, candidate, tol):
+            return name, hint
+    return None
+
+
+def assert_close(got, expected, what, tol=FP32, hint=None, variants=None, dtype=True):
+    """Raise CheckFailure unless ``got`` is a tensor of ``expected``'s shape (and dtype) within ``tol``.
+
+    ``variants`` maps a mistake's name to ``(make, hint)``: ``make()`` computes
+    what that mistake would output on the same input; a match is named.
+    """
+    if isinstance(got, dict) and "__unsupported__" in got:
+        raise CheckFailure(what, fmt_tensor(expected), f"an object of type {got['__unsupported__']}",
+                           "return a torch.Tensor")
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailure(what, fmt_tensor(expected), f"{type(got).__name__}: {got!r}"[:200], "return a torch.Tensor")
+    if got.shape != expected.shape:
+        found = match_variant(got, variants, tol)
+        raise CheckFailure(what, f"shape {fmt_shape(expected)}", f"shape {fmt_shape(got)}",
+                           found[1] if found else hint, found[0] if found else None)
+    if dtype and got.dtype != expected.dtype:
+        raise CheckFailure(what, f"dtype {fmt_dtype(expected)}", f"dtype {fmt_dtype(got)}",
+                           "keep the input's dtype (compute in float32 if you like, then cast back with .type_as(x))")
+    if not is_close(got, expected, tol):
+        found = match_variant(got, variants, tol)
+        if found is None and bool(torch.isnan(got).any()) and not bool(torch.isnan(expected).any()):
+            n = int(torch.isnan(got).sum())
+            raise CheckFailure(what, f"finite values ({tol})", f"{n} NaN values of {got.numel()}",
+                               "NaN usually comes from a softmax over a row that is all -inf, "
+                               "a division by zero, or the square root of a negative number")
+        raise CheckFailure(what, f"the reference's values, {tol}", describe_error(got, expected),
+                           found[1] if found else hint, found[0] if found else None)
+
+
+def assert_equal(got, expected, what, hint=None):
+    if got != expected:
+        raise CheckFailure(what, repr(expected), repr(got), hint)
+
+
+def keys_message(got_keys, expected_keys):
+    """Explain a state_dict mismatch: missing keys, unexpected keys, wrong shapes."""
+    missing = [k for k in expected_keys if k not in got_keys]
+    unexpected = [k for k in got_keys if k not in expected_keys]
+    shapes = [f"{k}: {tuple(got_keys[k][0])} instead of {tuple(expected_keys[k][0])}"
+              for k in expected_keys if k in got_keys and list(got_keys[k][0]) != list(expected_keys[k][0])]
+    parts = []
+    if missing:
+        parts.append("missing " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+    if unexpected:
+        parts.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+    if shapes:
+        parts.append("wrong shape " + "; ".join(shapes[:6]))
+    return "; ".join(parts)

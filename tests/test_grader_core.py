@@ -1,0 +1,124 @@
+"""The grader end to end: full marks for the solutions, zero for the stubs, mutants caught, crashes survived."""
+import pytest
+
+from conftest import KIT, by_name, grade, mutate
+
+UNITS = ("residual", "rmsnorm", "attention", "block", "decoder")
+POINTS = {"residual": 10, "rmsnorm": 15, "attention": 25, "block": 20, "decoder": 15}
+
+
+@pytest.fixture(scope="module")
+def solutions_result():
+    return grade(KIT / "solutions", *UNITS)
+
+
+@pytest.fixture(scope="module")
+def stubs_result():
+    return grade(KIT / "exercises", *UNITS)
+
+
+def test_solutions_get_full_marks(solutions_result):
+    data, out, code = solutions_result
+    failed = [t["name"] + "\n" + t["output"] for t in data["tests"] if t["status"] != "passed"]
+    assert not failed, "\n\n".join(failed)
+    assert data["score"] == data["max_score"] == 85
+    assert code == 0
+
+
+def test_points_per_module_are_the_syllabus_weights(solutions_result):
+    data, _, _ = solutions_result
+    per = {}
+    for t in data["tests"]:
+        per[t["name"].split(":")[0]] = per.get(t["name"].split(":")[0], 0) + t["max_score"]
+    assert per == POINTS
+
+
+def test_every_check_has_visibility_and_points(solutions_result):
+    data, _, _ = solutions_result
+    for t in data["tests"]:
+        assert t["visibility"] in ("visible", "hidden")
+        assert t["max_score"] >= 0
+    assert any(t["visibility"] == "visible" for t in data["tests"])
+    assert any(t["visibility"] == "hidden" for t in data["tests"])
+
+
+def test_stubs_get_zero_with_not_implemented_messages(stubs_result):
+    data, out, code = stubs_result
+    assert data["score"] == 0 and code == 1
+    for t in data["tests"]:
+        assert t["status"] == "failed", t["name"]
+        assert "not implemented yet:" in t["output"], (t["name"], t["output"])
+    assert "not implemented yet: RMSNorm.__init__" in out
+    assert "TOTAL 0/85" in out
+
+
+def test_failure_message_has_the_four_parts(tmp_path):
+    sub = mutate(tmp_path / "sub", "rmsnorm.py", "torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)",
+                 "torch.rsqrt(xf.pow(2).mean(-1, keepdim=True)) + self.eps")
+    data, out, _ = grade(sub, "rmsnorm")
+    eps = by_name(data)["rmsnorm: eps sits inside the square root: tiny inputs, and eps = 0.1"]
+    assert eps["status"] == "failed"
+    for part in ("checked:", "expected:", "got:", "hint:", "max abs error", "at index"):
+        assert part in eps["output"], eps["output"]
+    assert "eps is added after the reciprocal square root" in eps["output"]
+
+
+@pytest.mark.parametrize("module,file,old,new,lost,named", [
+    ("rmsnorm", "rmsnorm.py", "normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)",
+     "xf = xf - xf.mean(-1, keepdim=True)\n        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)",
+     "rmsnorm: RMSNorm matches the reference on several shapes, T = 1 and a non-contiguous input",
+     "subtracts the mean"),
+    ("attention", "attention.py", "mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)",
+     "mask = torch.zeros(T, T, dtype=torch.bool, device=x.device)",
+     "attention: Changing token t never changes the outputs before t (and does change output t)", None),
+    ("block", "block.py", "h = x + self.self_attn(self.input_layernorm(x))\n        return h + self.mlp(self.post_attention_layernorm(h))",
+     "h = self.input_layernorm(x + self.self_attn(x))\n        return self.post_attention_layernorm(h + self.mlp(h))",
+     "block: The block's wiring matches the reference block around the same stand-in components", "post-norm"),
+])
+def test_first_mutants_are_caught(tmp_path, module, file, old, new, lost, named):
+    data, _, code = grade(mutate(tmp_path / "sub", file, old, new), module)
+    tests = by_name(data)
+    assert code == 1 and data["score"] < data["max_score"]
+    assert tests[lost]["status"] == "failed", tests[lost]
+    if named:
+        assert any(named in t["output"] for t in data["tests"] if t["status"] == "failed")
+
+
+def test_a_mistake_in_attention_costs_only_attention(tmp_path):
+    sub = mutate(tmp_path / "sub", "attention.py", "/ math.sqrt(self.head_dim)", "/ math.sqrt(C)")
+    data, _, _ = grade(sub, "attention", "block", "decoder")
+    lost = {t["name"].split(":")[0] for t in data["tests"] if t["status"] == "failed" and t["max_score"] > 0}
+    assert lost == {"attention"}
+
+
+@pytest.mark.parametrize("body,expect", [
+    ("raise RuntimeError('boom')", "your code raised RuntimeError"),
+    ("import sys; sys.exit(0)", "sys.exit(0) was called"),
+    ("import os; os._exit(0)", "exited with code 0"),
+    ("while True: pass", "timed out"),
+])
+def test_grader_survives_bad_submissions(tmp_path, body, expect):
+    sub = mutate(tmp_path / "sub", "residual.py", "        return x + self.sublayer(x, *args, **kwargs)",
+                 "        " + body + "\n        return x + self.sublayer(x, *args, **kwargs)")
+    data, out, code = grade(sub, "residual", "rmsnorm", timeout=3)
+    tests = by_name(data)
+    assert code == 1
+    forward_checks = [t for n, t in tests.items() if n.startswith("residual:") and "registers" not in n]
+    assert all(t["status"] == "failed" for t in forward_checks)
+    assert any(expect in t["output"] for t in forward_checks), [t["output"] for t in forward_checks]
+    # the rest of the grading went on: RMSNorm is untouched and scores full marks
+    assert sum(t["score"] for n, t in tests.items() if n.startswith("rmsnorm:")) == 15
+
+
+def test_stub_generator_is_in_sync():
+    from classroom.stubs import KIT as K, render
+    for name, text in render().items():
+        assert (K / "exercises" / name).read_text() == text, f"exercises/{name} is stale: run `make stubs`"
+
+
+def test_stubs_raise_not_implemented_in_every_marked_region():
+    from classroom.stubs import make_stub
+    src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n"
+    assert make_stub(src) == 'def f(x):\n    y = 1\n    raise NotImplementedError("f")\n'
+    with pytest.raises(ValueError):
+        make_stub("def f():\n    ### BEGIN SOLUTION\n    pass\n")
