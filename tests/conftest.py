@@ -3,6 +3,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,12 @@ SOLUTIONS = KIT / "solutions"
 FILES = ["residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py"]
 
 
-def grade(folder, *only, timeout=None, extra=(), check=True):
-    """Run ``python -m grader`` on ``folder`` as a user would; return (results.json dict, stdout, exit code)."""
-    out = Path(folder).parent / f"results-{Path(folder).name}.json"
+def grade(folder, *only, timeout=None, extra=(), check=True, json_path=None):
+    """Run ``python -m grader`` on ``folder`` as a user would; return (results.json dict, stdout, exit code).
+
+    The results file goes to ``json_path``, or to a temporary folder removed afterwards.
+    """
+    out = Path(json_path) if json_path else Path(tempfile.mkdtemp(prefix="grade-")) / "results.json"
     cmd = [sys.executable, "-m", "grader", "--impl", str(folder), "--json", str(out), "--no-color", *extra]
     if only:
         cmd += ["--only", *only]
@@ -24,6 +28,8 @@ def grade(folder, *only, timeout=None, extra=(), check=True):
     if check and p.returncode not in (0, 1):
         raise AssertionError(f"grader exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     data = json.loads(out.read_text()) if out.exists() else None
+    if not json_path:
+        shutil.rmtree(out.parent, ignore_errors=True)
     return data, p.stdout, p.returncode
 
 
