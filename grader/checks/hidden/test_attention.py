@@ -2,7 +2,7 @@
 import torch
 
 from grader.compare import BF16, FP32, GRAD, CheckFailure, assert_close
-from grader.diagnose import attention_variants, rope_tables, rotate
+from grader.diagnose import attention_crash, attention_staged, attention_variants, explaining, rope_tables, rotate
 from grader.harness import both, call, check, compare_outputs, grad_check, only, randn, reference_state
 
 HINT = ("project, split heads (B, H, T, D), RoPE on q and k, repeat kv heads, scores / sqrt(head_dim), "
@@ -54,8 +54,10 @@ def test_apply_rope_values(sub, ref, g):
 def attn(sub, ref, g, C, H, Hkv, xs, label, T=16, theta=10000.0, tol=FP32, dtype=None):
     sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, Hkv, T, theta, g=g)
     init = ([C, H], {"num_kv_heads": Hkv, "max_seq_len": T, "rope_theta": theta})
-    return compare_outputs(sub, ref, "attention", "CausalSelfAttention", label, xs, tol, HINT,
-                           lambda x: attention_variants(x, sd, H, Hkv, theta), init=init, load=sd, dtype=dtype)
+    # a crash with a known cause is named; a wrong output that no variant explains gets a staged best guess
+    with explaining(attention_crash(H, Hkv), attention_staged(sub, ref, C, H, Hkv, theta, T)):
+        return compare_outputs(sub, ref, "attention", "CausalSelfAttention", label, xs, tol, HINT,
+                               lambda x: attention_variants(x, sd, H, Hkv, theta), init=init, load=sd, dtype=dtype)
 
 
 @check(5)
@@ -81,8 +83,9 @@ def test_gradients(sub, ref, g):
         sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, 16, g=g)
         x, up = randn(g, 2, 9, 32), randn(g, 2, 9, 32)
         label = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x).backward(dy)"
-        got, exp = both(sub, ref, "attention", "CausalSelfAttention", label,
-                        init=([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16}), load=sd, calls=[call(x, grad=up)])
+        with explaining(attention_crash(4, Hkv)):
+            got, exp = both(sub, ref, "attention", "CausalSelfAttention", label,
+                            init=([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16}), load=sd, calls=[call(x, grad=up)])
         grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
 
 

@@ -4,6 +4,7 @@ import math
 import torch
 
 from grader.compare import CheckFailure, assert_equal, fmt_shape
+from grader.diagnose import attention_crash, explaining
 from grader.harness import call, check, only, randn
 
 
@@ -101,8 +102,9 @@ def test_output_shape(sub, g):
     """Output keeps (B, T, C) for multi-head, grouped-query and T = 1"""
     for Hkv, shape in ((None, (2, 7, 32)), (2, (3, 5, 32)), (1, (1, 1, 32))):
         x = randn(g, *shape)
-        got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)",
-                   init=cfg_init(Hkv=Hkv), calls=[call(x)])
+        with explaining(attention_crash(4, Hkv)):
+            got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)",
+                       init=cfg_init(Hkv=Hkv), calls=[call(x)])
         y = got["results"][0]["output"]
         assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else type(y).__name__, fmt_shape(x),
                      f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) shape for x of shape {fmt_shape(x)}",
@@ -112,25 +114,32 @@ def test_output_shape(sub, g):
 @check(1, visible=True)
 def test_validation(sub, g):
     """Bad configurations and T > max_seq_len raise ValueError; a good one runs"""
-    bad = [(([30, 4], {}), "hidden_size 30 with 4 heads"), (([32, 4], {"num_kv_heads": 3}), "4 heads, 3 kv heads")]
-    for init, label in bad:
+    bad = [(([30, 4], {}), "hidden_size 30 with 4 heads", "check hidden_size % num_heads in __init__"),
+           (([32, 4], {"num_kv_heads": 3}), "4 heads, 3 kv heads", "check num_heads % num_kv_heads in __init__")]
+    for init, label, hint in bad:
         try:
             only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention with {label}", init=init)
         except CheckFailure as e:
             if "raised ValueError" in str(e.got):
                 continue
+            if str(e.got).startswith("your code raised"):  # another error: say which one was wanted
+                raise CheckFailure(f"CausalSelfAttention with {label}", "ValueError", e.got,
+                                   hint + " and raise ValueError with a clear message") from None
             raise
         raise CheckFailure(f"CausalSelfAttention with {label}", "ValueError", "no error",
-                           "check hidden_size % num_heads and num_heads % num_kv_heads in __init__")
+                           hint + " and raise ValueError with a clear message")
+    long_hint = "forward must refuse T > max_seq_len with ValueError: the RoPE tables stop there"
     try:
         only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x), T = 9",
              init=cfg_init(T=8), calls=[call(randn(g, 1, 9, 32))])
     except CheckFailure as e:
         if "raised ValueError" not in str(e.got):
+            if str(e.got).startswith("your code raised"):
+                raise CheckFailure("CausalSelfAttention(32, 4, max_seq_len=8) on T = 9", "ValueError", e.got,
+                                   "check T against self.max_seq_len at the start of forward; " + long_hint) from None
             raise
     else:
-        raise CheckFailure("CausalSelfAttention(32, 4, max_seq_len=8) on T = 9", "ValueError", "no error",
-                           "forward must refuse T > max_seq_len: the RoPE tables stop there")
+        raise CheckFailure("CausalSelfAttention(32, 4, max_seq_len=8) on T = 9", "ValueError", "no error", long_hint)
     only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x), T = 8",
          init=cfg_init(T=8), calls=[call(randn(g, 1, 8, 32))])
 
@@ -146,8 +155,9 @@ def test_causal(sub, g):
             x2 = x.clone()
             x2[:, t] += randn(g, 2, 32) * 3
             calls.append(call(x2))
-        got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})",
-                   init=cfg_init(Hkv=Hkv), calls=calls)
+        with explaining(attention_crash(4, Hkv)):
+            got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})",
+                       init=cfg_init(Hkv=Hkv), calls=calls)
         y = got["results"][0]["output"]
         for t, r in zip((0, 4, T - 1), got["results"][1:]):
             y2 = r["output"]

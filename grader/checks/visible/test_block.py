@@ -39,6 +39,19 @@ def test_block_parameters(sub):
     assert_equal(keys, BLOCK_KEYS, "TransformerBlock(32, 4).state_dict() names and shapes",
                  "build self.input_layernorm = RMSNorm(...), self.self_attn = CausalSelfAttention(...), "
                  "self.post_attention_layernorm = RMSNorm(...), self.mlp = FeedForward(...)")
+    # the block's arguments reach its components: their parameter shapes show it
+    for kwargs, changed, hint in (
+            ({"intermediate_size": 48}, {"mlp.gate_proj.weight": (48, 32), "mlp.up_proj.weight": (48, 32),
+                                         "mlp.down_proj.weight": (32, 48)},
+             "pass intermediate_size on: self.mlp = FeedForward(hidden_size, intermediate_size)"),
+            ({"num_kv_heads": 2}, {"self_attn.k_proj.weight": (16, 32), "self_attn.v_proj.weight": (16, 32)},
+             "pass num_kv_heads on: CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
+             "rope_theta)")):
+        args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        other = only(sub, "block", "TransformerBlock", f"TransformerBlock(32, 4, {args})",
+                     init=([32, 4], {"max_seq_len": 16, **kwargs}), hybrid=HYBRID, patch=PATCH)
+        assert_equal({k: tuple(v[0]) for k, v in other["keys"].items()}, {**BLOCK_KEYS, **changed},
+                     f"TransformerBlock(32, 4, {args}).state_dict() names and shapes", hint)
     ids = {name: i for name, _, i in got["structure"]["modules"]}
     if ids.get("input_layernorm") == ids.get("post_attention_layernorm"):
         raise CheckFailure("input_layernorm and post_attention_layernorm", "two separate RMSNorm modules",

@@ -6,6 +6,7 @@ These checks run your decoder.py over the grader's stand-in blocks and norm
 import torch
 
 from grader.compare import CheckFailure, assert_equal, fmt_shape
+from grader.diagnose import explaining, lm_crash
 from grader.harness import call, check, only, randn
 
 HYBRID = {"block": "block", "attention": "attention", "rmsnorm": "rmsnorm"}
@@ -88,8 +89,9 @@ def test_lm_logits(sub, g):
     """TransformerLM maps (B, T) token ids to finite float32 logits (B, T, vocab_size)"""
     for shape in ((2, 7), (1, 1)):
         idx = torch.randint(0, 11, shape, generator=g)
-        got = only(sub, "decoder", "TransformerLM", "TransformerLM(11, ...)(idx)", init=lm_init(), hybrid=HYBRID,
-                   calls=[call(idx)])
+        with explaining(lm_crash(11, 32)):
+            got = only(sub, "decoder", "TransformerLM", "TransformerLM(11, ...)(idx)", init=lm_init(), hybrid=HYBRID,
+                       calls=[call(idx)])
         y = got["results"][0]["output"]
         assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else type(y).__name__, fmt_shape(idx)[:-1] + ", 11)",
                      f"TransformerLM(11, ...)(idx) shape for idx of shape {fmt_shape(idx)}",
@@ -105,8 +107,9 @@ def test_lm_causal(sub, g):
     idx = torch.randint(0, 11, (2, 10), generator=g)
     idx2 = idx.clone()
     idx2[:, 6] = (idx2[:, 6] + 1) % 11
-    got = only(sub, "decoder", "TransformerLM", "TransformerLM(11, ...)(idx)", init=lm_init(), hybrid=HYBRID,
-               calls=[call(idx), call(idx2)])
+    with explaining(lm_crash(11, 32)):
+        got = only(sub, "decoder", "TransformerLM", "TransformerLM(11, ...)(idx)", init=lm_init(), hybrid=HYBRID,
+                   calls=[call(idx), call(idx2)])
     y, y2 = got["results"][0]["output"], got["results"][1]["output"]
     if not torch.allclose(y[:, :6], y2[:, :6], atol=1e-5):
         raise CheckFailure("logits before position 6 after changing token 6", "unchanged", "changed",

@@ -1,0 +1,152 @@
+"""The bug zoo: realistic student mistakes, each a small edit of the solutions.
+
+A ``Mutant`` names the mistake, the file it lives in, the edit (``old`` ->
+``new``, plus ``more`` edits in the same file when the mistake spans two
+places), the checks it must lose (by function name without ``test_``) and a
+piece of the grader's message that must name it (``named``: found in a
+``likely:`` line, or in the specific ``hint:`` of a failed property check).
+
+``tests/test_bug_zoo.py`` grades every mutant and holds the grader to these
+records; ``python -m tests.mutants.table`` regrades them all and rewrites the
+table in docs/bug-zoo.md (the test keeps that table true).
+"""
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+KIT = Path(__file__).resolve().parents[2]
+SOLUTIONS = KIT / "solutions"
+FILES = ("residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str           # the mistake, as a student would recognise it
+    file: str           # e.g. "attention.py"
+    old: str
+    new: str
+    loses: tuple        # the scored checks of the module that fail, e.g. ("matches_reference", "gradients")
+    named: str          # a piece of the diagnosis or specific hint that names the mistake
+    more: tuple = ()    # further (old, new) edits in the same file
+    also: tuple = ()    # later modules graded too, to prove the mistake costs nothing there
+
+    @property
+    def module(self):
+        return self.file[:-3]
+
+    @property
+    def slug(self):
+        keep = "".join(c if c.isalnum() else "-" for c in self.name.lower())
+        return f"{self.module}-" + "-".join(filter(None, keep.split("-")))[:60]
+
+    def apply(self, dest):
+        """A copy of the solutions in ``dest`` with this mistake made (each anchor must occur exactly once)."""
+        dest = copy_solutions(dest)
+        path = dest / self.file
+        text = path.read_text()
+        for old, new in ((self.old, self.new), *self.more):
+            count = text.count(old)
+            assert count == 1, f"{self.name}: anchor found {count} times in {self.file}: {old!r}"
+            text = text.replace(old, new)
+        path.write_text(text)
+        return dest
+
+
+def copy_solutions(dest):
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in FILES:
+        shutil.copy(SOLUTIONS / f, dest / f)
+    return dest
+
+
+def all_mutants():
+    from . import attention, block, decoder, residual, rmsnorm
+    return [*residual.MUTANTS, *rmsnorm.MUTANTS, *attention.MUTANTS, *block.MUTANTS, *decoder.MUTANTS]
+
+
+def check_key(nodeid):
+    """``grader/checks/hidden/test_attention.py::test_gradients`` -> ``gradients``."""
+    return nodeid.rsplit("::", 1)[-1].removeprefix("test_")
+
+
+# --- grading many folders cheaply ---------------------------------------------------
+
+class Grading:
+    """Grade folders in this process, as ``python -m grader`` does, with one sandboxed worker for all of them.
+
+    The checks, the worker and its sandbox are the real ones; only the worker
+    process is reused across folders (each folder still loads as its own fresh
+    package in it), which saves a torch import per folder. All folders must
+    live under ``root``, the one folder the worker may read.
+    """
+
+    def __init__(self, root):
+        from grader.submission import STANDINS, Submission
+
+        class Shared(Submission):
+            current = None
+
+            @property
+            def pkg(self):
+                return {"folder": str(self.current)}
+
+            def hybrid(self, **standins):
+                return {"folder": str(self.current),
+                        "overrides": {m: str(STANDINS / f"{f}.py") for m, f in standins.items()}}
+
+        self.root = Path(root).resolve()
+        self.sub = Shared(self.root)
+
+    def submission(self, folder):
+        """The shared worker's handle, pointed at ``folder``."""
+        folder = Path(folder).resolve()
+        assert self.root in folder.parents, f"{folder} is not under {self.root}"
+        self.sub.current = folder
+        return self.sub
+
+    def grade(self, folder, modules):
+        """The grader's Results for ``modules`` of ``folder``."""
+        from grader.run import grade
+        return grade(folder, only=list(modules), submission=self.submission(folder))
+
+    def close(self):
+        self.sub.close()
+
+
+# --- what one mutant's grading showed ---------------------------------------------------
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    lost: tuple         # scored checks of the mutant's module that failed (check keys)
+    lost_names: tuple   # their displayed names
+    elsewhere: tuple    # scored checks of other graded modules that failed: must be empty
+    message: str        # the likely:/hint: line that names the mistake, or ""
+    how: str            # "diagnosis" (a likely: line), "staged guess", "hint", or "" when not named
+    outputs: dict       # check key -> failure text (for assertion messages)
+    points: tuple       # (points lost, points of the module)
+
+    @property
+    def caught(self):
+        return bool(self.lost)
+
+
+def outcome(mutant, results):
+    own = [r for r in results if r.module == mutant.module and r.points > 0 and not r.passed]
+    elsewhere = tuple(f"{r.module}: {r.name}" for r in results
+                      if r.module != mutant.module and r.points > 0 and not r.passed)
+    found = []  # (0 for a likely: line, 1 for a hint:, text): a diagnosis is preferred
+    for r in own:
+        for line in r.output.splitlines():
+            kind, _, text = line.partition(":")
+            if kind in ("likely", "hint") and mutant.named.lower() in text.lower():
+                found.append((0 if kind == "likely" else 1, text.strip()))
+    rank, message = min(found, key=lambda f: f[0]) if found else (None, "")
+    how = {0: "diagnosis", 1: "hint"}.get(rank, "")
+    if how == "diagnosis" and message.startswith("best guess"):
+        how = "staged guess"
+    mine = [r for r in results if r.module == mutant.module]
+    points = (sum(r.points - r.score for r in mine), sum(r.points for r in mine))
+    return Outcome(mutant, tuple(check_key(r.nodeid) for r in own), tuple(r.name for r in own), elsewhere,
+                   message, how, {check_key(r.nodeid): r.output for r in own}, points)

@@ -1,0 +1,39 @@
+"""Mistakes in decoder.py: stacking the blocks, the final norm, the tied head (graded over stand-in blocks)."""
+from . import Mutant
+
+F = "decoder.py"
+BLOCKS = ("        self.blocks = nn.ModuleList([\n"
+          "            TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size,\n"
+          "                             max_seq_len, rms_norm_eps, rope_theta)\n"
+          "            for _ in range(num_layers)\n"
+          "        ])\n")
+LOOP = "        for block in self.blocks:\n            x = block(x)\n        return self.norm(x)"
+DEC = ("decoder_values", "decoder_arguments", "decoder_gradients", "lm_values", "lm_gradients")
+
+MUTANTS = [
+    Mutant("one block object reused for every layer", F, BLOCKS,
+           "        block = TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size,\n"
+           "                                 max_seq_len, rms_norm_eps, rope_theta)\n"
+           "        self.blocks = nn.ModuleList([block] * num_layers)\n",
+           loses=("decoder_parameters", "distinct_layers", *DEC), named="is applied num_layers times"),
+    Mutant("the final norm is missing", F, LOOP, LOOP.replace("return self.norm(x)", "return x"),
+           loses=DEC, named="the final norm is missing"),
+    Mutant("the blocks run in reverse order", F, LOOP, LOOP.replace("in self.blocks", "in reversed(self.blocks)"),
+           loses=DEC, named="reverse order"),
+    Mutant("the norm is applied after every block", F, LOOP,
+           "        for block in self.blocks:\n            x = self.norm(block(x))\n        return x",
+           loses=DEC, named="after every block"),
+    Mutant("rms_norm_eps and rope_theta not passed on to the blocks", F, BLOCKS,
+           BLOCKS.replace("max_seq_len, rms_norm_eps, rope_theta)", "max_seq_len)"),
+           loses=("decoder_arguments",), named="pass every argument on"),
+    Mutant("untied head (lm_head has its own matrix)", F,
+           "        self.lm_head.weight = self.embed_tokens.weight\n", "",
+           loses=("lm_parameters", "lm_gradients"), named="self.lm_head.weight = self.embed_tokens.weight"),
+    Mutant("transposed head (x @ lm_head.weight)", F,
+           "        return self.lm_head(x)  # (B, T, V)", "        return x @ self.lm_head.weight  # (B, T, V)",
+           loses=("lm_logits", "lm_causal", "lm_values", "lm_gradients"), named="without transposing"),
+    Mutant("embeddings scaled by sqrt(hidden_size)", F,
+           "        x = self.embed_tokens(idx)  # (B, T, C)",
+           "        x = self.embed_tokens(idx) * self.embed_tokens.embedding_dim ** 0.5  # (B, T, C)",
+           loses=("lm_values", "lm_gradients"), named="multiplied by sqrt(hidden_size)"),
+]

@@ -1,0 +1,100 @@
+"""The bug zoo: every realistic mistake in tests/mutants loses points on exactly its checks, costs nothing in
+other modules, and the grader's message names it. docs/bug-zoo.md is rendered from the same grading.
+
+Each mutant is graded once (its module, plus ``also`` modules for a few), in this process with one shared
+sandboxed worker: see ``tests.mutants.Grading``.
+"""
+from collections import Counter
+
+import pytest
+
+from mutants import Grading, all_mutants, copy_solutions, outcome
+from mutants.table import DOC, render
+
+MUTANTS = all_mutants()
+
+
+@pytest.fixture(scope="module")
+def grading(tmp_path_factory):
+    g = Grading(tmp_path_factory.mktemp("zoo"))
+    yield g
+    g.close()
+
+
+@pytest.fixture(scope="module")
+def zoo(grading):
+    """``zoo(mutant)`` -> its Outcome, graded on first use and remembered for the table."""
+    cache = {}
+
+    def get(m):
+        if m.slug not in cache:
+            folder = m.apply(grading.root / m.slug)
+            cache[m.slug] = outcome(m, grading.grade(folder, [m.module, *m.also]))
+        return cache[m.slug]
+    return get
+
+
+def test_the_zoo_is_large_and_covers_every_module():
+    assert len(MUTANTS) >= 30
+    assert len({m.slug for m in MUTANTS}) == len(MUTANTS), "two mutants share a name"
+    per = Counter(m.module for m in MUTANTS)
+    assert set(per) == {"residual", "rmsnorm", "attention", "block", "decoder"}, per
+    assert all(m.loses and m.named for m in MUTANTS)
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.slug)
+def test_mutant_is_caught_and_named(zoo, mutant):
+    o = zoo(mutant)
+    details = "\n\n".join(f"[{k}]\n{v}" for k, v in o.outputs.items())
+    assert set(o.lost) == set(mutant.loses), (
+        f"{mutant.name}: lost {sorted(o.lost)}, expected {sorted(mutant.loses)}\n{details}")
+    assert not o.elsewhere, f"{mutant.name} also costs points in other modules: {o.elsewhere}"
+    assert o.how, f"{mutant.name}: no likely:/hint: line contains {mutant.named!r}\n{details}"
+
+
+# The staged diagnosis is the fallback when no variant matches; here it is run directly on mutants that a
+# variant names anyway, to show that its guess points at the right step (and at nothing in a correct module).
+STAGED = {
+    "no causal mask": "the mask: queries give weight to later positions",
+    "the mask hides the diagonal too (triu() without diagonal=1)": "the mask: at T = 1 the output is NaN",
+    "the mask is applied after the softmax (weights zeroed, not renormalised)": "the softmax",
+    "softmax over the wrong axis (dim=-2)": "the softmax: the weights of each key sum to one",
+    "scores scaled by sqrt(hidden_size)": "times sqrt(head_dim / hidden_size)",
+    "scores not scaled": "times sqrt(head_dim) (about",
+    "heads merged without transposing back": "the head split or merge",
+    "o_proj not applied": "o_proj",
+    "RoPE applied to v as well": "RoPE: the values come out rotated",
+    "RoPE in the interleaved layout (pairs 2i, 2i+1)": "RoPE: the weights differ only once",
+    "RoPE applied to q only": "RoPE: the weights differ only once",
+}
+
+
+def test_staged_diagnosis_points_at_the_step(grading):
+    from grader.diagnose import staged_attention
+    from grader.run import REFERENCE
+    from grader.submission import Reference
+    ref = Reference(REFERENCE)
+    by_name = {m.name: m for m in MUTANTS}
+    cases = [(by_name[name], expected) for name, expected in STAGED.items()] + [(None, None)]
+    wrong = []
+    for m, expected in cases:
+        folder = m.apply(grading.root / f"staged-{m.slug}") if m else copy_solutions(grading.root / "staged-ok")
+        sub = grading.submission(folder)
+        for cfg in ((32, 4, None, 10000.0), (48, 3, None, 100.0)):
+            found = staged_attention(sub, ref, *cfg, 16)
+            text = found[0] if found else None
+            if (expected is None and text is not None) or (expected and not (text and expected in text
+                                                                                 and "best guess" in text)):
+                wrong.append(f"{m.name if m else 'solutions'} {cfg}: {text!r}, expected {expected!r}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_rates_and_the_docs_table_are_current(zoo):
+    """100% caught, at least 90% named; docs/bug-zoo.md is what this grading renders (reuses the results above)."""
+    outcomes = [zoo(m) for m in MUTANTS]
+    assert all(o.caught for o in outcomes)
+    assert sum(bool(o.how) for o in outcomes) >= 0.9 * len(outcomes)
+    assert any(o.how == "staged guess" for o in outcomes), "no mutant exercises the staged attention diagnosis"
+    expected = render(outcomes)
+    assert DOC.exists() and DOC.read_text() == expected, (
+        "docs/bug-zoo.md is stale: run `python -m tests.mutants.table` (or copy the text below)\n" + expected)
