@@ -1,0 +1,54 @@
+"""Experiment 3, depth: a shallow and a deep pre-norm stack, each with and without residuals.
+
+Left: training curves. Right: the gradient that reaches the first block, relative to the
+last block's, at the end of training. With the skip paths every block gets a gradient of
+the same order whatever the depth; without them the first block's share falls
+geometrically with every layer added (a product of one Jacobian per layer).
+"""
+from .common import Result, curve_rows, figure, late_grads, late_steps, plot_curves
+
+NAME = "depth"
+TITLE = "Depth: shallow vs deep, with and without residuals"
+
+
+def run(lab):
+    shallow, deep = 2, lab.pick(tiny=8, full=12)
+    steps = lab.pick(tiny=60, full=300)  # the residual experiment's settings: its deep runs come from the cache
+    runs, ratio = {}, {}
+    for layers in (shallow, deep):
+        for residual in (True, False):
+            label = f"{layers} layers, " + ("residual" if residual else "no residual")
+            r = lab.train(NAME, label, steps, layers, residual=residual, grad_steps={0, *late_steps(steps)})
+            runs[layers, residual] = r
+            g = late_grads(r, steps)
+            ratio[layers, residual] = g[0] / g[-1] if g else float("nan")
+    fig, axes = figure(2)
+    styles = {r["label"]: dict(ls="-" if res else "--", color="C0" if layers == shallow else "C3")
+              for (layers, res), r in runs.items()}
+    plot_curves(axes[0], list(runs.values()), f"pre-norm stacks, lr {lab.budget.lr:g}, {steps} steps", styles,
+                unigram=lab.entropies()[0])
+    ax = axes[1]
+    for residual, ls in ((True, "-"), (False, "--")):
+        ax.semilogy([shallow, deep], [ratio[l, residual] for l in (shallow, deep)], ls, marker="o", color="k",
+                    label="residual" if residual else "no residual")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set_xticks([shallow, deep])
+    ax.set_xlabel("layers")
+    ax.set_ylabel("|grad| first block / last block")
+    ax.set_title(f"gradient reaching the first block (last {len(late_steps(steps))} steps)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    table = [{"layers": l, "residual": "yes" if res else "no", "params": r["params"],
+              "train loss (last 20%)": r["final_train"], "val loss": r["final_val"],
+              "grad first/last block": ratio[l, res], "seconds": r["seconds"]} for (l, res), r in runs.items()]
+    v = {k: r["final_val"] for k, r in runs.items()}
+    findings = [
+        f"val loss with residuals: {shallow} layers {v[shallow, True]:.3f}, {deep} layers {v[deep, True]:.3f}; "
+        f"without: {v[shallow, False]:.3f} and {v[deep, False]:.3f}",
+        f"first block's gradient / last block's: with residuals {ratio[shallow, True]:.2g} ({shallow} layers) and "
+        f"{ratio[deep, True]:.2g} ({deep}); without {ratio[shallow, False]:.2g} and {ratio[deep, False]:.2g}",
+    ]
+    return Result(NAME, TITLE, table, curve_rows(runs.values()), fig, findings,
+                  data={"val": {f"{l},{int(res)}": x for (l, res), x in v.items()},
+                        "ratio": {f"{l},{int(res)}": x for (l, res), x in ratio.items()},
+                        "shallow": shallow, "deep": deep})

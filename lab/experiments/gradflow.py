@@ -1,0 +1,103 @@
+"""Experiment 2, gradient flow: how big is each layer's gradient, and what sets it?
+
+(a), (b): the gradient norm of every block's parameters in a deep stack, at initialisation
+and after some training, for pre-norm and post-norm, each with and without residuals.
+With the skip paths, dL/dx = dL/dy (I + dF/dx) keeps every layer's gradient within a small
+factor of the others; without them the gradient is a product of Jacobians, one per layer,
+and drifts geometrically with depth.
+
+(c) Xiong et al. (2020): at initialisation, the gradient of the last layer's FFN output
+weight shrinks like 1/sqrt(L) with depth L in a pre-norm stack (the final norm divides by
+the residual stream's size, which grows with every layer added to it) and stays flat in a
+post-norm stack (the stream is renormalised after every sublayer). Averaged over seeds.
+"""
+import math
+
+from .common import Result, figure, late_grads, late_steps
+
+NAME = "gradflow"
+TITLE = "Gradient flow: per-layer gradient norms, residuals, pre-norm vs post-norm"
+
+WIRINGS = {  # label -> VariantBlock wiring
+    "pre-norm": dict(norm="pre", residual=True),
+    "post-norm": dict(norm="post", residual=True),
+    "pre-norm, no residual": dict(norm="pre", residual=False),
+    "post-norm, no residual": dict(norm="post", residual=False),
+}
+STYLES = {"pre-norm": dict(color="C0"), "post-norm": dict(color="C1"),
+          "pre-norm, no residual": dict(color="C0", ls="--"), "post-norm, no residual": dict(color="C1", ls="--")}
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(max(x, 1e-300)) for x in xs) / len(xs))
+
+
+def last_ffn_grad(lab, num_layers, seed, norm):
+    """Norm of dL/dW for the last block's ``mlp.down_proj`` at initialisation (Xiong's W^{2,L})."""
+    model = lab.backward_once(lab.variant(num_layers, seed=seed, norm=norm), seed=seed)
+    return float(model.blocks[-1].mlp.down_proj.weight.grad.norm())
+
+
+def run(lab):
+    layers = lab.pick(tiny=8, full=12)
+    steps = lab.pick(tiny=40, full=150)
+    runs = {}
+    for label, wiring in WIRINGS.items():
+        runs[label] = lab.train(NAME, label, steps, layers, grad_steps={0, *late_steps(steps)}, evals=1, **wiring)
+    init = {k: r["grads"]["0"] for k, r in runs.items()}
+    # averaged over the last 10 steps; NaN for a run that diverged
+    trained = {k: late_grads(r, steps) or [float("nan")] * layers for k, r in runs.items()}
+
+    depths = lab.pick(tiny=(2, 4, 8, 16), full=(1, 2, 4, 8, 16, 32))
+    seeds = range(lab.seed, lab.seed + lab.pick(tiny=3, full=5))
+    scan = {norm: [geomean([last_ffn_grad(lab, d, s, norm) for s in seeds]) for d in depths]
+            for norm in ("pre", "post")}
+
+    fig, axes = figure(3, width=4.6)
+    for ax, grads, when in ((axes[0], init, "at initialisation"), (axes[1], trained, f"after {steps} steps")):
+        for k, g in grads.items():
+            ax.semilogy(range(1, layers + 1), g, marker="o", ms=3, label=k, **STYLES[k])
+        ax.set_title(f"{layers}-layer stack, {when}", fontsize=10)
+        ax.set_xlabel("block (1 = next to the embedding)")
+        ax.set_ylabel("|grad| of the block's parameters")
+        ax.grid(alpha=0.3, which="both")
+    axes[1].legend(fontsize=7, loc="lower right")
+    ax = axes[2]
+    for norm, color in (("pre", "C0"), ("post", "C1")):
+        ax.loglog(depths, scan[norm], marker="o", color=color, label=f"{norm}-norm")
+    ref = [scan["pre"][0] * math.sqrt(depths[0] / d) for d in depths]
+    ax.loglog(depths, ref, ":", color="gray", label="1/sqrt(L)")
+    ax.set_title("last layer's FFN grad at init vs depth", fontsize=10)
+    ax.set_xlabel("layers L")
+    ax.set_ylabel("|dL/dW| of last down_proj")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+
+    table, series = [], []
+    for k in WIRINGS:
+        table.append({"wiring": k, "first/last at init": init[k][0] / init[k][-1],
+                      "first/last trained": trained[k][0] / trained[k][-1],
+                      "first block trained": trained[k][0], "last block trained": trained[k][-1],
+                      "val loss": runs[k]["final_val"]})
+        for i in range(layers):
+            series.append({"wiring": k, "block": i + 1, "grad_norm_init": init[k][i],
+                           "grad_norm_trained": trained[k][i]})
+    for norm in ("pre", "post"):
+        series += [{"wiring": f"{norm}-norm depth scan", "layers": d, "last_down_proj_grad_init": g}
+                   for d, g in zip(depths, scan[norm])]
+        table.append({"wiring": f"{norm}-norm: last FFN grad, L={depths[0]} / L={depths[-1]}",
+                      "first/last at init": scan[norm][0] / scan[norm][-1]})
+    r = {k: trained[k][0] / trained[k][-1] for k in WIRINGS}
+    findings = [
+        f"trained {layers}-layer stack, first block's gradient / last block's: "
+        + ", ".join(f"{k} {v:.2g}" for k, v in r.items()),
+        f"at init the no-residual stacks are off the other way: first/last = "
+        f"{init['pre-norm, no residual'][0] / init['pre-norm, no residual'][-1]:.2g} (pre), "
+        f"{init['post-norm, no residual'][0] / init['post-norm, no residual'][-1]:.2g} (post)",
+        f"last layer's FFN gradient at init, L={depths[0]} -> L={depths[-1]}: pre-norm shrinks "
+        f"{scan['pre'][0] / scan['pre'][-1]:.2f}x (1/sqrt(L) predicts {math.sqrt(depths[-1] / depths[0]):.2f}x), "
+        f"post-norm changes {scan['post'][0] / scan['post'][-1]:.2f}x",
+    ]
+    return Result(NAME, TITLE, table, series, fig, findings,
+                  data={"init": init, "trained": trained, "depths": list(depths), "scan": scan, "layers": layers,
+                        "runs": runs})
