@@ -6,7 +6,7 @@ SRC     ?=
 ONLY    ?=
 CKPT    ?= runs/final.pt
 
-.PHONY: help install check test stubs data train sample bench experiments release gradescope nbgrader clean
+.PHONY: help install check test stubs data train sample bench bench-target experiments release gradescope nbgrader clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -33,8 +33,24 @@ train:  ## train the 4 x 256 model on TinyShakespeare with IMPL (Ctrl-C saves; -
 sample:  ## print text from a checkpoint (ARGS="--prompt ROMEO: --temperature 0.8")
 	$(PY) -m lab.sample --checkpoint $(CKPT) $(ARGS)
 
-bench:  ## measure speed; results go to BENCHMARKS.md
+bench:  ## measure speed (grader, batch grading, training throughput); results go to BENCHMARKS.md
+	$(PY) -m grader.bench
 	$(PY) -m lab.bench $(ARGS)
+
+bench-target:  ## measure minutes until the solutions train under perplexity 2.5 (takes up to 30+ min)
+	$(PY) -m lab.bench --only target $(ARGS)
+
+experiments:  ## run the six experiments on IMPL (NAME=residual to run one); plots in runs/experiments/
+	$(PY) -m lab.experiments --impl $(IMPL) $(if $(NAME),--only $(NAME)) $(ARGS)
+
+release:  ## build dist/student/: stubs, visible checks, lab/, data fetcher
+	$(PY) -m classroom.release
+
+gradescope:  ## build dist/gradescope.zip (setup.sh, run_autograder)
+	$(PY) -m classroom.gradescope
+
+nbgrader:  ## build the nbgrader course folder in dist/nbgrader/
+	$(PY) -m classroom.nbgrader
 
 clean:  ## remove build outputs (keeps data/ and runs/)
 	rm -rf dist .pytest_cache

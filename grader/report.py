@@ -14,10 +14,7 @@ class Result:
     visibility: str
     output: str = ""
     nodeid: str = ""
-
-    @property
-    def passed(self):
-        return not self.output if self.points == 0 else self.score >= self.points
+    passed: bool = True
 
 
 def short_reason(output):
@@ -52,9 +49,11 @@ def render(results, title, color=False):
             reason = short_reason(r.output)
             if reason.startswith("not implemented yet") or reason.startswith("not run:"):
                 lines.append(f"              {reason}")
+        elif r.output:  # a passing check's note, such as the measured perplexity
+            lines.append(f"              {r.output}")
     got, total = sum(r.score for r in results), sum(r.points for r in results)
     lines += ["", paint(f"TOTAL {_num(got)}/{_num(total)}", "1")]
-    details = [r for r in results if r.output and not short_reason(r.output).startswith(("not implemented yet", "not run:"))]
+    details = [r for r in results if r.output and not r.passed and not short_reason(r.output).startswith(("not implemented yet", "not run:"))]
     if details:
         lines += ["", "What went wrong", "==============="]
         for r in details:

@@ -1,0 +1,71 @@
+"""Print text from a trained checkpoint.
+
+    python -m lab.sample [--checkpoint runs/final.pt] [--prompt "ROMEO:"] [--length 500]
+                         [--temperature 0.8] [--top-k 40] [--seed 1] [--impl DIR]
+"""
+import argparse
+import sys
+
+import torch
+
+from . import checkpoint as ckpt
+from .data import CharTokenizer
+from .model import build
+
+
+@torch.no_grad()
+def generate(model, idx, length, temperature=1.0, top_k=None, generator=None, max_seq_len=256):
+    """Append ``length`` sampled tokens to ``idx`` (1, T), feeding at most the last ``max_seq_len``."""
+    for _ in range(length):
+        logits = model(idx[:, -max_seq_len:])[:, -1, :].float()  # (1, V): the next-token distribution
+        if temperature <= 0:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+                logits = logits.masked_fill(logits < kth, float("-inf"))
+            nxt = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)
+        idx = torch.cat([idx, nxt], dim=1)
+    return idx
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m lab.sample", description="Print text from a trained checkpoint.")
+    p.add_argument("--checkpoint", default="runs/final.pt")
+    p.add_argument("--impl", help="implementation folder (default: the one the checkpoint was trained with)")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--length", type=int, default=500, help="characters to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely character")
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely (0: all)")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args(argv)
+    try:
+        state = ckpt.load(args.checkpoint)
+        tok = CharTokenizer(state["vocab"])
+        prompt = tok.encode(args.prompt)
+        impl = args.impl or state.get("impl") or "solutions"
+        model = build(impl, tok.vocab_size, state["config"])
+        model.load_state_dict(state["model"])
+    except ckpt.CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: the prompt cannot be encoded: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"error: cannot build the model from {impl}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+        return 1
+    if not prompt:
+        print("error: the prompt is empty", file=sys.stderr)
+        return 1
+    model.eval()
+    g = torch.Generator().manual_seed(args.seed)
+    out = generate(model, torch.tensor([prompt]), args.length, args.temperature, args.top_k, g,
+                   state["config"]["max_seq_len"])
+    print(tok.decode(out[0].tolist()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Train the curriculum's 4 x 256 character model on TinyShakespeare.
+
+    python -m lab.train [--impl exercises] [--out runs/final.pt] [--minutes 45] [--resume]
+
+The model is built from the chosen implementation folder (your exercises, or
+the solutions). Training stops once the perplexity on the training split is
+safely under the target (measured as the final check measures it), or when
+the time budget is spent. A checkpoint is written atomically every few minutes,
+at the end and on Ctrl-C; ``--resume`` continues exactly where it stopped:
+same batches, same learning-rate schedule, same result.
+"""
+import argparse
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .data import CharTokenizer, DataError, find, split
+from .evaluate import perplexity, windows
+from .loader import load_impl
+from .model import CURRICULUM, build, count_parameters
+
+TARGET = 2.5
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m lab.train", description=__doc__.splitlines()[0])
+    p.add_argument("--impl", default="exercises", help="implementation folder (default: %(default)s)")
+    p.add_argument("--out", default="runs/final.pt", help="checkpoint path (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--data", help="corpus file (default: data/tinyshakespeare.txt or $TINYSHAKESPEARE)")
+    p.add_argument("--minutes", type=float, default=45.0,
+                   help="time budget for this run; the schedule is planned to end there (default: %(default)s)")
+    p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
+    p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
+    p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW")
+    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of the peak")
+    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
+    p.add_argument("--eval-windows", type=int, default=32, help="windows per split in the periodic evaluation")
+    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the model")
+    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    # model size: the final check wants the curriculum's model; smaller ones are for quick experiments and tests
+    p.add_argument("--layers", type=int, default=CURRICULUM["num_layers"])
+    p.add_argument("--hidden", type=int, default=CURRICULUM["hidden_size"])
+    p.add_argument("--heads", type=int, default=CURRICULUM["num_heads"])
+    p.add_argument("--seq-len", type=int, default=CURRICULUM["max_seq_len"])
+    p.add_argument("--stop-at", type=int, help="save and stop at this step (--resume continues)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+# Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
+RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
+            "eval_windows")
+
+
+def pick_device(name):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def cpu_has_bf16():
+    """bfloat16 pays off on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere it is much slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_precision(name, device):
+    if name != "auto":
+        return name
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def lr_at(step, total, peak, warmup, min_ratio):
+    """Linear warm-up, then cosine decay to ``min_ratio * peak`` at ``total``; flat after it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class Batches:
+    """Random training windows from a seeded generator whose state goes into the checkpoint."""
+
+    def __init__(self, ids, seq_len, batch_size, seed):
+        self.ids, self.seq_len, self.batch_size = ids, seq_len, batch_size
+        self.g = torch.Generator().manual_seed(seed)
+
+    def next(self):
+        starts = torch.randint(0, len(self.ids) - self.seq_len, (self.batch_size,), generator=self.g)
+        offs = torch.arange(self.seq_len)
+        return self.ids[starts[:, None] + offs], self.ids[starts[:, None] + offs + 1]
+
+
+def load_corpus(path):
+    text = find(path).read_text(encoding="utf-8") if path is None else Path(path).read_text(encoding="utf-8")
+    return text
+
+
+class Trainer:
+    def __init__(self, args):
+        self.args = args
+        self.device = pick_device(args.device)
+        self.precision = pick_precision(args.precision, self.device)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.out = Path(args.out)
+        state = ckpt.load(self.out) if args.resume else None
+        if state is not None:
+            self._check_resumable(state)
+            for k in RUN_ARGS:
+                setattr(args, k, state["args"][k])
+        text = load_corpus(args.data) if args.data else load_corpus(None)
+        self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
+        try:
+            ids = torch.tensor(self.tok.encode(text), dtype=torch.long)
+        except ValueError as e:
+            raise SystemExit(f"error: the corpus does not match the checkpoint's vocabulary ({e})")
+        self.train_ids, self.val_ids = split(ids)
+        self.config = state["config"] if state else {"num_layers": args.layers, "hidden_size": args.hidden,
+                                                     "num_heads": args.heads, "max_seq_len": args.seq_len}
+        self.seq_len = self.config["max_seq_len"]
+        if len(self.train_ids) <= self.seq_len + 1:
+            raise SystemExit(f"error: the corpus is too short for windows of {self.seq_len} characters")
+        self.impl = load_impl(args.impl)
+        torch.manual_seed(args.seed)
+        self.model = build(self.impl, self.tok.vocab_size, self.config).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.95),
+                                     weight_decay=args.weight_decay)
+        self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
+        self.step, self.total, self.elapsed, self.history = 0, args.steps, 0.0, []
+        self.best = None
+        self.eval_starts = {
+            "train": windows(len(self.train_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 1),
+            "val": windows(len(self.val_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 2),
+        }
+        if state:
+            self._restore(state)
+        self.fwd = torch.compile(self.model) if args.compile == "on" else self.model
+
+    # -- checkpoints -----------------------------------------------------------
+
+    def _check_resumable(self, state):
+        if "optimizer" not in state or "batch_rng" not in state or "args" not in state:
+            raise ckpt.CheckpointError(f"{self.out}: holds weights only, it cannot be resumed")
+
+    def _restore(self, state):
+        try:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ckpt.CheckpointError(f"{self.out}: does not fit this implementation ({str(e)[:160]})") from None
+        self.batches.g.set_state(state["batch_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.total, self.elapsed = state["step"], state["total_steps"], state["elapsed"]
+        self.history = state.get("metrics", [])
+        self.precision = state.get("precision", self.precision)
+
+    def save(self):
+        state = {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.config,
+            "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total,
+            "elapsed": self.elapsed, "batch_rng": self.batches.g.get_state(), "torch_rng": torch.get_rng_state(),
+            "metrics": self.history, "precision": self.precision,
+            "impl": str(Path(self.args.impl).resolve()), "args": {k: v for k, v in vars(self.args).items()
+                                                                if isinstance(v, (int, float, str, bool))},
+        }
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the write short
+        try:
+            ckpt.save(state, self.out)
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+    # -- training ------------------------------------------------------------
+
+    def autocast(self):
+        return torch.autocast(self.device if self.device != "mps" else "cpu", dtype=torch.bfloat16,
+                              enabled=self.precision == "bf16")
+
+    def train_step(self):
+        a = self.args
+        lr = lr_at(self.step, self.total, a.lr, a.warmup, a.min_lr_ratio)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        x, y = self.batches.next()
+        x, y = x.to(self.device), y.to(self.device)
+        with self.autocast():
+            logits = self.fwd(x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if a.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return loss.item()
+
+    def evaluate(self, starts=None, split_name="train"):
+        ids = self.train_ids if split_name == "train" else self.val_ids
+        with self.autocast():
+            ppl, _ = perplexity(self.model, ids, starts if starts is not None else self.eval_starts[split_name],
+                                self.seq_len, device=self.device)
+        return ppl
+
+    def confirm(self):
+        """Measure as the final check does (200,000+ predicted characters), with windows of another seed."""
+        starts = windows(len(self.train_ids), self.seq_len, 200_000, self.args.seed + 3)
+        return self.evaluate(starts, "train")
+
+    def plan(self):
+        """Fix the number of steps: measure a few steps' speed and fill the time budget with them."""
+        if self.total is not None:
+            return
+        t0 = time.perf_counter()
+        probe = 8
+        for _ in range(probe):
+            self.train_step()
+        per_step = (time.perf_counter() - t0) / probe
+        self.elapsed += per_step * probe
+        eval_share = 0.08  # periodic evaluation and checkpoints take roughly this part of the time
+        self.total = max(self.step + 1, int(self.args.minutes * 60 * (1 - eval_share) / per_step))
+
+    def run(self):
+        a = self.args
+        print(f"model: {count_parameters(self.model):,} parameters {self.config} from {a.impl}; "
+              f"device {self.device}, {self.precision}, batch {a.batch_size} x {self.seq_len}")
+        self.plan()
+        if self.step >= self.total and not a.resume:
+            return self.finish("planned steps done")
+        if self.step >= self.total:  # resuming past the plan: extend it by this run's budget at the final rate
+            self.total = self.step + max(1, int(a.minutes * 60 / max(1e-3, self.elapsed / max(1, self.step))))
+        from tqdm import tqdm
+        bar = tqdm(total=self.total, initial=self.step, disable=a.quiet, unit="step", dynamic_ncols=True,
+                   smoothing=0.05)
+        last_save = time.monotonic()
+        ema, tokens = None, a.batch_size * self.seq_len
+        t_run = time.perf_counter()
+        deadline = time.monotonic() + a.minutes * 60 * 1.05
+        try:
+            while self.step < self.total:
+                t0 = time.perf_counter()
+                loss = self.train_step()
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.3f}", ppl=f"{math.exp(ema):.2f}", tok_s=f"{tokens / dt:,.0f}",
+                                refresh=False)
+                if self.step % a.eval_every == 0 or self.step == self.total:
+                    tr, va = self.evaluate(split_name="train"), self.evaluate(split_name="val")
+                    self.history.append({"step": self.step, "elapsed": round(self.elapsed, 1), "train_ppl": tr,
+                                         "val_ppl": va, "lr": self.opt.param_groups[0]["lr"]})
+                    bar.write(f"step {self.step:>6}  train ppl {tr:6.3f}  val ppl {va:6.3f}  "
+                              f"({self.elapsed / 60:.1f} min of training)")
+                    if tr < a.target * 0.97 and not a.no_early_stop:
+                        full = self.confirm()
+                        bar.write(f"           confirmed on 200,000 training characters: perplexity {full:.3f}")
+                        self.history[-1]["confirmed_train_ppl"] = full
+                        if full < a.target * 0.98:
+                            bar.close()
+                            return self.finish(f"training-split perplexity {full:.3f} < {a.target}")
+                if time.monotonic() - last_save > a.save_every * 60:
+                    self.save()
+                    last_save = time.monotonic()
+                if time.monotonic() > deadline:
+                    break
+                if a.stop_at is not None and self.step >= a.stop_at:
+                    bar.close()
+                    self.save()
+                    print(f"stopped at step {self.step} as asked: saved {self.out}; continue with --resume")
+                    return 0
+        except KeyboardInterrupt:
+            bar.close()
+            self.save()
+            print(f"\ninterrupted at step {self.step}: saved {self.out}; continue with --resume")
+            return 130
+        bar.close()
+        reason = "schedule finished" if self.step >= self.total else "time budget spent"
+        return self.finish(reason, run_seconds=time.perf_counter() - t_run)
+
+    def finish(self, reason, run_seconds=None):
+        self.save()
+        last = self.history[-1] if self.history else {}
+        ppl = last.get("confirmed_train_ppl") or last.get("train_ppl")
+        print(f"stopped: {reason}; step {self.step}, {self.elapsed / 60:.1f} min of training; saved {self.out}")
+        if ppl is not None and ppl >= self.args.target:
+            print(f"training-split perplexity {ppl:.3f} is not under {self.args.target} yet: "
+                  f"continue with `python -m lab.train --impl {self.args.impl} --resume --minutes 15`")
+        return 0
+
+
+def main(argv=None):
+    args = parse(argv)
+    try:
+        return Trainer(args).run()
+    except (ckpt.CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except NotImplementedError as e:
+        print(f"error: {args.impl} is not complete yet: {e} raises NotImplementedError "
+              f"(run `make check` to see what is left)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

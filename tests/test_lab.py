@@ -1,0 +1,193 @@
+"""Data, tokenizer, training, resume, checkpoints, sampling and the final check end to end."""
+import hashlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import KIT, by_name, grade, mutate
+from lab import checkpoint as ckpt
+from lab import data
+
+CORPUS = KIT / "data" / "tinyshakespeare.txt"
+SHARED = KIT.parent / "shared" / "data" / "tinyshakespeare.txt"
+# a low-entropy corpus the 4 x 256 model learns in a few dozen steps: the final check end to end, in seconds
+PERIODIC = "to be, or not to be: that is the question. " * 120
+FINAL = "final: Your trained model: training-split perplexity < 2.5 on TinyShakespeare, causal, the curriculum's 4 x 256"
+
+
+def run(*args, timeout=600):
+    return subprocess.run([sys.executable, *args], cwd=KIT, capture_output=True, text=True, timeout=timeout)
+
+
+def corpus():
+    for p in (CORPUS, SHARED):
+        if p.is_file():
+            return p
+    pytest.skip("TinyShakespeare is not here: run `make data`")
+
+
+# -- data ------------------------------------------------------------------------
+
+def test_hash_check_accepts_the_real_file():
+    assert data.verify(corpus()) == corpus()
+
+
+def test_hash_check_rejects_a_wrong_file(tmp_path):
+    bad = tmp_path / "input.txt"
+    bad.write_text("not shakespeare")
+    with pytest.raises(data.DataError, match="sha256"):
+        data.verify(bad)
+
+
+def test_hash_check_rejects_a_missing_file(tmp_path):
+    with pytest.raises(data.DataError, match="no such file"):
+        data.verify(tmp_path / "nothing.txt")
+
+
+def test_fetch_from_local_copy_is_atomic_and_verified(tmp_path):
+    dest = tmp_path / "data" / "tinyshakespeare.txt"
+    assert data.fetch(dest, src=corpus()) == dest
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == data.SHA256
+    bad = tmp_path / "bad.txt"
+    bad.write_text("x" * 100)
+    dest.write_text("keep me")  # a failed fetch must not touch what is there
+    with pytest.raises(data.DataError):
+        data.fetch(dest, src=bad)
+    assert dest.read_text() == "keep me"
+    assert [p.name for p in dest.parent.iterdir()] == ["tinyshakespeare.txt"]  # no partial files left
+
+
+def test_fetch_without_network_fails_cleanly(tmp_path):
+    dest = tmp_path / "d" / "t.txt"
+    with pytest.raises(data.DataError, match="could not download"):
+        data.fetch(dest, url="http://127.0.0.1:9/input.txt", timeout=2)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
+def test_make_data_command_reports_one_line_and_exit_code(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("nope")
+    p = run("-m", "lab.data", "--src", str(bad), "--dest", str(tmp_path / "out.txt"))
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "sha256" in p.stderr
+    p = run("-m", "lab.data", "--src", str(corpus()), "--dest", str(tmp_path / "out.txt"))
+    assert p.returncode == 0 and "sha256 verified" in p.stdout
+
+
+def test_tokenizer_round_trip_and_splits():
+    text = corpus().read_text(encoding="utf-8")
+    tok = data.CharTokenizer.from_text(text)
+    assert tok.vocab_size == 65
+    sample = text[1000:3000]
+    assert tok.decode(tok.encode(sample)) == sample
+    assert data.CharTokenizer.from_state_dict(tok.state_dict()).chars == tok.chars
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        tok.encode("ü")
+    _, train, val = data.load_splits(corpus())
+    assert (len(train), len(val)) == (1_003_854, 111_540)
+
+
+# -- training ----------------------------------------------------------------------
+
+TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "--quiet", "--threads", "1"]
+
+
+def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path):
+    out = tmp_path / "run.pt"
+    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--steps", "150",
+            "--eval-every", "150", "--warmup", "10", "--no-early-stop", *TINY)
+    assert p.returncode == 0, p.stderr
+    state = ckpt.load(out)
+    assert state["step"] == 150
+    # the untrained model predicts about uniformly: perplexity ~ 65
+    assert state["metrics"][-1]["train_ppl"] < 20, state["metrics"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    common = ["-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--steps", "12",
+              "--eval-every", "6", "--warmup", "3", "--no-early-stop", *TINY]
+    p = run(*common, "--out", str(tmp_path / "straight.pt"))
+    assert p.returncode == 0, p.stderr
+    p = run(*common, "--out", str(tmp_path / "split.pt"), "--stop-at", "5")
+    assert p.returncode == 0 and ckpt.load(tmp_path / "split.pt")["step"] == 5
+    p = run(*common[:2], "--impl", "solutions", "--data", str(corpus()), "--out", str(tmp_path / "split.pt"),
+            "--resume", "--quiet", "--threads", "1")
+    assert p.returncode == 0, p.stderr
+    a, b = ckpt.load(tmp_path / "straight.pt"), ckpt.load(tmp_path / "split.pt")
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert [m["train_ppl"] for m in a["metrics"]] == [m["train_ppl"] for m in b["metrics"]]
+
+
+def test_bad_checkpoints_give_one_clear_line(tmp_path):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x80\x02garbage")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"hello": torch.zeros(2)}, foreign)
+    for path, msg in ((corrupt, "not a readable checkpoint"), (foreign, "not a checkpoint of this kit"),
+                      (tmp_path / "missing.pt", "no such checkpoint")):
+        with pytest.raises(ckpt.CheckpointError, match=msg):
+            ckpt.load(path)
+        for cmd in (["-m", "lab.sample", "--checkpoint", str(path)],
+                    ["-m", "lab.train", "--impl", "solutions", "--out", str(path), "--resume", "--quiet"]):
+            p = run(*cmd)
+            assert p.returncode == 1 and p.stderr.strip().count("\n") == 0 and msg in p.stderr, (cmd, p.stderr)
+    assert corrupt.read_bytes() == b"\x80\x02garbage"  # nothing overwritten
+
+
+def test_unknown_flag_is_refused():
+    p = run("-m", "lab.train", "--no-such-flag")
+    assert p.returncode == 2 and "unrecognized arguments" in p.stderr
+
+
+# -- the final check, end to end on a tiny corpus ----------------------------------------------
+
+def train_periodic(tmp_path, impl, steps, name):
+    text = tmp_path / "periodic.txt"
+    text.write_text(PERIODIC)
+    out = tmp_path / f"{name}.pt"
+    p = run("-m", "lab.train", "--impl", str(impl), "--data", str(text), "--out", str(out), "--steps", str(steps),
+            "--warmup", "5", "--batch-size", "4", "--eval-every", "1000", "--no-early-stop", "--quiet")
+    assert p.returncode == 0, p.stderr
+    return text, out
+
+
+def test_final_check_passes_a_trained_model_and_fails_a_short_run(tmp_path):
+    text, good = train_periodic(tmp_path, KIT / "solutions", 30, "good")
+    result, out, _ = grade(KIT / "solutions", "final", extra=["--checkpoint", str(good), "--corpus", str(text)])
+    final = by_name(result)[FINAL]
+    assert final["status"] == "passed" and final["score"] == 15, final["output"]
+    assert "training-split perplexity" in final["output"] and "validation split" in final["output"]
+    _, short = train_periodic(tmp_path, KIT / "solutions", 2, "short")
+    result, _, code = grade(KIT / "solutions", "final", extra=["--checkpoint", str(short), "--corpus", str(text)])
+    final = by_name(result)[FINAL]
+    assert code == 1 and final["status"] == "failed" and "< 2.5" in final["output"], final["output"]
+
+
+def test_final_check_rejects_a_non_causal_model(tmp_path):
+    leaky = mutate(tmp_path / "leaky", "attention.py", "scores = scores.masked_fill(mask, float(\"-inf\"))", "")
+    text, ckp = train_periodic(tmp_path, leaky, 30, "leaky")
+    result, _, _ = grade(leaky, "final", extra=["--checkpoint", str(ckp), "--corpus", str(text)])
+    final = by_name(result)[FINAL]
+    assert final["status"] == "failed" and "must not see the future" in final["output"], final["output"]
+
+
+def test_final_check_without_checkpoint_says_how_to_train(tmp_path):
+    result, _, _ = grade(KIT / "solutions", "final", extra=["--checkpoint", str(tmp_path / "none.pt")])
+    final = by_name(result)[FINAL]
+    assert final["score"] == 0 and "make train" in final["output"] and "no file at" in final["output"]
+
+
+# -- sampling ---------------------------------------------------------------------------
+
+def test_sample_prints_text_from_a_checkpoint(tmp_path):
+    text, ckp = train_periodic(tmp_path, KIT / "solutions", 2, "s")
+    p = run("-m", "lab.sample", "--checkpoint", str(ckp), "--prompt", "to be", "--length", "40", "--seed", "1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("to be") and len(p.stdout.rstrip("\n")) == 45
+    again = run("-m", "lab.sample", "--checkpoint", str(ckp), "--prompt", "to be", "--length", "40", "--seed", "1")
+    assert again.stdout == p.stdout  # seeded
+    bad = run("-m", "lab.sample", "--checkpoint", str(ckp), "--prompt", "Zebra")
+    assert bad.returncode == 1 and "not in the vocabulary" in bad.stderr
