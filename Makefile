@@ -6,7 +6,7 @@ SRC     ?=
 ONLY    ?=
 CKPT    ?= runs/final.pt
 
-.PHONY: help install check test stubs data train sample bench bench-target experiments release gradescope nbgrader clean
+.PHONY: help install install-nbgrader check test stubs data train sample bench bench-target experiments release gradescope nbgrader clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -14,6 +14,9 @@ help:  ## list the commands
 install:  ## create .venv and install the pinned dependencies
 	test -x .venv/bin/python || python3 -m venv .venv
 	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+
+install-nbgrader:  ## add nbgrader (for `make nbgrader` and its tests; pulls the Jupyter stack)
+	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-nbgrader.txt
 
 check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
 	$(PY) -m grader --impl $(IMPL) --checkpoint $(CKPT) $(if $(ONLY),--only $(ONLY))
@@ -43,8 +46,8 @@ bench-target:  ## measure minutes until the solutions train under perplexity 2.5
 experiments:  ## run the six experiments on IMPL (NAME=residual to run one); plots in runs/experiments/
 	$(PY) -m lab.experiments --impl $(IMPL) $(if $(NAME),--only $(NAME)) $(ARGS)
 
-release:  ## build dist/student/: stubs, visible checks, lab/, data fetcher
-	$(PY) -m classroom.release
+release:  ## build dist/student/: stubs, visible checks, lab/, data fetcher (ARGS=--with-experiments)
+	$(PY) -m classroom.release $(ARGS)
 
 gradescope:  ## build dist/gradescope.zip (setup.sh, run_autograder)
 	$(PY) -m classroom.gradescope

@@ -346,17 +346,23 @@ def ffn_variants(x, sd):
     }
 
 
-def decoder_variants(x, sd, num_layers, C, H, T=16):
-    """Wrong stackings, over stand-in blocks and the stand-in final norm."""
-    import torch
+def _standin_stack(sd, prefix, num_layers, C, H, T):
+    """The stand-in blocks and final norm of a decoder, loaded from ``sd`` under ``prefix``."""
     blk = _standin_module("block")
     blocks = []
     for i in range(num_layers):
         b = blk.TransformerBlock(C, H, max_seq_len=T)
-        b.load_state_dict(_sub_state(sd, f"blocks.{i}."))
+        b.load_state_dict(_sub_state(sd, f"{prefix}blocks.{i}."))
         blocks.append(b)
     norm = blk.RMSNorm(C)
-    norm.load_state_dict(_sub_state(sd, "norm."))
+    norm.load_state_dict(_sub_state(sd, f"{prefix}norm."))
+    return blocks, norm
+
+
+def decoder_variants(x, sd, num_layers, C, H, T=16):
+    """Wrong stackings, over stand-in blocks and the stand-in final norm."""
+    import torch
+    blocks, norm = _standin_stack(sd, "", num_layers, C, H, T)
 
     def v(fn, hint):
         def make():
@@ -393,14 +399,7 @@ def lm_variants(idx, sd, num_layers, C, H, T=16):
     """Wrong language models around the stand-in decoder (what the scored LM checks run)."""
     import math
     import torch
-    blk = _standin_module("block")
-    blocks = []
-    for i in range(num_layers):
-        b = blk.TransformerBlock(C, H, max_seq_len=T)
-        b.load_state_dict(_sub_state(sd, f"decoder.blocks.{i}."))
-        blocks.append(b)
-    norm = blk.RMSNorm(C)
-    norm.load_state_dict(_sub_state(sd, "decoder.norm."))
+    blocks, norm = _standin_stack(sd, "decoder.", num_layers, C, H, T)
     emb = sd["embed_tokens.weight"]
 
     def decode(x):

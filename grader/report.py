@@ -1,8 +1,8 @@
 """Turning check results into the table a student reads and the JSON Gradescope reads."""
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
+
+from lab.files import write_text
 
 
 @dataclass
@@ -78,16 +78,7 @@ def gradescope(results, hidden_visibility="hidden", extra_output=""):
 
 
 def write_atomic(path, text):
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text(path, text)
 
 
 def write_json(path, data):

@@ -5,9 +5,6 @@ properties that need no reference) and ``grader/checks/hidden`` (comparisons
 with ``solutions/``, present only where the grader is complete). The student
 release and the nbgrader notebooks carry the visible ones only.
 """
-import os
-import sys
-import time
 from pathlib import Path
 
 import pytest

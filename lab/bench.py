@@ -17,12 +17,13 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from .files import write_text
 
 KIT = Path(__file__).resolve().parent.parent
 OUT = KIT / "BENCHMARKS.md"
@@ -49,64 +50,79 @@ def write_section(name, body, command):
              f"- date: {datetime.date.today().isoformat()}\n\n{body.strip()}\n<!-- /bench:{name} -->\n")
     pattern = re.compile(rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
-    fd, tmp = tempfile.mkstemp(dir=KIT, prefix=".bench-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, OUT)
+    write_text(OUT, text)
 
 
-def _loop_tokens_per_s(model, batch_size, seq_len, steps, warmup, autocast_dtype=None, clip=None):
+def _loop_tokens_per_s(model, batch_size, seq_len, steps, warmup, bf16=False, clip=None, compile=False):
+    """Median tokens/s of a training loop's steps after ``warmup`` steps; also the first step's seconds."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fwd = torch.compile(model) if compile else model
     x = torch.randint(0, 65, (batch_size, seq_len))
     y = torch.randint(0, 65, (batch_size, seq_len))
     times = []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast_dtype is not None):
-            logits = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = fwd(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return batch_size * seq_len / statistics.median(times)
+        times.append(time.perf_counter() - t0)
+    return batch_size * seq_len / statistics.median(times[warmup:]), times[0]
 
 
 def bench_throughput(steps=12):
+    """The plain loop against the kit's, and the alternatives the kit's choice was made from."""
     from .loader import load_impl
     from .model import CURRICULUM, build
-    from .train import cpu_has_bf16, parse
+    from .train import cpu_has_bf16, parse, pick_compile
     impl = load_impl(KIT / "solutions")
-    defaults = parse([])
-    torch.manual_seed(0)
-    base = _loop_tokens_per_s(build(impl, 65, CURRICULUM), 16, 256, steps, 3)
-    torch.manual_seed(0)
-    kit = _loop_tokens_per_s(build(impl, 65, CURRICULUM), defaults.batch_size, 256, steps, 3,
-                             torch.bfloat16 if cpu_has_bf16() else None, defaults.grad_clip)
-    rows = [("plain float32 eager loop, batch 16 x 256", base),
-            (f"kit's loop (lab.train defaults: batch {defaults.batch_size} x 256, "
-             f"{'bf16 autocast' if cpu_has_bf16() else 'float32: this CPU has no native bf16'})", kit)]
-    if not cpu_has_bf16():
+    d = parse([])
+    kit_bf16, kit_compile = cpu_has_bf16(), pick_compile(d.compile, "cpu")
+    runs = [  # (label, batch, bf16, compile, steps)
+        ("plain float32 eager loop, batch 16 x 256 (the baseline)", 16, False, False, steps),
+        ("float32 eager, batch 8 x 256", 8, False, False, steps),
+        ("float32 eager, batch 4 x 256", 4, False, False, steps),
+        ("float32 torch.compile, batch 8 x 256", 8, False, True, steps),
+        ("bf16 autocast eager, batch 16 x 256", 16, True, False, steps if kit_bf16 else 3),
+    ]
+    label_kit = (f"**the kit's loop** (lab.train defaults here: batch {d.batch_size} x 256, "
+                 f"{'bf16' if kit_bf16 else 'float32'}{', torch.compile' if kit_compile else ', eager'})")
+    runs.append((label_kit, d.batch_size, kit_bf16, kit_compile, steps))
+    rows = []
+    for label, b, bf16, comp, n in runs:
         torch.manual_seed(0)
-        bf = _loop_tokens_per_s(build(impl, 65, CURRICULUM), 16, 256, max(3, steps // 4), 1, torch.bfloat16)
-        rows.append(("bf16 autocast, batch 16 x 256 (for comparison; not used here)", bf))
-    table = "| loop | tokens/s |\n|---|---|\n" + "".join(f"| {n} | {v:,.0f} |\n" for n, v in rows)
-    body = table + f"\nRatio kit / plain: **{kit / base:.2f}x** (median step time over {steps} steps after warm-up)."
+        tps, first = _loop_tokens_per_s(build(impl, 65, CURRICULUM), b, 256, n, 3 if not comp else 4, bf16,
+                                        d.grad_clip, comp)
+        rows.append((label, tps, first))
+        print(f"  {label}: {tps:,.0f} tokens/s (first step {first:.1f} s)", flush=True)
+    base, kit = rows[0][1], rows[-1][1]
+    table = "| loop | tokens/s | first step (s) |\n|---|---|---|\n" + "".join(
+        f"| {n} | {v:,.0f} | {f:.1f} |\n" for n, v, f in rows)
+    note = ("" if kit_bf16 else "\nThis CPU has no native bfloat16 (no AVX512-BF16 or AMX): bf16 autocast is "
+            "emulated and far slower, so the kit trains in float32 here. ")
+    body = (table + note + f"\nRatio kit / plain: **{kit / base:.2f}x** (median step time over {steps} steps "
+            "after warm-up; torch.compile's first step includes compiling).")
     write_section("throughput", body, "python -m lab.bench --only throughput")
     return base, kit
 
 
 def bench_target(minutes):
     out = KIT / "runs" / "bench-target.pt"
-    cmd = [sys.executable, "-m", "lab.train", "--impl", "solutions", "--out", str(out), "--minutes", str(minutes)]
+    log = out.with_suffix(".log")
+    cmd = [sys.executable, "-m", "lab.train", "--impl", "solutions", "--out", str(out), "--minutes", str(minutes),
+           "--quiet"]
+    print(f"  training the solutions for up to {minutes} min; progress in {log}", flush=True)
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=KIT, text=True, capture_output=True)
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, cwd=KIT, text=True, stdout=f, stderr=subprocess.STDOUT,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        raise SystemExit("bench: training failed:\n" + p.stderr[-2000:])
+        raise SystemExit(f"bench: training failed; see {log}")
     from .checkpoint import load
     state = load(out)
     hist = state["metrics"]

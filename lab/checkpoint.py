@@ -4,11 +4,11 @@ A checkpoint is a dict saved with ``torch.save`` holding only tensors and plain
 types, so it loads with ``torch.load(weights_only=True)``: a checkpoint from
 an untrusted source cannot run code when the grader opens it.
 """
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 FORMAT = "transformer-kit/lm-checkpoint/1"
 REQUIRED = ("format", "model", "config", "vocab", "step")
@@ -20,17 +20,7 @@ class CheckpointError(Exception):
 
 def save(state, path):
     """Write ``state`` to ``path`` atomically: a crash mid-write never leaves a half file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
 def load(path):

@@ -10,11 +10,12 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -52,18 +53,10 @@ def verify(path, sha256=SHA256):
 
 def _install(fill, dest, sha256):
     """Write via ``fill(tmp_path)`` into a temp file beside ``dest``; verify; then rename into place."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    os.close(fd)
-    try:
+    def write(tmp):
         fill(tmp)
         verify(tmp, sha256)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    return atomic_write(dest, write)
 
 
 def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):

@@ -11,6 +11,7 @@ same batches, same learning-rate schedule, same result.
 """
 import argparse
 import math
+import shutil
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from .loader import load_impl
 from .model import CURRICULUM, build, count_parameters
 
 TARGET = 2.5
+EVAL_SHARE = 0.05  # roughly the part of the time that periodic evaluations and checkpoints take
 
 
 def parse(argv=None):
@@ -40,7 +42,7 @@ def parse(argv=None):
     p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of AdamW")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of AdamW")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of the peak")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -51,7 +53,9 @@ def parse(argv=None):
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--compile", default="off", choices=["on", "off"], help="torch.compile the model")
+    p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="torch.compile the training forward pass (auto: where a C++ compiler is found; "
+                        "falls back to eager if compiling fails)")
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     # model size: the final check wants the curriculum's model; smaller ones are for quick experiments and tests
     p.add_argument("--layers", type=int, default=CURRICULUM["num_layers"])
@@ -95,6 +99,14 @@ def pick_precision(name, device):
     if device == "cpu":
         return "bf16" if cpu_has_bf16() else "fp32"
     return "fp32"
+
+
+def pick_compile(name, device):
+    """torch.compile pays off here (+6% tokens/s on the 2-core CPU, see BENCHMARKS.md) once it has
+    compiled (20-30 s the first time); on a CPU it needs a C++ compiler at run time."""
+    if name != "auto":
+        return name == "on"
+    return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
 
 
 def lr_at(step, total, peak, warmup, min_ratio):
@@ -154,7 +166,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.95),
                                      weight_decay=args.weight_decay)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
-        self.step, self.total, self.elapsed, self.history = 0, args.steps, 0.0, []
+        self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
         self.best = None
         self.eval_starts = {
             "train": windows(len(self.train_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 1),
@@ -162,7 +174,8 @@ class Trainer:
         }
         if state:
             self._restore(state)
-        self.fwd = torch.compile(self.model) if args.compile == "on" else self.model
+        self.compiled = pick_compile(args.compile, self.device)
+        self.fwd = torch.compile(self.model) if self.compiled else self.model
 
     # -- checkpoints -----------------------------------------------------------
 
@@ -179,13 +192,14 @@ class Trainer:
         self.batches.g.set_state(state["batch_rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step, self.total, self.elapsed = state["step"], state["total_steps"], state["elapsed"]
+        self.budget_end = state.get("budget_end")
         self.history = state.get("metrics", [])
         self.precision = state.get("precision", self.precision)
 
     def save(self):
         state = {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.config,
-            "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total,
+            "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total, "budget_end": self.budget_end,
             "elapsed": self.elapsed, "batch_rng": self.batches.g.get_state(), "torch_rng": torch.get_rng_state(),
             "metrics": self.history, "precision": self.precision,
             "impl": str(Path(self.args.impl).resolve()), "args": {k: v for k, v in vars(self.args).items()
@@ -205,13 +219,20 @@ class Trainer:
 
     def train_step(self):
         a = self.args
-        lr = lr_at(self.step, self.total, a.lr, a.warmup, a.min_lr_ratio)
+        lr = lr_at(self.step, self.total or 10 ** 9, a.lr, a.warmup, a.min_lr_ratio)
         for group in self.opt.param_groups:
             group["lr"] = lr
         x, y = self.batches.next()
         x, y = x.to(self.device), y.to(self.device)
         with self.autocast():
-            logits = self.fwd(x)
+            try:
+                logits = self.fwd(x)
+            except Exception as e:  # noqa: BLE001  (compiling failed: go on without it)
+                if self.fwd is self.model:
+                    raise
+                print(f"note: torch.compile failed ({type(e).__name__}); training without it", file=sys.stderr)
+                self.fwd = self.model
+                logits = self.fwd(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -234,45 +255,66 @@ class Trainer:
         return self.evaluate(starts, "train")
 
     def plan(self):
-        """Fix the number of steps: measure a few steps' speed and fill the time budget with them."""
-        if self.total is not None:
+        """How long the schedule is (``total``) and where this run stops (``end``).
+
+        With --steps both are fixed. Otherwise the schedule ends when ``budget_end``
+        seconds of training have passed, and ``replan`` turns that into a step count from
+        the measured speed, again and again as it settles (the first steps are slow, and
+        a busy machine is slower). A resumed run keeps its plan; one resumed after its
+        schedule ended goes on for --minutes more at the final learning rate.
+        """
+        a = self.args
+        self.extending = False
+        if a.steps is not None and not a.resume:
+            self.total, self.budget_end = a.steps, None
+        elif self.total is None:
+            self.budget_end = a.minutes * 60 * (1 - EVAL_SHARE)
+        elif self.step >= self.total:
+            self.extending = True
+            self.budget_end = self.elapsed + a.minutes * 60 * (1 - EVAL_SHARE)
+            self.end = None
             return
-        t0 = time.perf_counter()
-        probe = 8
-        for _ in range(probe):
-            self.train_step()
-        per_step = (time.perf_counter() - t0) / probe
-        self.elapsed += per_step * probe
-        eval_share = 0.08  # periodic evaluation and checkpoints take roughly this part of the time
-        self.total = max(self.step + 1, int(self.args.minutes * 60 * (1 - eval_share) / per_step))
+        self.end = self.total
+
+    def replan(self, per_step):
+        if self.budget_end is None or not per_step:
+            return
+        left = max(1, round((self.budget_end - self.elapsed) / per_step))
+        if self.extending:
+            self.end = self.step + left
+        else:
+            self.total = self.end = self.step + left
 
     def run(self):
         a = self.args
         print(f"model: {count_parameters(self.model):,} parameters {self.config} from {a.impl}; "
-              f"device {self.device}, {self.precision}, batch {a.batch_size} x {self.seq_len}")
+              f"device {self.device}, {self.precision}{', compiled' if self.compiled else ''}, "
+              f"batch {a.batch_size} x {self.seq_len}")
         self.plan()
-        if self.step >= self.total and not a.resume:
-            return self.finish("planned steps done")
-        if self.step >= self.total:  # resuming past the plan: extend it by this run's budget at the final rate
-            self.total = self.step + max(1, int(a.minutes * 60 / max(1e-3, self.elapsed / max(1, self.step))))
         from tqdm import tqdm
-        bar = tqdm(total=self.total, initial=self.step, disable=a.quiet, unit="step", dynamic_ncols=True,
+        bar = tqdm(total=self.end, initial=self.step, disable=a.quiet, unit="step", dynamic_ncols=True,
                    smoothing=0.05)
         last_save = time.monotonic()
-        ema, tokens = None, a.batch_size * self.seq_len
+        ema, tokens, per_step, run_steps = None, a.batch_size * self.seq_len, None, 0
         t_run = time.perf_counter()
         deadline = time.monotonic() + a.minutes * 60 * 1.05
         try:
-            while self.step < self.total:
+            while self.end is None or self.step < self.end:
                 t0 = time.perf_counter()
                 loss = self.train_step()
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
+                run_steps += 1
                 ema = loss if ema is None else 0.95 * ema + 0.05 * loss
+                if run_steps > 2:  # the first steps pay one-time costs
+                    per_step = dt if per_step is None else 0.97 * per_step + 0.03 * dt
+                    if run_steps < 20 or run_steps % 25 == 0:
+                        self.replan(per_step)
+                        bar.total = self.end
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}", ppl=f"{math.exp(ema):.2f}", tok_s=f"{tokens / dt:,.0f}",
                                 refresh=False)
-                if self.step % a.eval_every == 0 or self.step == self.total:
+                if self.step % a.eval_every == 0 or self.step == self.end:
                     tr, va = self.evaluate(split_name="train"), self.evaluate(split_name="val")
                     self.history.append({"step": self.step, "elapsed": round(self.elapsed, 1), "train_ppl": tr,
                                          "val_ppl": va, "lr": self.opt.param_groups[0]["lr"]})
@@ -301,7 +343,7 @@ class Trainer:
             print(f"\ninterrupted at step {self.step}: saved {self.out}; continue with --resume")
             return 130
         bar.close()
-        reason = "schedule finished" if self.step >= self.total else "time budget spent"
+        reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
         return self.finish(reason, run_seconds=time.perf_counter() - t_run)
 
     def finish(self, reason, run_seconds=None):

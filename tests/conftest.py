@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.mutants import copy_solutions  # noqa: F401  (re-exported for the tests)
+
 KIT = Path(__file__).resolve().parent.parent
 SOLUTIONS = KIT / "solutions"
 FILES = ["residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py"]
@@ -36,14 +38,6 @@ def grade(folder, *only, timeout=None, extra=(), check=True, json_path=None):
 def by_name(results):
     """{test name: test entry} of a results.json."""
     return {t["name"]: t for t in results["tests"]}
-
-
-def copy_solutions(dest):
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in FILES:
-        shutil.copy(SOLUTIONS / f, dest / f)
-    return dest
 
 
 def mutate(dest, file, old, new):

@@ -61,6 +61,18 @@ def test_release_holds_no_solutions_hidden_checks_or_kit_tests(release):
         "grader/diagnose.py"]
 
 
+def test_release_ships_the_guides_and_the_experiments_only_when_asked(release, tmp_path):
+    from classroom.release import build
+    files = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()}
+    assert "docs/guide-block.md" in files and "solutions/ANSWERS.md" not in files
+    assert not any(f.startswith(("lab/experiments/", "docs/img/")) or f == "lab/variants.py" for f in files)
+    assert "experiments:" not in (release / "Makefile").read_text()
+    later = build(tmp_path / "later", quiet=True, experiments=True)
+    files = {str(p.relative_to(later)) for p in later.rglob("*") if p.is_file()}
+    assert {"lab/variants.py", "lab/experiments/gradflow.py", "docs/experiments.md", "docs/img/gradflow.png"} <= files
+    assert "experiments:" in (later / "Makefile").read_text()
+
+
 def test_release_builder_refuses_to_ship_solution_code(tmp_path, monkeypatch):
     from classroom import release as rel
     line = next(iter(rel.solution_lines()))

@@ -90,7 +90,8 @@ def test_tokenizer_round_trip_and_splits():
 
 # -- training ----------------------------------------------------------------------
 
-TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "--quiet", "--threads", "1"]
+TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "--quiet", "--threads", "1",
+        "--compile", "off"]
 
 
 def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path):
@@ -112,7 +113,7 @@ def test_resume_continues_exactly(tmp_path):
     p = run(*common, "--out", str(tmp_path / "split.pt"), "--stop-at", "5")
     assert p.returncode == 0 and ckpt.load(tmp_path / "split.pt")["step"] == 5
     p = run(*common[:2], "--impl", "solutions", "--data", str(corpus()), "--out", str(tmp_path / "split.pt"),
-            "--resume", "--quiet", "--threads", "1")
+            "--resume", "--quiet", "--threads", "1", "--compile", "off")
     assert p.returncode == 0, p.stderr
     a, b = ckpt.load(tmp_path / "straight.pt"), ckpt.load(tmp_path / "split.pt")
     assert a["step"] == b["step"] == 12
@@ -149,7 +150,8 @@ def train_periodic(tmp_path, impl, steps, name):
     text.write_text(PERIODIC)
     out = tmp_path / f"{name}.pt"
     p = run("-m", "lab.train", "--impl", str(impl), "--data", str(text), "--out", str(out), "--steps", str(steps),
-            "--warmup", "5", "--batch-size", "4", "--eval-every", "1000", "--no-early-stop", "--quiet")
+            "--warmup", "5", "--batch-size", "4", "--eval-every", "1000", "--no-early-stop", "--quiet",
+            "--compile", "off")
     assert p.returncode == 0, p.stderr
     return text, out
 

@@ -12,8 +12,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data import load_splits
+from ..files import atomic_write, write_text
 from ..loader import MODULES, load_impl
 from ..variants import VariantLM
 
@@ -74,27 +73,6 @@ def source_hash(folder):
         p = Path(folder) / f"{m}.py"
         h.update(p.read_bytes() if p.is_file() else b"-")
     return h.hexdigest()[:16]
-
-
-def atomic_write(path, write):
-    """``write(tmp_path)``, then rename onto ``path``: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; these are ordinary output files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path, text):
-    def w(tmp):
-        Path(tmp).write_text(text, encoding="utf-8")
-    atomic_write(path, w)
 
 
 def fmt(v):

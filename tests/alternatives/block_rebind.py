@@ -1,5 +1,4 @@
 """Correct alternative: SiLU written out, the stream rebound as x, components built with keywords."""
-import math
 
 import torch
 import torch.nn as nn

@@ -1,5 +1,4 @@
 """Correct alternative: the root mean square from the L2 norm, sqrt(mean(x**2)) = ||x|| / sqrt(d)."""
-import math
 
 import torch
 import torch.nn as nn

@@ -1,0 +1,27 @@
+"""Writing files atomically: a reader, or a crash half-way, never sees half a file."""
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path, write, mode=0o644):
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto ``path``.
+
+    If ``write`` raises, ``path`` is left as it was and the temporary file is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)  # mkstemp makes it private; these are ordinary files
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(path, text):
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
