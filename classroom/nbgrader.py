@@ -368,10 +368,10 @@ def final_notebook(questions):
     cells.code("# Read-only: write the five files from the other notebooks (the kit's stubs where one is missing)\n"
                "nb.collect()", "collect")
     cells.text(text["train"], "train-intro")
-    cells.code(f"# Train (not graded, but the final check needs the checkpoint it writes). About 60 minutes on\n"
-               f"# 2 CPU cores; at most {TRAIN_MAX_MINUTES} minutes per run. Interrupt the kernel to stop: the\n"
+    cells.code(f"# Train (not graded, but the final check needs the checkpoint it writes). It stops by\n"
+               f"# itself under 2.5: about an hour on 2 CPU cores. At most {TRAIN_MAX_MINUTES} minutes per run. Interrupt the kernel to stop: the\n"
                f"# checkpoint is saved, and RESUME = True continues from it.\n"
-               f"MINUTES = 60\nRESUME = False\nnb.train(minutes=MINUTES, resume=RESUME, checkpoint=CHECKPOINT)",
+               f"MINUTES = {TRAIN_MAX_MINUTES}\nRESUME = False\nnb.train(minutes=MINUTES, resume=RESUME, checkpoint=CHECKPOINT)",
                "train", locked=False, extra={"transformer_kit": {"timeout": TRAIN_TIMEOUT}})
     cells.text(text["check"], "check-intro")
     checks = checks_of("final")

@@ -36,7 +36,10 @@ def bench_grader(repeats=3):
 def bench_batch(n=6, jobs=2):
     from .batch import bench_batch as run
     res = run(n, jobs)
-    body = "\n".join(f"- {k}: {v}" for k, v in res.items())
+    body = (f"`python -m grader batch` on {res['submissions']} copies of the solutions (unit checks: "
+            f"{', '.join(res['modules'])}), {res['jobs']} at once on {res['cpus']} cores: {res['seconds']:.1f} s, "
+            f"**{res['per_minute']:.1f} submissions per minute** (outcomes: {res['statuses']}). Each submission "
+            "runs in its own sandboxed worker, so one that hangs or eats memory costs only its own time limit.")
     write_section("batch", body, f"python -m grader.bench --only batch  (n={n}, jobs={jobs})")
     return res
 
@@ -51,7 +54,7 @@ def bench_final(checkpoint):
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    note = next((line.strip() for line in p.stdout.splitlines() if "training-split perplexity" in line), "")
+    note = next((line.strip() for line in p.stdout.splitlines() if "predicted characters" in line), "")
     body = (f"Wall time of `python -m grader --only final` on the solutions' checkpoint: **{wall:.1f} s** "
             f"(goal: under 60 s). It reported: {note or p.stdout.strip().splitlines()[-1]}")
     write_section("final", body, f"python -m grader.bench --only final --checkpoint {checkpoint}")

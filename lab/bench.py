@@ -1,6 +1,6 @@
 """Training speed, written into BENCHMARKS.md with the command and the machine.
 
-    python -m lab.bench [--only throughput target] [--minutes 30]
+    python -m lab.bench [--only throughput target] [--minutes 120]
 
 - throughput: tokens/s of a plain float32 eager loop (batch 16 x 256) against the kit's training loop
 - target:     minutes of `make train IMPL=solutions` until the training-split perplexity is under 2.5
@@ -104,8 +104,14 @@ def bench_throughput(steps=12):
         f"| {n} | {v:,.0f} | {f:.1f} |\n" for n, v, f in rows)
     note = ("" if kit_bf16 else "\nThis CPU has no native bfloat16 (no AVX512-BF16 or AMX): bf16 autocast is "
             "emulated and far slower, so the kit trains in float32 here. ")
-    body = (table + note + f"\nRatio kit / plain: **{kit / base:.2f}x** (median step time over {steps} steps "
-            "after warm-up; torch.compile's first step includes compiling).")
+    ratio = kit / base
+    verdict = ("meets the goal of 1.5x" if ratio >= 1.5 else
+               "short of the goal of 1.5x: in float32 the matrix multiplications, already near this CPU's peak, "
+               "take most of a step, so what is left to win is the batch size (smaller batches keep the "
+               "activations in cache) and torch.compile's fused element-wise work")
+    body = (table + note + f"\nRatio kit / plain: **{ratio:.2f}x**, {verdict}. Median step time over {steps} "
+            "steps after warm-up; the first step of the compile row includes compiling, and the kit's row "
+            "reuses that compiled code (same process).")
     write_section("throughput", body, "python -m lab.bench --only throughput")
     return base, kit
 
@@ -125,21 +131,35 @@ def bench_target(minutes):
         raise SystemExit(f"bench: training failed; see {log}")
     from .checkpoint import load
     state = load(out)
-    hist = state["metrics"]
+    return report_target(state["metrics"], minutes, wall, state["args"]["batch_size"] * state["config"]["max_seq_len"])
+
+
+def report_target(hist, minutes, wall, tokens_per_step):
+    """Write the target section from a run's metrics; return the first confirmed hit (or None)."""
     hit = next((m for m in hist if m.get("confirmed_train_ppl", 9e9) < 2.5), None)
+    shown = hist[:: max(1, len(hist) // 15)]
+    if hist and hist[-1] is not shown[-1]:
+        shown.append(hist[-1])
+    conf = lambda m: f"{m['confirmed_train_ppl']:.3f}" if "confirmed_train_ppl" in m else "-"  # noqa: E731
     rows = "".join(f"| {m['step']} | {m['elapsed'] / 60:.1f} | {m['train_ppl']:.3f} | {m['val_ppl']:.3f} | "
-                   f"{m.get('confirmed_train_ppl', float('nan')):.3f} |\n" for m in hist[:: max(1, len(hist) // 15)])
-    if hist and hist[-1] is not hist[:: max(1, len(hist) // 15)][-1]:
-        m = hist[-1]
-        rows += (f"| {m['step']} | {m['elapsed'] / 60:.1f} | {m['train_ppl']:.3f} | {m['val_ppl']:.3f} | "
-                 f"{m.get('confirmed_train_ppl', float('nan')):.3f} |\n")
+                   f"{conf(m)} |\n" for m in shown)
     result = (f"training-split perplexity under 2.5 after **{hit['elapsed'] / 60:.1f} min** of training "
               f"(step {hit['step']}; {wall / 60:.1f} min wall time with evaluations)" if hit else
-              f"not under 2.5 within {minutes} min: best confirmed/estimated training-split perplexity "
+              f"not under 2.5 within {minutes:g} min: best confirmed/estimated training-split perplexity "
               f"{min(m.get('confirmed_train_ppl', m['train_ppl']) for m in hist):.3f}")
-    body = (result + "\n\n| step | minutes | train ppl (32 windows) | val ppl (32 windows) | confirmed train ppl "
-            "(200k chars) |\n|---|---|---|---|---|\n" + rows)
-    write_section("target", body, f"python -m lab.bench --only target --minutes {minutes}")
+    at30 = next((m for m in reversed(hist) if m["elapsed"] <= 30 * 60), None)
+    if at30 and (hit is None or hit["elapsed"] > 30 * 60):
+        last = hit or hist[-1]
+        tokens = last["step"] * tokens_per_step
+        result += (f". The goal of 30 minutes is not met on this machine: after 30 minutes the model is at "
+                   f"{at30['train_ppl']:.2f} (step {at30['step']}). Getting under 2.5 means fitting the training "
+                   f"text itself: {tokens / 1e6:.1f}M tokens, {tokens / 1_003_854:.0f} passes over it, at the "
+                   f"{tokens / last['elapsed']:,.0f} tokens/s this CPU allows in float32 (see throughput). The "
+                   "recipe was chosen by the trials at the top of this file")
+    body = (result + ".\n\nValidation perplexity falls to about 4.4 and then rises while the training-split "
+            "perplexity keeps falling: the overfitting the README explains.\n\n| step | minutes | train ppl "
+            "(32 windows) | val ppl (32 windows) | confirmed train ppl (200k chars) |\n|---|---|---|---|---|\n" + rows)
+    write_section("target", body, f"python -m lab.bench --only target --minutes {minutes:g}")
     return hit
 
 
@@ -147,7 +167,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lab.bench", description="Measure and record the kit's speed.")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=["throughput"],
                    help="what to measure (default: throughput; `target` takes up to --minutes)")
-    p.add_argument("--minutes", type=float, default=30.0, help="time cap of the `target` run")
+    p.add_argument("--minutes", type=float, default=120.0, help="time cap of the `target` run (lab.train's default)")
     args = p.parse_args(argv)
     for name in args.only:
         print(f"bench: {name} ...", flush=True)

@@ -1,6 +1,6 @@
 """Train the curriculum's 4 x 256 character model on TinyShakespeare.
 
-    python -m lab.train [--impl exercises] [--out runs/final.pt] [--minutes 45] [--resume]
+    python -m lab.train [--impl exercises] [--out runs/final.pt] [--minutes 120] [--resume]
 
 The model is built from the chosen implementation folder (your exercises, or
 the solutions). Training stops once the perplexity on the training split is
@@ -36,8 +36,11 @@ def parse(argv=None):
     p.add_argument("--out", default="runs/final.pt", help="checkpoint path (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--data", help="corpus file (default: data/tinyshakespeare.txt or $TINYSHAKESPEARE)")
-    p.add_argument("--minutes", type=float, default=45.0,
-                   help="time budget for this run; the schedule is planned to end there (default: %(default)s)")
+    # 120: the run measured in BENCHMARKS.md (2 CPU cores) plans its schedule over 120 minutes and gets under
+    # 2.5 after about 61; a shorter schedule decays the learning rate before the model has fitted the text.
+    p.add_argument("--minutes", type=float, default=120.0,
+                   help="time budget for this run; the schedule is planned to end there, training stops earlier "
+                        "once under the target (default: %(default)s)")
     p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
