@@ -33,7 +33,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from .report import write_atomic, write_json
+from lab.files import write_text
+
+from .report import write_json
 
 KIT = Path(__file__).resolve().parent.parent
 MODULES = ["residual", "rmsnorm", "attention", "block", "decoder", "final"]
@@ -194,7 +196,7 @@ def write_csv(path, rows, modules):
     w.writeheader()
     for r in sorted(rows, key=lambda r: r["submission"]):
         w.writerow(r)
-    write_atomic(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def symlinks(folder):

@@ -77,12 +77,8 @@ def gradescope(results, hidden_visibility="hidden", extra_output=""):
             "output": extra_output, "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
 
 
-def write_atomic(path, text):
-    write_text(path, text)
-
-
 def write_json(path, data):
-    write_atomic(path, json.dumps(data, indent=2) + "\n")
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def as_dicts(results):

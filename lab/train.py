@@ -105,7 +105,7 @@ def pick_precision(name, device):
 
 
 def pick_compile(name, device):
-    """torch.compile pays off here (+6% tokens/s on the 2-core CPU, see BENCHMARKS.md) once it has
+    """torch.compile pays off here (+6-8% tokens/s on the 2-core CPU, see BENCHMARKS.md) once it has
     compiled (20-30 s the first time); on a CPU it needs a C++ compiler at run time."""
     if name != "auto":
         return name == "on"
@@ -170,7 +170,6 @@ class Trainer:
                                      weight_decay=args.weight_decay)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
         self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
-        self.best = None
         self.eval_starts = {
             "train": windows(len(self.train_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 1),
             "val": windows(len(self.val_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 2),
@@ -299,7 +298,6 @@ class Trainer:
                    smoothing=0.05)
         last_save = time.monotonic()
         ema, tokens, per_step, run_steps = None, a.batch_size * self.seq_len, None, 0
-        t_run = time.perf_counter()
         deadline = time.monotonic() + a.minutes * 60 * 1.05
         try:
             while self.end is None or self.step < self.end:
@@ -347,9 +345,9 @@ class Trainer:
             return 130
         bar.close()
         reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
-        return self.finish(reason, run_seconds=time.perf_counter() - t_run)
+        return self.finish(reason)
 
-    def finish(self, reason, run_seconds=None):
+    def finish(self, reason):
         self.save()
         last = self.history[-1] if self.history else {}
         ppl = last.get("confirmed_train_ppl") or last.get("train_ppl")
