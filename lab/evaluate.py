@@ -41,4 +41,5 @@ def perplexity(model, ids, starts, seq_len, batch_size=16, device="cpu", progres
         if progress is not None:
             progress(len(starts[i:i + batch_size]))
     model.train(was_training)
-    return math.exp(total / count), count
+    mean = total / count
+    return (math.exp(mean) if mean < 700 else math.inf), count  # a wrecked model: inf, not OverflowError

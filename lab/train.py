@@ -7,9 +7,12 @@ the solutions). Training stops once the perplexity on the training split is
 safely under the target (measured as the final check measures it), or when
 the time budget is spent. A checkpoint is written atomically every few minutes,
 at the end and on Ctrl-C; ``--resume`` continues exactly where it stopped:
-same batches, same learning-rate schedule, same result.
+same batches, same learning-rate schedule, same result. If the loss blows up
+(a spike, or NaN), training goes back to the last healthy evaluation and goes on
+at half the learning rate.
 """
 import argparse
+import copy
 import math
 import shutil
 import signal
@@ -28,6 +31,8 @@ from .model import CURRICULUM, build, count_parameters
 
 TARGET = 2.5
 EVAL_SHARE = 0.05  # roughly the part of the time that periodic evaluations and checkpoints take
+SPIKE = 2.0  # an evaluation this many times the best training-split perplexity so far means the run diverged
+MAX_ROLLBACKS = 3
 
 
 def parse(argv=None):
@@ -36,11 +41,15 @@ def parse(argv=None):
     p.add_argument("--out", default="runs/final.pt", help="checkpoint path (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
     p.add_argument("--data", help="corpus file (default: data/tinyshakespeare.txt or $TINYSHAKESPEARE)")
-    # 120: the run measured in BENCHMARKS.md (2 CPU cores) plans its schedule over 120 minutes and gets under
-    # 2.5 after about 61; a shorter schedule decays the learning rate before the model has fitted the text.
+    # The schedule is --schedule-steps long, or shorter where --minutes would not fit it (a slow machine).
+    # 10,000 steps of 8 x 256 (20M tokens, ~20 passes over the text; the target comes near step 8,500): a much
+    # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
+    # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
     p.add_argument("--minutes", type=float, default=120.0,
-                   help="time budget for this run; the schedule is planned to end there, training stops earlier "
+                   help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")
+    p.add_argument("--schedule-steps", type=int, default=10_000,
+                   help="longest learning-rate schedule, in steps, on a machine fast enough (default: %(default)s)")
     p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
@@ -72,7 +81,7 @@ def parse(argv=None):
 
 # Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
 RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
-            "eval_windows")
+            "eval_windows", "schedule_steps")
 
 
 def pick_device(name):
@@ -150,7 +159,7 @@ class Trainer:
         if state is not None:
             self._check_resumable(state)
             for k in RUN_ARGS:
-                setattr(args, k, state["args"][k])
+                setattr(args, k, state["args"].get(k, getattr(args, k)))  # older checkpoints lack newer ones
         text = load_corpus(args.data) if args.data else load_corpus(None)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
@@ -170,6 +179,7 @@ class Trainer:
                                      weight_decay=args.weight_decay)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
         self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
+        self.lr_scale, self.rollbacks, self.good = 1.0, 0, None
         self.eval_starts = {
             "train": windows(len(self.train_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 1),
             "val": windows(len(self.val_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 2),
@@ -197,13 +207,15 @@ class Trainer:
         self.budget_end = state.get("budget_end")
         self.history = state.get("metrics", [])
         self.precision = state.get("precision", self.precision)
+        self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
 
     def save(self):
         state = {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.config,
             "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total, "budget_end": self.budget_end,
             "elapsed": self.elapsed, "batch_rng": self.batches.g.get_state(), "torch_rng": torch.get_rng_state(),
-            "metrics": self.history, "precision": self.precision,
+            "metrics": self.history, "precision": self.precision, "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
             "impl": str(Path(self.args.impl).resolve()), "args": {k: v for k, v in vars(self.args).items()
                                                                 if isinstance(v, (int, float, str, bool))},
         }
@@ -221,7 +233,7 @@ class Trainer:
 
     def train_step(self):
         a = self.args
-        lr = lr_at(self.step, self.total or 10 ** 9, a.lr, a.warmup, a.min_lr_ratio)
+        lr = lr_at(self.step, self.total or 10 ** 9, a.lr, a.warmup, a.min_lr_ratio) * self.lr_scale
         for group in self.opt.param_groups:
             group["lr"] = lr
         x, y = self.batches.next()
@@ -285,7 +297,37 @@ class Trainer:
         if self.extending:
             self.end = self.step + left
         else:
-            self.total = self.end = self.step + left
+            self.total = self.end = min(self.step + left, max(self.step, self.args.schedule_steps))
+
+    # -- divergence ------------------------------------------------------------
+
+    def snapshot(self):
+        """Remember this healthy state in memory (model, optimizer, batch position): ~40 MB for the 4 x 256."""
+        self.good = {"step": self.step, "model": copy.deepcopy(self.model.state_dict()),
+                     "optimizer": copy.deepcopy(self.opt.state_dict()), "batch_rng": self.batches.g.get_state(),
+                     "history": len(self.history)}
+
+    def diverged(self, loss=None, train_ppl=None):
+        if loss is not None:
+            return not math.isfinite(loss)
+        best = min((m["train_ppl"] for m in self.history[:-1]), default=None)
+        return not math.isfinite(train_ppl) or (best is not None and train_ppl > SPIKE * best)
+
+    def roll_back(self, bar, why):
+        """Go back to the last healthy state and halve the learning rate; False once that has not helped."""
+        self.rollbacks += 1
+        g = self.good
+        self.model.load_state_dict(g["model"])
+        self.opt.load_state_dict(copy.deepcopy(g["optimizer"]))
+        self.batches.g.set_state(g["batch_rng"])
+        bad_step, self.step, self.history = self.step, g["step"], self.history[:g["history"]]
+        bar.n = self.step
+        if self.rollbacks > MAX_ROLLBACKS:
+            return False
+        self.lr_scale *= 0.5
+        bar.write(f"step {bad_step:>6}  {why}: back to step {self.step}, learning rate halved "
+                  f"(now {self.lr_scale:g} x the schedule; {self.rollbacks} of {MAX_ROLLBACKS})")
+        return True
 
     def run(self):
         a = self.args
@@ -299,6 +341,7 @@ class Trainer:
         last_save = time.monotonic()
         ema, tokens, per_step, run_steps = None, a.batch_size * self.seq_len, None, 0
         deadline = time.monotonic() + a.minutes * 60 * 1.05
+        self.snapshot()
         try:
             while self.end is None or self.step < self.end:
                 t0 = time.perf_counter()
@@ -306,6 +349,11 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 run_steps += 1
+                if self.diverged(loss=loss):
+                    if not self.roll_back(bar, f"loss is {loss}"):
+                        return self.give_up(bar)
+                    ema = None
+                    continue
                 ema = loss if ema is None else 0.95 * ema + 0.05 * loss
                 if run_steps > 2:  # the first steps pay one-time costs
                     per_step = dt if per_step is None else 0.97 * per_step + 0.03 * dt
@@ -313,7 +361,7 @@ class Trainer:
                         self.replan(per_step)
                         bar.total = self.end
                 bar.update(1)
-                bar.set_postfix(loss=f"{ema:.3f}", ppl=f"{math.exp(ema):.2f}", tok_s=f"{tokens / dt:,.0f}",
+                bar.set_postfix(loss=f"{ema:.3f}", ppl=f"{math.exp(min(ema, 99)):.2f}", tok_s=f"{tokens / dt:,.0f}",
                                 refresh=False)
                 if self.step % a.eval_every == 0 or self.step == self.end:
                     tr, va = self.evaluate(split_name="train"), self.evaluate(split_name="val")
@@ -321,6 +369,12 @@ class Trainer:
                                          "val_ppl": va, "lr": self.opt.param_groups[0]["lr"]})
                     bar.write(f"step {self.step:>6}  train ppl {tr:6.3f}  val ppl {va:6.3f}  "
                               f"({self.elapsed / 60:.1f} min of training)")
+                    if self.diverged(train_ppl=tr):
+                        if not self.roll_back(bar, f"training-split perplexity jumped to {tr:.3f}"):
+                            return self.give_up(bar)
+                        ema = None
+                        continue
+                    self.snapshot()
                     if tr < a.target * 0.97 and not a.no_early_stop:
                         full = self.confirm()
                         bar.write(f"           confirmed on 200,000 training characters: perplexity {full:.3f}")
@@ -346,6 +400,15 @@ class Trainer:
         bar.close()
         reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
         return self.finish(reason)
+
+    def give_up(self, bar):
+        bar.close()
+        self.save()  # the last healthy state, so nothing trained is lost
+        print(f"error: training diverged {self.rollbacks} times even at lower learning rates; saved the last "
+              f"healthy state (step {self.step}) to {self.out}. Look for a numerical problem in {self.args.impl} "
+              "(the softmax in float32? the RMSNorm epsilon inside the square root?) or start again with a "
+              "lower --lr", file=sys.stderr)
+        return 1
 
     def finish(self, reason):
         self.save()

@@ -105,6 +105,16 @@ def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path):
     assert state["metrics"][-1]["train_ppl"] < 20, state["metrics"]
 
 
+def test_the_schedule_is_capped_in_steps_on_a_fast_machine(tmp_path):
+    # --minutes would fit thousands of tiny steps; the schedule stops at --schedule-steps all the same
+    out = tmp_path / "run.pt"
+    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--minutes", "5",
+            "--schedule-steps", "7", "--eval-every", "100", "--warmup", "2", "--no-early-stop", *TINY)
+    assert p.returncode == 0, p.stderr
+    state = ckpt.load(out)
+    assert (state["step"], state["total_steps"]) == (7, 7) and "schedule finished" in p.stdout, p.stdout
+
+
 def test_resume_continues_exactly(tmp_path):
     common = ["-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--steps", "12",
               "--eval-every", "6", "--warmup", "3", "--no-early-stop", *TINY]
@@ -141,6 +151,61 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path):
 def test_unknown_flag_is_refused():
     p = run("-m", "lab.train", "--no-such-flag")
     assert p.returncode == 2 and "unrecognized arguments" in p.stderr
+
+
+def divergent_trainer(tmp_path, blow_up):
+    """A tiny run on the periodic corpus whose train_step is wrapped by ``blow_up(trainer, loss) -> loss``."""
+    from lab import train
+    text = tmp_path / "periodic.txt"
+    text.write_text(PERIODIC)
+    args = train.parse(["--impl", "solutions", "--data", str(text), "--out", str(tmp_path / "run.pt"), "--steps", "12",
+                        "--eval-every", "3", "--warmup", "2", "--no-early-stop", *TINY])
+    t = train.Trainer(args)
+    real = t.train_step
+    t.train_step = lambda: blow_up(t, real())
+    return t
+
+
+def test_a_nan_loss_rolls_back_to_the_last_healthy_state_at_half_the_lr(tmp_path, capsys):
+    hits = []
+
+    def nan_once_at_step_5(t, loss):
+        if t.step == 5 and not hits:
+            hits.append(t.step)
+            return float("nan")
+        return loss
+    t = divergent_trainer(tmp_path, nan_once_at_step_5)
+    assert t.run() == 0
+    out = capsys.readouterr().out
+    assert "step      5  loss is nan: back to step 3, learning rate halved" in out, out
+    assert (t.step, t.rollbacks, t.lr_scale) == (12, 1, 0.5)
+    state = ckpt.load(tmp_path / "run.pt")
+    assert state["lr_scale"] == 0.5 and [m["step"] for m in state["metrics"]] == [3, 6, 9, 12]
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_a_perplexity_spike_rolls_back_to_the_last_healthy_evaluation(tmp_path, capsys):
+    def wreck_once_after_step_7(t, loss):
+        if t.step == 7 and t.rollbacks == 0:  # confidently wrong logits: finite loss, perplexity far above the best
+            with torch.no_grad():
+                t.model.embed_tokens.weight.mul_(20.0)
+        return loss
+    t = divergent_trainer(tmp_path, wreck_once_after_step_7)
+    assert t.run() == 0
+    out = capsys.readouterr().out
+    assert "step      9  training-split perplexity jumped to" in out and "back to step 6" in out, out
+    assert (t.step, t.rollbacks, t.lr_scale) == (12, 1, 0.5)
+    assert [m["step"] for m in ckpt.load(tmp_path / "run.pt")["metrics"]] == [3, 6, 9, 12]
+
+
+def test_a_run_that_keeps_diverging_stops_and_keeps_its_last_healthy_state(tmp_path, capsys):
+    t = divergent_trainer(tmp_path, lambda t, loss: float("nan") if t.step > 4 else loss)
+    assert t.run() == 1
+    err = capsys.readouterr().err
+    assert "error: training diverged 4 times" in err and "saved the last healthy state (step 3)" in err, err
+    state = ckpt.load(tmp_path / "run.pt")
+    assert state["step"] == 3 and state["lr_scale"] == 0.5 ** 3 and [m["step"] for m in state["metrics"]] == [3]
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 
 # -- the final check, end to end on a tiny corpus ----------------------------------------------
