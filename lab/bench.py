@@ -91,7 +91,7 @@ def bench_throughput(device="cpu", steps=12):
     impl = load_impl(KIT / "solutions")
     d = parse([])
     kit_bf16, kit_compile = pick_precision(d.precision, device) == "bf16", pick_compile(d.compile, device)
-    steps = steps if device == "cpu" else 50
+    steps = steps if device == "cpu" else 50  # a GPU step takes milliseconds: more of them for a steady median
     runs = [  # (label, batch, bf16, compile, steps)
         ("plain float32 eager loop, batch 16 x 256 (the baseline)", 16, False, False, steps),
         ("float32 eager, batch 8 x 256", 8, False, False, steps),

@@ -307,9 +307,8 @@ class Trainer:
                      "optimizer": copy.deepcopy(self.opt.state_dict()), "batch_rng": self.batches.g.get_state(),
                      "history": len(self.history)}
 
-    def diverged(self, loss=None, train_ppl=None):
-        if loss is not None:
-            return not math.isfinite(loss)
+    def spiked(self, train_ppl):
+        """This evaluation (the last in the history) is non-finite or far above the best before it."""
         best = min((m["train_ppl"] for m in self.history[:-1]), default=None)
         return not math.isfinite(train_ppl) or (best is not None and train_ppl > SPIKE * best)
 
@@ -349,7 +348,7 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 run_steps += 1
-                if self.diverged(loss=loss):
+                if not math.isfinite(loss):
                     if not self.roll_back(bar, f"loss is {loss}"):
                         return self.give_up(bar)
                     ema = None
@@ -369,7 +368,7 @@ class Trainer:
                                          "val_ppl": va, "lr": self.opt.param_groups[0]["lr"]})
                     bar.write(f"step {self.step:>6}  train ppl {tr:6.3f}  val ppl {va:6.3f}  "
                               f"({self.elapsed / 60:.1f} min of training)")
-                    if self.diverged(train_ppl=tr):
+                    if self.spiked(tr):
                         if not self.roll_back(bar, f"training-split perplexity jumped to {tr:.3f}"):
                             return self.give_up(bar)
                         ema = None
