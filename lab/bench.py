@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .files import write_text
+from .train import autocast
 
 KIT = Path(__file__).resolve().parent.parent
 OUT = KIT / "BENCHMARKS.md"
@@ -70,7 +71,7 @@ def _loop_tokens_per_s(model, batch_size, seq_len, steps, warmup, bf16=False, cl
     for _ in range(warmup + steps):
         sync()
         t0 = time.perf_counter()
-        with torch.autocast(device if device != "mps" else "cpu", dtype=torch.bfloat16, enabled=bf16):
+        with autocast(device, bf16):
             logits = fwd(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         opt.zero_grad(set_to_none=True)

@@ -113,6 +113,11 @@ def pick_precision(name, device):
     return "fp32"
 
 
+def autocast(device, bf16):
+    """bfloat16 autocast where asked (MPS has none of its own: the CPU's context, a no-op there)."""
+    return torch.autocast(device if device != "mps" else "cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
 def pick_compile(name, device):
     """torch.compile pays off here (+6-8% tokens/s on the 2-core CPU, see BENCHMARKS.md) once it has
     compiled (20-30 s the first time); on a CPU it needs a C++ compiler at run time."""
@@ -228,8 +233,7 @@ class Trainer:
     # -- training ------------------------------------------------------------
 
     def autocast(self):
-        return torch.autocast(self.device if self.device != "mps" else "cpu", dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+        return autocast(self.device, self.precision == "bf16")
 
     def train_step(self):
         a = self.args
