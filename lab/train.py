@@ -28,6 +28,7 @@ from .data import CharTokenizer, DataError, find, split
 from .evaluate import perplexity, windows
 from .loader import load_impl
 from .model import CURRICULUM, build, count_parameters
+from .muon import MuonAdamW
 
 TARGET = 2.5
 EVAL_SHARE = 0.05  # roughly the part of the time that periodic evaluations and checkpoints take
@@ -45,16 +46,21 @@ def parse(argv=None):
     # 10,000 steps of 8 x 256 (20M tokens, ~20 passes over the text; the target comes near step 8,500): a much
     # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
     # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
+    # Muon learns ~3x more per step at ~1.35x the cost of a step on a CPU: 3,200 steps (~31 min there).
     p.add_argument("--minutes", type=float, default=120.0,
                    help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")
-    p.add_argument("--schedule-steps", type=int, default=10_000,
-                   help="longest learning-rate schedule, in steps, on a machine fast enough (default: %(default)s)")
+    p.add_argument("--schedule-steps", type=int,
+                   help="longest learning-rate schedule, in steps, on a machine fast enough (default: 10,000 with "
+                        "adamw, 3,200 with muon, which fits the text in about a third of the steps)")
     p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of AdamW")
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
+                   help="muon: Muon for the hidden matrices, AdamW for the rest (lab/muon.py; BENCHMARKS.md has "
+                        "how it compares) (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of the peak")
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=0.0)
@@ -76,12 +82,18 @@ def parse(argv=None):
     p.add_argument("--seq-len", type=int, default=CURRICULUM["max_seq_len"])
     p.add_argument("--stop-at", type=int, help="save and stop at this step (--resume continues)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.schedule_steps is None:
+        args.schedule_steps = SCHEDULE_STEPS[args.optimizer]
+    return args
 
+
+SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_200}  # measured on 2 CPU cores: BENCHMARKS.md
 
 # Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
 RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
-            "eval_windows", "schedule_steps")
+            "eval_windows", "schedule_steps", "optimizer")
+OLDER = {"optimizer": "adamw", "schedule_steps": 10_000}  # what checkpoints written before a run argument existed were trained with
 
 
 def pick_device(name):
@@ -126,6 +138,12 @@ def pick_compile(name, device):
     return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
 
 
+def make_optimizer(model, args):
+    if args.optimizer == "muon":
+        return MuonAdamW(model, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+
+
 def lr_at(step, total, peak, warmup, min_ratio):
     """Linear warm-up, then cosine decay to ``min_ratio * peak`` at ``total``; flat after it."""
     if step < warmup:
@@ -164,7 +182,7 @@ class Trainer:
         if state is not None:
             self._check_resumable(state)
             for k in RUN_ARGS:
-                setattr(args, k, state["args"].get(k, getattr(args, k)))  # older checkpoints lack newer ones
+                setattr(args, k, state["args"].get(k, OLDER.get(k, getattr(args, k))))  # older ones lack some
         text = load_corpus(args.data) if args.data else load_corpus(None)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
@@ -180,8 +198,7 @@ class Trainer:
         self.impl = load_impl(args.impl)
         torch.manual_seed(args.seed)
         self.model = build(self.impl, self.tok.vocab_size, self.config).to(self.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=args.lr, betas=(0.9, 0.95),
-                                     weight_decay=args.weight_decay)
+        self.opt = make_optimizer(self.model, args)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
         self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
         self.lr_scale, self.rollbacks, self.good = 1.0, 0, None
@@ -336,7 +353,7 @@ class Trainer:
         a = self.args
         print(f"model: {count_parameters(self.model):,} parameters {self.config} from {a.impl}; "
               f"device {self.device}, {self.precision}{', compiled' if self.compiled else ''}, "
-              f"batch {a.batch_size} x {self.seq_len}")
+              f"batch {a.batch_size} x {self.seq_len}, {a.optimizer}")
         self.plan()
         from tqdm import tqdm
         bar = tqdm(total=self.end, initial=self.step, disable=a.quiet, unit="step", dynamic_ncols=True,

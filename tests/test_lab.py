@@ -94,10 +94,11 @@ TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "-
         "--compile", "off"]
 
 
-def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path, optimizer):
     out = tmp_path / "run.pt"
     p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--steps", "150",
-            "--eval-every", "150", "--warmup", "10", "--no-early-stop", *TINY)
+            "--eval-every", "150", "--warmup", "10", "--no-early-stop", "--optimizer", optimizer, *TINY)
     assert p.returncode == 0, p.stderr
     state = ckpt.load(out)
     assert state["step"] == 150
@@ -115,9 +116,10 @@ def test_the_schedule_is_capped_in_steps_on_a_fast_machine(tmp_path):
     assert (state["step"], state["total_steps"]) == (7, 7) and "schedule finished" in p.stdout, p.stdout
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(tmp_path, optimizer):
     common = ["-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--steps", "12",
-              "--eval-every", "6", "--warmup", "3", "--no-early-stop", *TINY]
+              "--eval-every", "6", "--warmup", "3", "--no-early-stop", "--optimizer", optimizer, *TINY]
     p = run(*common, "--out", str(tmp_path / "straight.pt"))
     assert p.returncode == 0, p.stderr
     p = run(*common, "--out", str(tmp_path / "split.pt"), "--stop-at", "5")
@@ -130,6 +132,38 @@ def test_resume_continues_exactly(tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert [m["train_ppl"] for m in a["metrics"]] == [m["train_ppl"] for m in b["metrics"]]
+
+
+def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path):
+    out = tmp_path / "old.pt"
+    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--steps", "8",
+            "--stop-at", "4", "--eval-every", "4", "--warmup", "2", "--no-early-stop", *TINY)
+    assert p.returncode == 0, p.stderr
+    state = ckpt.load(out)
+    del state["args"]["optimizer"]  # as written before --optimizer existed
+    ckpt.save(state, out)
+    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--resume",
+            "--optimizer", "muon", *TINY)  # the checkpoint's optimizer wins over the command line
+    assert p.returncode == 0, p.stderr
+    assert ckpt.load(out)["step"] == 8 and "adamw" in p.stdout, p.stdout
+
+
+def test_newton_schulz_orthogonalizes_tall_wide_and_square_matrices():
+    from lab.muon import orthogonalize
+    g = torch.Generator().manual_seed(0)
+    q1, _ = torch.linalg.qr(torch.randn(64, 64, generator=g))
+    q2, _ = torch.linalg.qr(torch.randn(64, 64, generator=g))
+    square = q1 @ torch.diag(torch.logspace(-2, 0, 64)) @ q2  # singular values from 0.01 to 1
+    for G in [torch.randn(3, 64, 176, generator=g) * torch.logspace(-1, 0, 176), torch.randn(2, 176, 64, generator=g),
+              square]:
+        O = orthogonalize(G)
+        assert O.shape == G.shape
+        s = torch.linalg.svdvals(O)
+        assert s.min() > 0.6 and s.max() < 1.25, (tuple(G.shape), s.min().item(), s.max().item())
+        U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+        exact = U @ Vh  # what the iteration approximates
+        cos = (O * exact).sum(dim=(-2, -1)) / (O.norm(dim=(-2, -1)) * exact.norm(dim=(-2, -1)))
+        assert cos.min() > 0.97, (tuple(G.shape), cos)
 
 
 def test_bad_checkpoints_give_one_clear_line(tmp_path):

@@ -1,0 +1,75 @@
+"""Muon for the hidden weight matrices, AdamW for the rest (``python -m lab.train --optimizer muon``).
+
+Muon (Jordan et al., 2024) keeps a Nesterov momentum M of each matrix's gradient and
+steps along its nearest semi-orthogonal matrix, U V^T of M = U S V^T, found with a few
+Newton-Schulz iterations instead of an SVD. Every direction of the update then moves by
+the same amount, so rare patterns (most of a text's characters) are learned as fast as
+common ones. The update is scaled by 0.2 * sqrt(max(rows, cols)) to the RMS of a typical
+AdamW step (Liu et al., 2025, "Muon is scalable"), so one learning rate serves both groups.
+Embeddings (tied to the output head) and norm gains stay with AdamW, as Muon's authors do.
+
+Why not torch.optim.Muon: it runs Newton-Schulz in bfloat16, which CPUs without native
+bf16 emulate about 20x slower. Here it runs in float32, batched over matrices of one shape.
+"""
+import math
+
+import torch
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al.'s quintic: fast to converge near 0
+
+
+def orthogonalize(G, steps=5, eps=1e-7):
+    """Approximately U V^T for each matrix of G (..., m, n); singular values land in about [0.7, 1.2]."""
+    a, b, c = NS_COEFFICIENTS
+    X = G.mT if G.size(-2) > G.size(-1) else G  # iterate on the wide side: (m, m) products are smaller
+    X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # Frobenius norm >= spectral norm: all singular values <= 1
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.mT if G.size(-2) > G.size(-1) else X
+
+
+class MuonAdamW(torch.optim.Optimizer):
+    """One optimizer with two groups: Muon for 2-D hidden weights, AdamW for embeddings and norms."""
+
+    def __init__(self, model, lr, betas=(0.9, 0.95), momentum=0.95, ns_steps=5, weight_decay=0.0, eps=1e-8):
+        matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n]
+        chosen = {id(p) for p in matrices}
+        rest = [p for p in model.parameters() if id(p) not in chosen]  # tied lm_head is the embedding: here
+        defaults = dict(lr=lr, betas=betas, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay, eps=eps)
+        super().__init__([{"params": matrices, "muon": True}, {"params": rest, "muon": False}], defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["weight_decay"]:
+                for p in params:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+            (self._muon if group["muon"] else self._adamw)(group, params)
+
+    def _muon(self, group, params):
+        beta, by_shape = group["momentum"], {}
+        for p in params:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p)
+            buf = state["momentum_buffer"].mul_(beta).add_(p.grad)
+            by_shape.setdefault(p.shape, []).append((p, p.grad.add(buf, alpha=beta)))  # Nesterov
+        for shape, items in by_shape.items():  # one batched Newton-Schulz per shape (q/k/v/o, gate/up, down)
+            updates = orthogonalize(torch.stack([u for _, u in items]), group["ns_steps"])
+            scale = group["lr"] * 0.2 * math.sqrt(max(shape))
+            for (p, _), u in zip(items, updates):
+                p.add_(u, alpha=-scale)
+
+    def _adamw(self, group, params):
+        (b1, b2), eps = group["betas"], group["eps"]
+        for p in params:
+            state = self.state[p]
+            if "step" not in state:
+                state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+            state["step"] += 1
+            state["exp_avg"].lerp_(p.grad, 1 - b1)
+            state["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            denom = (state["exp_avg_sq"] / (1 - b2 ** state["step"])).sqrt_().add_(eps)
+            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - b1 ** state["step"]))
