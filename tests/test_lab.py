@@ -94,11 +94,16 @@ TINY = ["--layers", "2", "--hidden", "64", "--heads", "4", "--seq-len", "64", "-
         "--compile", "off"]
 
 
+def train(out, *args):
+    """``python -m lab.train`` on the solutions and the real corpus, writing ``out``."""
+    return run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), *args)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path, optimizer):
     out = tmp_path / "run.pt"
-    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--steps", "150",
-            "--eval-every", "150", "--warmup", "10", "--no-early-stop", "--optimizer", optimizer, *TINY)
+    p = train(out, "--steps", "150", "--eval-every", "150", "--warmup", "10", "--no-early-stop", "--optimizer",
+              optimizer, *TINY)
     assert p.returncode == 0, p.stderr
     state = ckpt.load(out)
     assert state["step"] == 150
@@ -109,8 +114,8 @@ def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path, optimizer):
 def test_the_schedule_is_capped_in_steps_on_a_fast_machine(tmp_path):
     # --minutes would fit thousands of tiny steps; the schedule stops at --schedule-steps all the same
     out = tmp_path / "run.pt"
-    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--minutes", "5",
-            "--schedule-steps", "7", "--eval-every", "100", "--warmup", "2", "--no-early-stop", *TINY)
+    p = train(out, "--minutes", "5", "--schedule-steps", "7", "--eval-every", "100", "--warmup", "2", "--no-early-stop",
+              *TINY)
     assert p.returncode == 0, p.stderr
     state = ckpt.load(out)
     assert (state["step"], state["total_steps"]) == (7, 7) and "schedule finished" in p.stdout, p.stdout
@@ -118,14 +123,12 @@ def test_the_schedule_is_capped_in_steps_on_a_fast_machine(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_resume_continues_exactly(tmp_path, optimizer):
-    common = ["-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--steps", "12",
-              "--eval-every", "6", "--warmup", "3", "--no-early-stop", "--optimizer", optimizer, *TINY]
-    p = run(*common, "--out", str(tmp_path / "straight.pt"))
+    plan = ["--steps", "12", "--eval-every", "6", "--warmup", "3", "--no-early-stop", "--optimizer", optimizer, *TINY]
+    p = train(tmp_path / "straight.pt", *plan)
     assert p.returncode == 0, p.stderr
-    p = run(*common, "--out", str(tmp_path / "split.pt"), "--stop-at", "5")
+    p = train(tmp_path / "split.pt", *plan, "--stop-at", "5")
     assert p.returncode == 0 and ckpt.load(tmp_path / "split.pt")["step"] == 5
-    p = run(*common[:2], "--impl", "solutions", "--data", str(corpus()), "--out", str(tmp_path / "split.pt"),
-            "--resume", "--quiet", "--threads", "1", "--compile", "off")
+    p = train(tmp_path / "split.pt", "--resume", "--quiet", "--threads", "1", "--compile", "off")
     assert p.returncode == 0, p.stderr
     a, b = ckpt.load(tmp_path / "straight.pt"), ckpt.load(tmp_path / "split.pt")
     assert a["step"] == b["step"] == 12
@@ -136,14 +139,12 @@ def test_resume_continues_exactly(tmp_path, optimizer):
 
 def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path):
     out = tmp_path / "old.pt"
-    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--steps", "8",
-            "--stop-at", "4", "--eval-every", "4", "--warmup", "2", "--no-early-stop", *TINY)
+    p = train(out, "--steps", "8", "--stop-at", "4", "--eval-every", "4", "--warmup", "2", "--no-early-stop", *TINY)
     assert p.returncode == 0, p.stderr
     state = ckpt.load(out)
     del state["args"]["optimizer"]  # as written before --optimizer existed
     ckpt.save(state, out)
-    p = run("-m", "lab.train", "--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--resume",
-            "--optimizer", "muon", *TINY)  # the checkpoint's optimizer wins over the command line
+    p = train(out, "--resume", "--optimizer", "muon", *TINY)  # the checkpoint's optimizer wins over the command line
     assert p.returncode == 0, p.stderr
     assert ckpt.load(out)["step"] == 8 and "adamw" in p.stdout, p.stdout
 
