@@ -132,13 +132,17 @@ def bench_throughput(device="cpu", steps=12):
     return base, kit
 
 
+def _non_defaults(device, optimizer):
+    """The settings that differ from the CPU and AdamW: they name the section and show in its command."""
+    return [(k, v) for k, v, default in (("device", device, "cpu"), ("optimizer", optimizer, "adamw")) if v != default]
+
+
 def section(name, device, optimizer="adamw"):
-    return name + ("" if device == "cpu" else f"-{device}") + ("" if optimizer == "adamw" else f"-{optimizer}")
+    return "-".join([name, *(v for _, v in _non_defaults(device, optimizer))])
 
 
 def flag(device, optimizer="adamw"):
-    return ("" if device == "cpu" else f" --device {device}") + (
-        "" if optimizer == "adamw" else f" --optimizer {optimizer}")
+    return "".join(f" --{k} {v}" for k, v in _non_defaults(device, optimizer))
 
 
 def bench_target(minutes, device="cpu", optimizer="adamw"):

@@ -21,12 +21,13 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al.'s quintic: fast to 
 def orthogonalize(G, steps=5, eps=1e-7):
     """Approximately U V^T for each matrix of G (..., m, n); singular values land in about [0.7, 1.2]."""
     a, b, c = NS_COEFFICIENTS
-    X = G.mT if G.size(-2) > G.size(-1) else G  # iterate on the wide side: (m, m) products are smaller
+    tall = G.size(-2) > G.size(-1)
+    X = G.mT if tall else G  # iterate on the wide side: (m, m) products are smaller
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + eps)  # Frobenius norm >= spectral norm: all singular values <= 1
     for _ in range(steps):
         A = X @ X.mT
         X = a * X + (b * A + c * A @ A) @ X
-    return X.mT if G.size(-2) > G.size(-1) else X
+    return X.mT if tall else X
 
 
 class MuonAdamW(torch.optim.Optimizer):

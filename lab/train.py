@@ -46,13 +46,13 @@ def parse(argv=None):
     # 10,000 steps of 8 x 256 (20M tokens, ~20 passes over the text; the target comes near step 8,500): a much
     # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
     # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
-    # Muon learns ~3x more per step at ~1.35x the cost of a step on a CPU: 3,200 steps (~31 min there).
+    # Muon got to 2.54 in 3,107 steps where AdamW needs ~7,500, at ~1.35x the cost of a step on a CPU: 3,200 steps.
     p.add_argument("--minutes", type=float, default=120.0,
                    help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")
     p.add_argument("--schedule-steps", type=int,
                    help="longest learning-rate schedule, in steps, on a machine fast enough (default: 10,000 with "
-                        "adamw, 3,200 with muon, which fits the text in about a third of the steps)")
+                        "adamw, 3,200 with muon, which fits the text in about 40%% of the steps)")
     p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
@@ -93,7 +93,8 @@ SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_200}  # measured on 2 CPU cores: BE
 # Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
 RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
             "eval_windows", "schedule_steps", "optimizer")
-OLDER = {"optimizer": "adamw", "schedule_steps": 10_000}  # what checkpoints written before a run argument existed were trained with
+# What checkpoints written before a run argument existed were trained with.
+OLDER = {"optimizer": "adamw", "schedule_steps": SCHEDULE_STEPS["adamw"]}
 
 
 def pick_device(name):
