@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .files import write_text
-from .train import autocast
+from .muon import MuonAdamW
+from .train import autocast, pick_optimizer
 
 KIT = Path(__file__).resolve().parent.parent
 OUT = KIT / "BENCHMARKS.md"
@@ -59,10 +60,10 @@ def write_section(name, body, command, device="cpu"):
 
 
 def _loop_tokens_per_s(model, batch_size, seq_len, steps, warmup, bf16=False, clip=None, compile=False,
-                       device="cpu"):
+                       device="cpu", optimizer="adamw"):
     """Median tokens/s of a training loop's steps after ``warmup`` steps; also the first step's seconds."""
     model = model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = MuonAdamW(model, lr=1e-3) if optimizer == "muon" else torch.optim.AdamW(model.parameters(), lr=1e-3)
     fwd = torch.compile(model) if compile else model
     x = torch.randint(0, 65, (batch_size, seq_len), device=device)
     y = torch.randint(0, 65, (batch_size, seq_len), device=device)
@@ -92,22 +93,27 @@ def bench_throughput(device="cpu", steps=12):
     impl = load_impl(KIT / "solutions")
     d = parse([])
     kit_bf16, kit_compile = pick_precision(d.precision, device) == "bf16", pick_compile(d.compile, device)
+    kit_opt = pick_optimizer(d.optimizer, device)
     steps = steps if device == "cpu" else 50  # a GPU step takes milliseconds: more of them for a steady median
-    runs = [  # (label, batch, bf16, compile, steps)
-        ("plain float32 eager loop, batch 16 x 256 (the baseline)", 16, False, False, steps),
-        ("float32 eager, batch 8 x 256", 8, False, False, steps),
-        ("float32 eager, batch 4 x 256", 4, False, False, steps),
-        ("float32 torch.compile, batch 8 x 256", 8, False, True, steps),
-        ("bf16 autocast eager, batch 16 x 256", 16, True, False, steps if kit_bf16 else 3),
+    runs = [  # (label, batch, bf16, compile, steps, optimizer): AdamW unless the row says otherwise
+        ("plain float32 eager loop, batch 16 x 256 (the baseline)", 16, False, False, steps, "adamw"),
+        ("float32 eager, batch 8 x 256", 8, False, False, steps, "adamw"),
+        ("float32 eager, batch 4 x 256", 4, False, False, steps, "adamw"),
+        ("float32 torch.compile, batch 8 x 256", 8, False, True, steps, "adamw"),
+        ("bf16 autocast eager, batch 16 x 256", 16, True, False, steps if kit_bf16 else 3, "adamw"),
     ]
-    label_kit = (f"**the kit's loop** (lab.train defaults here: batch {d.batch_size} x 256, "
-                 f"{'bf16' if kit_bf16 else 'float32'}{', torch.compile' if kit_compile else ', eager'})")
-    runs.append((label_kit, d.batch_size, kit_bf16, kit_compile, steps))
+    settings = (f"batch {d.batch_size} x 256, {'bf16' if kit_bf16 else 'float32'}"
+                f"{', torch.compile' if kit_compile else ', eager'}")
+    if kit_opt != "adamw":  # the loop's settings alone, then with the optimizer the trainer uses here
+        runs.append((f"the kit's loop settings with AdamW ({settings})", d.batch_size, kit_bf16, kit_compile, steps,
+                     "adamw"))
+    runs.append((f"**the kit's loop** (lab.train defaults here: {settings}, {kit_opt})", d.batch_size, kit_bf16,
+                 kit_compile, steps, kit_opt))
     rows = []
-    for label, b, bf16, comp, n in runs:
+    for label, b, bf16, comp, n, opt in runs:
         torch.manual_seed(0)
         tps, first = _loop_tokens_per_s(build(impl, 65, CURRICULUM), b, 256, n, 3 if not comp else 4, bf16,
-                                        d.grad_clip, comp, device)
+                                        d.grad_clip, comp, device, opt)
         rows.append((label, tps, first))
         print(f"  {label}: {tps:,.0f} tokens/s (first step {first:.1f} s)", flush=True)
     base, kit = rows[0][1], rows[-1][1]
@@ -124,6 +130,10 @@ def bench_throughput(device="cpu", steps=12):
                    " (the goal is the 2-core CPU's): batches of 8 x 256 leave a GPU mostly waiting on kernel "
                    "launches, and the kit keeps them because its recipe is tuned for them and the target is "
                    "minutes away here (see target-" + device + ")"))
+    if kit_opt != "adamw":
+        verdict += (f". With AdamW the same loop runs at **{rows[-2][1] / base:.2f}x**; the kit trades those "
+                    f"tokens/s for {kit_opt}, whose Newton-Schulz iterations make a CPU step about a third dearer "
+                    "but which fits the text in about 40 % of AdamW's steps (see target and target-adamw)")
     body = (table + note + f"\nRatio kit / plain: **{ratio:.2f}x**, {verdict}. Median step time over {steps} "
             "steps after warm-up; the first step of the compile row includes compiling, and the kit's row "
             "reuses that compiled code (same process).")
@@ -133,19 +143,23 @@ def bench_throughput(device="cpu", steps=12):
 
 
 def _non_defaults(device, optimizer):
-    """The settings that differ from the CPU and AdamW: they name the section and show in its command."""
-    return [(k, v) for k, v, default in (("device", device, "cpu"), ("optimizer", optimizer, "adamw")) if v != default]
+    """The settings other than the CPU and the trainer's optimizer for the device: they name the section and
+    show in its command."""
+    defaults = (("device", device, "cpu"), ("optimizer", optimizer or pick_optimizer("auto", device),
+                                            pick_optimizer("auto", device)))
+    return [(k, v) for k, v, default in defaults if v != default]
 
 
-def section(name, device, optimizer="adamw"):
+def section(name, device, optimizer=None):
     return "-".join([name, *(v for _, v in _non_defaults(device, optimizer))])
 
 
-def flag(device, optimizer="adamw"):
+def flag(device, optimizer=None):
     return "".join(f" --{k} {v}" for k, v in _non_defaults(device, optimizer))
 
 
-def bench_target(minutes, device="cpu", optimizer="adamw"):
+def bench_target(minutes, device="cpu", optimizer="auto"):
+    optimizer = pick_optimizer(optimizer, device)
     out = KIT / "runs" / f"{section('bench-target', device, optimizer)}.pt"
     log = out.with_suffix(".log")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -165,7 +179,7 @@ def bench_target(minutes, device="cpu", optimizer="adamw"):
                          device, optimizer)
 
 
-def report_target(hist, minutes, wall, tokens_per_step, device="cpu", optimizer="adamw"):
+def report_target(hist, minutes, wall, tokens_per_step, device, optimizer):
     """Write the target section from a run's metrics; return the first confirmed hit (or None)."""
     hit = next((m for m in hist if m.get("confirmed_train_ppl", 9e9) < 2.5), None)
     shown = hist[:: max(1, len(hist) // 15)]
@@ -205,8 +219,9 @@ def main(argv=None):
     p.add_argument("--minutes", type=float, default=120.0, help="time cap of the `target` run (lab.train's default)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"],
                    help="where to measure (default: %(default)s; other devices get their own sections)")
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
-                   help="the trainer's optimizer for `target` (muon: a section of its own)")
+    p.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "muon"],
+                   help="the trainer's optimizer for `target` (auto: lab.train's choice for the device; another "
+                        "one gets a section of its own)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")

@@ -1,4 +1,4 @@
-"""Muon for the hidden weight matrices, AdamW for the rest (``python -m lab.train --optimizer muon``).
+"""Muon for the hidden weight matrices, AdamW for the rest (lab.train's choice on a CPU, ``--optimizer muon``).
 
 Muon (Jordan et al., 2024) keeps a Nesterov momentum M of each matrix's gradient and
 steps along its nearest semi-orthogonal matrix, U V^T of M = U S V^T, found with a few

@@ -9,7 +9,7 @@ each in its own copy of the course so the three run side by side:
 * ``half``: residual and rmsnorm done, attention's RoPE functions only: residual 10, rmsnorm 15, and
   for attention exactly what ``python -m grader`` gives the same code.
 
-The final project's check needs a trained 4 x 256 checkpoint, which no test here trains (an hour
+The final project's check needs a trained 4 x 256 checkpoint, which no test here trains (half an hour
 of CPU): training is switched off (TRANSFORMER_KIT_TRAINING=off), so its 15 automatic points are 0
 in every submission, and the test asserts that the check failed for that reason (no checkpoint).
 
