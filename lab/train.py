@@ -34,9 +34,9 @@ TARGET = 2.5
 EVAL_SHARE = 0.05  # roughly the part of the time that periodic evaluations and checkpoints take
 SPIKE = 2.0  # an evaluation this many times the best training-split perplexity so far means the run diverged
 MAX_ROLLBACKS = 3
-# 32 windows estimate the perplexity to a few percent: from within 3% of the target, each evaluation also
-# measures 200,000 characters as the final check does (~15 s on 2 cores), and training stops once that
-# is 2% under the target, room for the final check's own sample of windows.
+# 32 windows estimate the perplexity to a few percent: from within 3% of the target, each evaluation (and
+# the last one of a run) also measures 200,000 characters as the final check does (~15 s on 2 cores), and
+# training stops once that is 2% under the target, room for the final check's own sample of windows.
 CONFIRM_BELOW, STOP_BELOW = 1.03, 0.98
 
 
@@ -434,7 +434,8 @@ class Trainer:
         bar.close()
         reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
         last = self.history[-1] if self.history else {}
-        if last.get("step") == self.step and "confirmed_train_ppl" not in last and last["train_ppl"] < a.target * 1.1:
+        near = last.get("step") == self.step and last["train_ppl"] < a.target * CONFIRM_BELOW
+        if near and "confirmed_train_ppl" not in last:
             # near the target at the end: say where it stands as the final check measures it, not from 32 windows
             last["confirmed_train_ppl"] = self.confirm()
             print(f"measured on 200,000 training characters: perplexity {last['confirmed_train_ppl']:.3f}")
