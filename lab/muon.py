@@ -5,8 +5,10 @@ steps along its nearest semi-orthogonal matrix, U V^T of M = U S V^T, found with
 Newton-Schulz iterations instead of an SVD. Every direction of the update then moves by
 the same amount, so rare patterns (most of a text's characters) are learned as fast as
 common ones. The update is scaled by 0.2 * sqrt(max(rows, cols)) to the RMS of a typical
-AdamW step (Liu et al., 2025, "Muon is scalable"), so one learning rate serves both groups.
-Embeddings (tied to the output head) and norm gains stay with AdamW, as Muon's authors do.
+AdamW step (Liu et al., 2025, "Muon is scalable"), so one schedule serves both groups.
+Embeddings (tied to the output head) and norm gains stay with AdamW, as Muon's authors do,
+at 3x the learning rate (``adamw_lr_scale``): an embedding row moves only when its character
+appears, and the tied head sets every logit; measured in BENCHMARKS.md.
 
 Why not torch.optim.Muon: it runs Newton-Schulz in bfloat16, which CPUs without native
 bf16 emulate about 20x slower. Here it runs in float32, batched over matrices of one shape.
@@ -33,23 +35,27 @@ def orthogonalize(G, steps=5, eps=1e-7):
 class MuonAdamW(torch.optim.Optimizer):
     """One optimizer with two groups: Muon for 2-D hidden weights, AdamW for embeddings and norms."""
 
-    def __init__(self, model, lr, betas=(0.9, 0.95), momentum=0.95, ns_steps=5, weight_decay=0.0, eps=1e-8):
+    def __init__(self, model, lr, betas=(0.9, 0.95), momentum=0.95, ns_steps=5, weight_decay=0.0, eps=1e-8,
+                 adamw_lr_scale=3.0):
         matrices = [p for n, p in model.named_parameters() if p.ndim == 2 and "embed" not in n]
         chosen = {id(p) for p in matrices}
         rest = [p for p in model.parameters() if id(p) not in chosen]  # tied lm_head is the embedding: here
         defaults = dict(lr=lr, betas=betas, momentum=momentum, ns_steps=ns_steps, weight_decay=weight_decay, eps=eps)
-        super().__init__([{"params": matrices, "muon": True}, {"params": rest, "muon": False}], defaults)
+        # the trainer sets every group's "lr" from the schedule; "lr_scale" stays, and is saved with the state
+        super().__init__([{"params": matrices, "muon": True, "lr_scale": 1.0},
+                          {"params": rest, "muon": False, "lr_scale": adamw_lr_scale}], defaults)
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
+            lr = group["lr"] * group.get("lr_scale", 1.0)  # checkpoints from before the scale: 1
             if group["weight_decay"]:
                 for p in params:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-            (self._muon if group["muon"] else self._adamw)(group, params)
+                    p.mul_(1 - lr * group["weight_decay"])
+            (self._muon if group["muon"] else self._adamw)(group, params, lr)
 
-    def _muon(self, group, params):
+    def _muon(self, group, params, lr):
         beta, by_shape = group["momentum"], {}
         for p in params:
             state = self.state[p]
@@ -59,11 +65,11 @@ class MuonAdamW(torch.optim.Optimizer):
             by_shape.setdefault(p.shape, []).append((p, p.grad.add(buf, alpha=beta)))  # Nesterov
         for shape, items in by_shape.items():  # one batched Newton-Schulz per shape (q/k/v/o, gate/up, down)
             updates = orthogonalize(torch.stack([u for _, u in items]), group["ns_steps"])
-            scale = group["lr"] * 0.2 * math.sqrt(max(shape))
+            scale = lr * 0.2 * math.sqrt(max(shape))
             for (p, _), u in zip(items, updates):
                 p.add_(u, alpha=-scale)
 
-    def _adamw(self, group, params):
+    def _adamw(self, group, params, lr):
         (b1, b2), eps = group["betas"], group["eps"]
         for p in params:
             state = self.state[p]
@@ -73,4 +79,4 @@ class MuonAdamW(torch.optim.Optimizer):
             state["exp_avg"].lerp_(p.grad, 1 - b1)
             state["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
             denom = (state["exp_avg_sq"] / (1 - b2 ** state["step"])).sqrt_().add_(eps)
-            p.addcdiv_(state["exp_avg"], denom, value=-group["lr"] / (1 - b1 ** state["step"]))
+            p.addcdiv_(state["exp_avg"], denom, value=-lr / (1 - b1 ** state["step"]))

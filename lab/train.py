@@ -51,7 +51,7 @@ def parse(argv=None):
     # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
     # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
     # Muon got to 2.54 in a 3,107-step schedule where AdamW needs ~7,500, at ~1.35x the cost of a step on a CPU;
-    # 3,800 steps take it under the target with some room (about 35 min on 2 CPU cores).
+    # in 3,800 it gets under the target near step 3,050 (27.5 min on 2 CPU cores) and stops near 3,250.
     p.add_argument("--minutes", type=float, default=120.0,
                    help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")

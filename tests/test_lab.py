@@ -180,6 +180,33 @@ def test_newton_schulz_orthogonalizes_tall_wide_and_square_matrices():
         assert cos.min() > 0.97, (tuple(G.shape), cos)
 
 
+def test_muon_steps_the_embedding_and_norms_at_three_times_the_learning_rate():
+    from lab.muon import MuonAdamW
+
+    def one_step(**kw):
+        torch.manual_seed(0)
+        model = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(5, 8), "q_proj": torch.nn.Linear(8, 8)})
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        opt = MuonAdamW(model, lr=1e-2, **kw)
+        (model["q_proj"](model["embed_tokens"](torch.arange(5))) ** 2).sum().backward()
+        opt.step()
+        return {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}, opt
+
+    base, _ = one_step(adamw_lr_scale=1.0)
+    scaled, opt = one_step()
+    # AdamW's first step moves each weight by lr (m / sqrt(v) = +-1); Muon's matrix step does not change
+    assert scaled["embed_tokens.weight"] == pytest.approx(3 * base["embed_tokens.weight"], rel=1e-4), (base, scaled)
+    assert base["embed_tokens.weight"] == pytest.approx(1e-2, rel=1e-3)
+    assert scaled["q_proj.weight"] == pytest.approx(base["q_proj.weight"], rel=1e-6)
+    # a state saved before the scale existed (no "lr_scale") resumes at the scale it trained with: 1
+    state = opt.state_dict()
+    for g in state["param_groups"]:
+        del g["lr_scale"]
+    opt.load_state_dict(state)
+    assert all("lr_scale" not in g for g in opt.param_groups)
+    opt.step()  # no KeyError
+
+
 def test_bad_checkpoints_give_one_clear_line(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x80\x02garbage")
@@ -338,3 +365,9 @@ def test_bench_target_report_counts_only_a_confirmed_crossing(tmp_path, monkeypa
     hist[-1]["elapsed"] = 29.5 * 60
     bench.report_target(hist, 120, 1900, 2048, "cpu", "muon")
     assert "within the goal of 30 minutes" in (tmp_path / "BENCHMARKS.md").read_text()
+    # a long history (evaluations every 50 steps) shows ~15 rows, and every row measured on 200,000 characters
+    hist = [{"step": 50 * i, "elapsed": 28.0 * i, "train_ppl": 6.0 - 0.05 * i, "val_ppl": 4.5} for i in range(1, 71)]
+    hist[62]["confirmed_train_ppl"], hist[63]["confirmed_train_ppl"] = 2.51, 2.49
+    assert bench.report_target(hist, 120, 2100, 2048, "cpu", "muon") is hist[63]
+    rows = [r for r in (tmp_path / "BENCHMARKS.md").read_text().splitlines() if r.startswith("| ") and "step" not in r]
+    assert 15 <= len(rows) <= 22 and "| 3150 | 29.4 |" in "\n".join(rows) and rows[-1].startswith("| 3500 |"), rows

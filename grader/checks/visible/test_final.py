@@ -24,7 +24,7 @@ VAL_CHARS = 51_200
 SEED = 2024
 BATCH = 8  # windows per forward call
 CHUNK = 128  # windows per request to the worker (16 calls): a few seconds each
-TRAIN_HINT = ("run `make train` (stops by itself under 2.5; about half an hour on a 2-core CPU, 30 min measured; "
+TRAIN_HINT = ("run `make train` (stops by itself under 2.5; about half an hour on a 2-core CPU, 29 min measured; "
               "about 2 min on a GPU)")
 
 
