@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from .files import write_text
 from .muon import MuonAdamW
-from .train import autocast, pick_optimizer
+from .train import CONFIRM_BELOW, autocast, parse, pick_optimizer
 
 KIT = Path(__file__).resolve().parent.parent
 OUT = KIT / "BENCHMARKS.md"
@@ -185,8 +185,8 @@ def bench_target(minutes, device="cpu", optimizer="auto"):
 def report_target(hist, minutes, wall, tokens_per_step, device, optimizer):
     """Write the target section from a run's metrics; return the first confirmed hit (or None)."""
     hit = next((m for m in hist if m.get("confirmed_train_ppl", 9e9) < 2.5), None)
-    every = {id(m) for m in hist[:: max(1, len(hist) // 15)]}
-    shown = [m for m in hist if id(m) in every or "confirmed_train_ppl" in m or m is hist[-1]]  # and each 200k measure
+    picked = {id(m) for m in hist[:: max(1, len(hist) // 15)]}
+    shown = [m for m in hist if id(m) in picked or "confirmed_train_ppl" in m or m is hist[-1]]  # and each 200k measure
     conf = lambda m: f"{m['confirmed_train_ppl']:.3f}" if "confirmed_train_ppl" in m else "-"  # noqa: E731
     rows = "".join(f"| {m['step']} | {m['elapsed'] / 60:.1f} | {m['train_ppl']:.3f} | {m['val_ppl']:.3f} | "
                    f"{conf(m)} |\n" for m in shown)
@@ -206,9 +206,10 @@ def report_target(hist, minutes, wall, tokens_per_step, device, optimizer):
                    f"text itself: {tokens / 1e6:.1f}M tokens, {tokens / 1_003_854:.0f} passes over it, at the "
                    f"{tokens / last['elapsed']:,.0f} tokens/s this CPU allows in float32 (see throughput). The "
                    "recipe was chosen by the trials at the top of this file")
-    body = (result + f". The run evaluates every {TARGET_EVAL_EVERY} steps (lab.train: every 250, so it notices "
-            "up to 200 steps later), measuring 200,000 training characters wherever its 32-window estimate is within "
-            "3 % of 2.5.\n\nValidation perplexity falls to about 4.4 and then rises while the training-split "
+    every = parse([]).eval_every
+    body = (result + f". The run evaluates every {TARGET_EVAL_EVERY} steps (lab.train: every {every}, so it notices "
+            f"up to {every - TARGET_EVAL_EVERY} steps later), measuring 200,000 training characters wherever its "
+            f"32-window estimate is within {CONFIRM_BELOW - 1:.0%} of 2.5.\n\nValidation perplexity falls to about 4.4 and then rises while the training-split "
             "perplexity keeps falling: the overfitting the README explains.\n\n| step | minutes | train ppl "
             "(32 windows) | val ppl (32 windows) | confirmed train ppl (200k chars) |\n|---|---|---|---|---|\n" + rows)
     write_section(section("target", device, optimizer), body,
