@@ -146,8 +146,8 @@ def bench_throughput(device="cpu", steps=12):
 def _non_defaults(device, optimizer):
     """The settings other than the CPU and the trainer's optimizer for the device: they name the section and
     show in its command."""
-    defaults = (("device", device, "cpu"), ("optimizer", optimizer or pick_optimizer("auto", device),
-                                            pick_optimizer("auto", device)))
+    auto = pick_optimizer("auto", device)
+    defaults = (("device", device, "cpu"), ("optimizer", optimizer or auto, auto))
     return [(k, v) for k, v, default in defaults if v != default]
 
 
@@ -209,9 +209,10 @@ def report_target(hist, minutes, wall, tokens_per_step, device, optimizer):
     every = parse([]).eval_every
     body = (result + f". The run evaluates every {TARGET_EVAL_EVERY} steps (lab.train: every {every}, so it notices "
             f"up to {every - TARGET_EVAL_EVERY} steps later), measuring 200,000 training characters wherever its "
-            f"32-window estimate is within {CONFIRM_BELOW - 1:.0%} of 2.5.\n\nValidation perplexity falls to about 4.4 and then rises while the training-split "
-            "perplexity keeps falling: the overfitting the README explains.\n\n| step | minutes | train ppl "
-            "(32 windows) | val ppl (32 windows) | confirmed train ppl (200k chars) |\n|---|---|---|---|---|\n" + rows)
+            f"32-window estimate is within {CONFIRM_BELOW - 1:.0%} of 2.5.\n\nValidation perplexity falls to about 4.4 "
+            "and then rises while the training-split perplexity keeps falling: the overfitting the README explains."
+            "\n\n| step | minutes | train ppl (32 windows) | val ppl (32 windows) | confirmed train ppl (200k chars) |"
+            "\n|---|---|---|---|---|\n" + rows)
     write_section(section("target", device, optimizer), body,
                   f"python -m lab.bench --only target --minutes {minutes:g}{flag(device, optimizer)}", device)
     return hit
