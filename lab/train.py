@@ -51,7 +51,8 @@ def parse(argv=None):
     # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
     # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
     # Muon got to 2.54 in a 3,107-step schedule where AdamW needs ~7,500, at ~1.35x the cost of a step on a CPU;
-    # in 3,800 it gets under the target near step 3,050 (27.5 min on 2 CPU cores) and stops near 3,250.
+    # in 3,800 it gets under the target near step 3,050-3,100 (2 CPU cores: 27.5 min in float32, 14.5 in bf16 on
+    # cores with native bf16) and stops near 3,250.
     p.add_argument("--minutes", type=float, default=120.0,
                    help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")
@@ -149,9 +150,10 @@ def pick_compile(name, device):
     return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
 
 
-def make_optimizer(model, args):
-    if args.optimizer == "muon":
-        return MuonAdamW(model, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+def make_optimizer(model, args, precision="fp32"):
+    if args.optimizer == "muon":  # Newton-Schulz in bf16 only where the forward pass is: bf16 is native there
+        return MuonAdamW(model, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay,
+                         ns_dtype="bfloat16" if precision == "bf16" else "float32")
     return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
 
 
@@ -197,6 +199,7 @@ class Trainer:
             self._check_resumable(state)
             for k in RUN_ARGS:
                 setattr(args, k, state["args"].get(k, OLDER.get(k, getattr(args, k))))  # older ones lack some
+            self.precision = state.get("precision", self.precision)
         text = load_corpus(args.data) if args.data else load_corpus(None)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
@@ -212,7 +215,7 @@ class Trainer:
         self.impl = load_impl(args.impl)
         torch.manual_seed(args.seed)
         self.model = build(self.impl, self.tok.vocab_size, self.config).to(self.device)
-        self.opt = make_optimizer(self.model, args)
+        self.opt = make_optimizer(self.model, args, self.precision)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
         self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
         self.lr_scale, self.rollbacks, self.good = 1.0, 0, None
@@ -242,7 +245,6 @@ class Trainer:
         self.step, self.total, self.elapsed = state["step"], state["total_steps"], state["elapsed"]
         self.budget_end = state.get("budget_end")
         self.history = state.get("metrics", [])
-        self.precision = state.get("precision", self.precision)
         self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
 
     def save(self):
@@ -299,7 +301,8 @@ class Trainer:
         return ppl
 
     def confirm(self):
-        """Measure as the final check does (200,000+ predicted characters), with windows of another seed."""
+        """Measure as the final check does (200,000+ predicted characters), with windows of another seed.
+        In bf16 autocast it agrees with the final check's float32 to 0.01 % on the same windows (BENCHMARKS.md)."""
         starts = windows(len(self.train_ids), self.seq_len, 200_000, self.args.seed + 3)
         return self.evaluate(starts, "train")
 

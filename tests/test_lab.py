@@ -162,7 +162,8 @@ def test_a_checkpoint_from_before_the_optimizer_flag_resumes_with_adamw(tmp_path
     assert ckpt.load(out)["step"] == 8 and "adamw" in p.stdout, p.stdout
 
 
-def test_newton_schulz_orthogonalizes_tall_wide_and_square_matrices():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_newton_schulz_orthogonalizes_tall_wide_and_square_matrices(dtype):
     from lab.muon import orthogonalize
     g = torch.Generator().manual_seed(0)
     q1, _ = torch.linalg.qr(torch.randn(64, 64, generator=g))
@@ -170,8 +171,9 @@ def test_newton_schulz_orthogonalizes_tall_wide_and_square_matrices():
     square = q1 @ torch.diag(torch.logspace(-2, 0, 64)) @ q2  # singular values from 0.01 to 1
     for G in [torch.randn(3, 64, 176, generator=g) * torch.logspace(-1, 0, 176), torch.randn(2, 176, 64, generator=g),
               square]:
-        O = orthogonalize(G)
-        assert O.shape == G.shape
+        O = orthogonalize(G, dtype=dtype)
+        assert O.shape == G.shape and O.dtype == dtype
+        O = O.float()
         s = torch.linalg.svdvals(O)
         assert s.min() > 0.6 and s.max() < 1.25, (tuple(G.shape), s.min().item(), s.max().item())
         U, _, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -205,6 +207,42 @@ def test_muon_steps_the_embedding_and_norms_at_three_times_the_learning_rate():
     opt.load_state_dict(state)
     assert all("lr_scale" not in g for g in opt.param_groups)
     opt.step()  # no KeyError
+
+
+def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monkeypatch):
+    from lab import muon
+    from lab.train import pick_precision
+
+    # auto: bf16 on a CPU with native bf16 arithmetic, float32 elsewhere (emulated bf16 is ~20x slower)
+    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
+    assert pick_precision("auto", "cpu") == "fp32" and pick_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: True)
+    assert pick_precision("auto", "cpu") == "bf16" and pick_precision("fp32", "cpu") == "fp32"
+    plan = ["--steps", "4", "--eval-every", "2", "--warmup", "1", "--no-early-stop", "--optimizer", "muon", *TINY]
+    for precision, ns in [("fp32", "float32"), ("bf16", "bfloat16")]:
+        out = tmp_path / f"{precision}.pt"
+        p = train(out, *plan, "--precision", precision, "--stop-at", "2")
+        assert p.returncode == 0, p.stderr
+        # a resumed run keeps the checkpoint's precision (and so its Newton-Schulz) whatever the command line says
+        other = "bf16" if precision == "fp32" else "fp32"
+        p = train(out, "--resume", "--precision", other, *TINY)
+        assert p.returncode == 0, p.stderr
+        state = ckpt.load(out)
+        assert state["step"] == 4 and state["precision"] == precision, state["precision"]
+        assert [g.get("ns_dtype") for g in state["optimizer"]["param_groups"]] == [ns, None]
+    # a state saved before the choice (no "ns_dtype") runs Newton-Schulz in float32, as it was trained
+    seen = []
+    monkeypatch.setattr(muon, "orthogonalize", lambda G, steps, dtype: seen.append(dtype) or G)
+    model = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(5, 8), "q_proj": torch.nn.Linear(8, 8)})
+    opt = muon.MuonAdamW(model, lr=1e-2, ns_dtype="bfloat16")
+    state = opt.state_dict()
+    del state["param_groups"][0]["ns_dtype"]
+    opt.load_state_dict(state)
+    model["q_proj"](model["embed_tokens"](torch.arange(5))).sum().backward()
+    opt.step()
+    assert seen == [torch.float32], seen
+    with pytest.raises(ValueError, match="ns_dtype"):
+        muon.MuonAdamW(model, lr=1e-2, ns_dtype="float16")
 
 
 def test_bad_checkpoints_give_one_clear_line(tmp_path):
@@ -340,13 +378,20 @@ def test_sample_prints_text_from_a_checkpoint(tmp_path):
 
 # -- the speed benchmark's report ----------------------------------------------------------
 
-def test_bench_names_sections_by_what_differs_from_the_trainers_choice():
+def test_bench_names_sections_by_what_differs_from_the_trainers_choice(monkeypatch):
     from lab.bench import flag, section
 
-    assert section("target", "cpu", "muon") == "target" and flag("cpu", "muon") == ""
-    assert section("target", "cpu", "adamw") == "target-adamw" and flag("cpu", "adamw") == " --optimizer adamw"
+    assert section("target", "cpu", "muon", "fp32") == "target" and flag("cpu", "muon", "fp32") == ""
+    assert section("target", "cpu", "adamw", "fp32") == "target-adamw"
+    assert flag("cpu", "adamw", "fp32") == " --optimizer adamw"
     assert section("target", "cuda", "adamw") == "target-cuda" and flag("cuda", "adamw") == " --device cuda"
+    # a CPU with native bf16 trains in it (auto): its numbers go beside the float32 CPU's, not over them
+    assert section("target", "cpu", "muon", "bf16") == "target-bf16" and flag("cpu", precision="bf16") == (
+        " --precision bf16")
+    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
     assert section("throughput", "cpu") == "throughput"
+    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: True)
+    assert section("throughput", "cpu") == "throughput-bf16"
 
 
 def test_bench_target_report_counts_only_a_confirmed_crossing(tmp_path, monkeypatch):
@@ -361,7 +406,7 @@ def test_bench_target_report_counts_only_a_confirmed_crossing(tmp_path, monkeypa
     hit = bench.report_target(hist, 120, 1900, 2048, "cpu", "muon")
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert hit is hist[-1] and "after **30.3 min** of training" in text and "within the goal" not in text, text
-    assert text.count("<!-- bench:target -->") == 1 and "(optimizer: muon)" in text
+    assert text.count("<!-- bench:target -->") == 1 and "(optimizer: muon, fp32)" in text
     hist[-1]["elapsed"] = 29.5 * 60
     bench.report_target(hist, 120, 1900, 2048, "cpu", "muon")
     assert "within the goal of 30 minutes" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -24,8 +24,8 @@ VAL_CHARS = 51_200
 SEED = 2024
 BATCH = 8  # windows per forward call
 CHUNK = 128  # windows per request to the worker (16 calls): a few seconds each
-TRAIN_HINT = ("run `make train` (stops by itself under 2.5; about half an hour on a 2-core CPU, 29 min measured; "
-              "about 2 min on a GPU)")
+TRAIN_HINT = ("run `make train` (stops by itself under 2.5; at most half an hour on a 2-core CPU: 15 min measured "
+              "on one with native bfloat16, 29 on one without; about 2 min on a GPU)")
 
 
 def fail(checked, got, hint, expected=None):
