@@ -369,7 +369,7 @@ def final_notebook(questions):
                "nb.collect()", "collect")
     cells.text(text["train"], "train-intro")
     cells.code(f"# Train (not graded, but the final check needs the checkpoint it writes). It stops by\n"
-               f"# itself under 2.5: about half an hour on 2 CPU cores. At most {TRAIN_MAX_MINUTES} minutes per\n"
+               f"# itself under 2.5: 15 to 30 minutes on 2 CPU cores. At most {TRAIN_MAX_MINUTES} minutes per\n"
                f"# run. Interrupt the kernel to stop: the checkpoint is saved, and RESUME = True continues from it.\n"
                f"MINUTES = {TRAIN_MAX_MINUTES}\nRESUME = False\n"
                "nb.train(minutes=MINUTES, resume=RESUME, checkpoint=CHECKPOINT)",

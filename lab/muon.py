@@ -50,6 +50,12 @@ class MuonAdamW(torch.optim.Optimizer):
         super().__init__([{"params": matrices, "muon": True, "lr_scale": 1.0, "ns_dtype": ns_dtype},
                           {"params": rest, "muon": False, "lr_scale": adamw_lr_scale}], defaults)
 
+    def load_state_dict(self, state_dict):
+        for group in state_dict.get("param_groups", []):  # a bad name must fail here, not at the first step
+            if group.get("ns_dtype", "float32") not in NS_DTYPES:
+                raise ValueError(f"ns_dtype must be one of {sorted(NS_DTYPES)}, not {group['ns_dtype']!r}")
+        super().load_state_dict(state_dict)
+
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:

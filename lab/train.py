@@ -76,7 +76,9 @@ def parse(argv=None):
     p.add_argument("--eval-windows", type=int, default=32, help="windows per split in the periodic evaluation")
     p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="bf16 autocast or plain fp32 (auto: bf16 where the device computes it natively; "
+                        "with --resume, the checkpoint's)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the training forward pass (auto: where a C++ compiler is found; "
                         "falls back to eager if compiling fails)")
@@ -135,6 +137,16 @@ def pick_precision(name, device):
     if device == "cpu":
         return "bf16" if cpu_has_bf16() else "fp32"
     return "fp32"
+
+
+def resume_precision(saved, asked, device):
+    """A resumed run keeps its checkpoint's precision, so it continues exactly, unless the command line
+    names one, or the checkpoint is bf16 and this device has no native bf16 (emulated: ~20x slower)."""
+    if asked != "auto":
+        return asked
+    if saved == "bf16" and pick_precision("auto", device) == "fp32":
+        return "fp32"
+    return saved
 
 
 def autocast(device, bf16):
@@ -199,7 +211,11 @@ class Trainer:
             self._check_resumable(state)
             for k in RUN_ARGS:
                 setattr(args, k, state["args"].get(k, OLDER.get(k, getattr(args, k))))  # older ones lack some
-            self.precision = state.get("precision", self.precision)
+            saved = state.get("precision", self.precision)
+            self.precision = resume_precision(saved, args.precision, self.device)
+            if self.precision != saved:
+                print(f"note: {self.out} trained in {saved}; resuming in {self.precision}"
+                      f"{'' if args.precision != 'auto' else f' (no native bf16 on this {self.device})'}")
         text = load_corpus(args.data) if args.data else load_corpus(None)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
@@ -225,6 +241,9 @@ class Trainer:
         }
         if state:
             self._restore(state)
+            for group in self.opt.param_groups:  # Newton-Schulz follows the precision (see make_optimizer)
+                if group.get("muon") and self.precision != saved:
+                    group["ns_dtype"] = "bfloat16" if self.precision == "bf16" else "float32"
         self.compiled = pick_compile(args.compile, self.device)
         self.fwd = torch.compile(self.model) if self.compiled else self.model
 
@@ -373,8 +392,9 @@ class Trainer:
               f"batch {a.batch_size} x {self.seq_len}, {a.optimizer}")
         self.plan()
         from tqdm import tqdm
-        bar = tqdm(total=self.end, initial=self.step, disable=a.quiet, unit="step", dynamic_ncols=True,
-                   smoothing=0.05)
+        provisional = None if self.extending else self.args.schedule_steps  # until replan has measured a step
+        bar = tqdm(total=self.end if self.end is not None else provisional, initial=self.step, disable=a.quiet,
+                   unit="step", dynamic_ncols=True, smoothing=0.05)
         last_save = time.monotonic()
         ema, tokens, per_step, run_steps = None, a.batch_size * self.seq_len, None, 0
         deadline = time.monotonic() + a.minutes * 60 * 1.05

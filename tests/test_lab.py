@@ -209,7 +209,7 @@ def test_muon_steps_the_embedding_and_norms_at_three_times_the_learning_rate():
     opt.step()  # no KeyError
 
 
-def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monkeypatch):
+def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monkeypatch, capsys):
     from lab import muon
     from lab.train import pick_precision
 
@@ -218,18 +218,35 @@ def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monk
     assert pick_precision("auto", "cpu") == "fp32" and pick_precision("bf16", "cpu") == "bf16"
     monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: True)
     assert pick_precision("auto", "cpu") == "bf16" and pick_precision("fp32", "cpu") == "fp32"
-    plan = ["--steps", "4", "--eval-every", "2", "--warmup", "1", "--no-early-stop", "--optimizer", "muon", *TINY]
+    plan = ["--steps", "6", "--eval-every", "2", "--warmup", "1", "--no-early-stop", "--optimizer", "muon", *TINY]
     for precision, ns in [("fp32", "float32"), ("bf16", "bfloat16")]:
         out = tmp_path / f"{precision}.pt"
         p = train(out, *plan, "--precision", precision, "--stop-at", "2")
         assert p.returncode == 0, p.stderr
-        # a resumed run keeps the checkpoint's precision (and so its Newton-Schulz) whatever the command line says
-        other = "bf16" if precision == "fp32" else "fp32"
-        p = train(out, "--resume", "--precision", other, *TINY)
-        assert p.returncode == 0, p.stderr
         state = ckpt.load(out)
-        assert state["step"] == 4 and state["precision"] == precision, state["precision"]
+        assert state["precision"] == precision
         assert [g.get("ns_dtype") for g in state["optimizer"]["param_groups"]] == [ns, None]
+        # a precision named on the command line wins over the checkpoint's, and Newton-Schulz follows it
+        other, other_ns = ("bf16", "bfloat16") if precision == "fp32" else ("fp32", "float32")
+        p = train(out, "--resume", "--precision", other, "--stop-at", "4", *TINY)
+        assert p.returncode == 0, p.stderr
+        assert f"trained in {precision}; resuming in {other}" in p.stdout, p.stdout
+        state = ckpt.load(out)
+        assert state["step"] == 4 and state["precision"] == other, state["precision"]
+        assert [g.get("ns_dtype") for g in state["optimizer"]["param_groups"]] == [other_ns, None]
+    # with auto, a resumed run keeps its checkpoint's precision (it continues exactly) ...
+    from lab.train import Trainer, parse, resume_precision
+    for saved in ("fp32", "bf16"):
+        assert resume_precision(saved, "auto", "cpu") == saved
+    # ... except bf16 on a CPU without native bf16, which would emulate it ~20x slower: float32 there
+    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
+    assert resume_precision("bf16", "auto", "cpu") == "fp32" and resume_precision("fp32", "auto", "cpu") == "fp32"
+    assert resume_precision("bf16", "bf16", "cpu") == "bf16"  # asked for by name: as asked
+    out = tmp_path / "fp32.pt"  # the loop above left it in bf16, at step 4
+    t = Trainer(parse(["--impl", "solutions", "--data", str(corpus()), "--out", str(out), "--resume", *TINY]))
+    assert (t.step, t.precision) == (4, "fp32")
+    assert [g.get("ns_dtype") for g in t.opt.param_groups] == ["float32", None]
+    assert "trained in bf16; resuming in fp32 (no native bf16 on this cpu)" in capsys.readouterr().out
     # a state saved before the choice (no "ns_dtype") runs Newton-Schulz in float32, as it was trained
     seen = []
     monkeypatch.setattr(muon, "orthogonalize", lambda G, steps, dtype: seen.append(dtype) or G)
@@ -243,6 +260,9 @@ def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monk
     assert seen == [torch.float32], seen
     with pytest.raises(ValueError, match="ns_dtype"):
         muon.MuonAdamW(model, lr=1e-2, ns_dtype="float16")
+    state["param_groups"][0]["ns_dtype"] = "float16"  # a tampered state fails on loading, not at the first step
+    with pytest.raises(ValueError, match="ns_dtype"):
+        opt.load_state_dict(state)
 
 
 def test_bad_checkpoints_give_one_clear_line(tmp_path):
