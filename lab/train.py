@@ -162,10 +162,13 @@ def pick_compile(name, device):
     return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
 
 
+NS_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}  # Newton-Schulz's dtype for each training precision
+
+
 def make_optimizer(model, args, precision="fp32"):
     if args.optimizer == "muon":  # Newton-Schulz in bf16 only where the forward pass is: bf16 is native there
         return MuonAdamW(model, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay,
-                         ns_dtype="bfloat16" if precision == "bf16" else "float32")
+                         ns_dtype=NS_DTYPE[precision])
     return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
 
 
@@ -241,9 +244,10 @@ class Trainer:
         }
         if state:
             self._restore(state)
-            for group in self.opt.param_groups:  # Newton-Schulz follows the precision (see make_optimizer)
-                if group.get("muon") and self.precision != saved:
-                    group["ns_dtype"] = "bfloat16" if self.precision == "bf16" else "float32"
+            if self.precision != saved:  # Newton-Schulz follows the precision (see make_optimizer)
+                for group in self.opt.param_groups:
+                    if group.get("muon"):
+                        group["ns_dtype"] = NS_DTYPE[self.precision]
         self.compiled = pick_compile(args.compile, self.device)
         self.fwd = torch.compile(self.model) if self.compiled else self.model
 
