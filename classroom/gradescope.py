@@ -1,110 +1,130 @@
-"""The Gradescope autograder: ``python -m classroom.gradescope [--out dist/gradescope.zip]``.
+"""The Gradescope autograder: ``python -m classroom.gradescope [--out dist/gradescope.zip] [--seed S]``.
 
-The zip holds, at its root, Gradescope's two entry points (``setup.sh`` and
-``run_autograder``, generated from ``classroom/templates/``) and the instructor's
-kit: the grader with its hidden checks, ``solutions/``, ``lab/``, this module and,
-when present here, the verified TinyShakespeare corpus. Gradescope unpacks it into
-``/autograder/source``, runs ``setup.sh`` once as root (pinned CPU packages, an
-unprivileged user, the source made root-only), then ``run_autograder`` for every
-submission, which calls ``python -m classroom.gradescope run``:
+The zip holds, at its root, Gradescope's two entry points (``setup.sh`` and ``run_autograder``,
+generated from ``classroom/templates/``) and the instructor's kit: the grader and its checks,
+``solutions/``, ``kit/``, ``lab/``, this module, the TinyShakespeare corpus and the course's grading
+seed. Gradescope unpacks it into ``/autograder/source``, runs ``setup.sh`` once as root (a Python of
+the kit's own with the pinned CPU packages, bubblewrap, an unprivileged user, the source made
+root-only), then ``run_autograder`` for every submission, which calls
+``python -m classroom.gradescope run``:
 
-1. finds the five exercise files (and ``final.pt``) anywhere in ``/autograder/submission``
-   and copies them to a fresh folder the student user can read but not change;
-2. runs ``python -m grader`` on it with ``--user`` (the student's code runs as that user,
-   who cannot read ``/autograder/source`` nor write ``/autograder/results``) and a
-   wall-clock limit for the whole grading;
-3. writes ``/autograder/results/results.json`` atomically, always: the grader's own
-   results, or a score of 0 with an explanation when grading could not finish.
+1. finds the five exercise files (and ``final.pt``) anywhere in ``/autograder/submission`` and copies
+   them (regular files only) to a fresh folder the student user can read but not change;
+2. grades it with ``grader.runner`` (``python -m grader --untrusted``): the student's code runs in the
+   bubblewrap sandbox, else as that user, on the course's seed, with a wall-clock limit;
+3. writes ``/autograder/results/results.json`` atomically, always: the grader's own results, or a
+   score of 0 with an explanation when grading could not finish.
 
-``AUTOGRADER_ROOT`` replaces ``/autograder`` (the kit's tests run the real bundle
-against a temporary folder), ``KIT_PYTHON`` the interpreter, ``AUTOGRADER_USER``
-the student user ("" for none), ``HIDDEN_VISIBILITY`` and ``GRADING_TIMEOUT`` the
-build's defaults.
+``AUTOGRADER_ROOT`` replaces ``/autograder`` (the kit's tests run the real bundle against a
+temporary folder), ``KIT_PYTHON`` the interpreter, ``AUTOGRADER_USER`` the student user ("" for
+none), ``REFERENCE_VISIBILITY``, ``GRADING_TIMEOUT`` and ``LEADERBOARD`` the build's choices.
 """
 import argparse
-import json
 import os
-import pwd
+import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+from kit.syllabus import FILES
+
 KIT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFAULT_OUT = KIT / "dist" / "gradescope.zip"
-FILES = ["residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py"]
 CHECKPOINT = "final.pt"
 STUDENT = "kitstudent"
-TORCH = "2.13.0"
-VISIBILITIES = ("hidden", "after_due_date", "after_published", "visible")
-# Gradescope stops run_autograder at the assignment's limit (10 minutes unless raised); grading
-# must end before that, or there is no results.json at all.
+PYTHON = "3.11"  # the interpreter setup.sh installs (uv's managed CPython) when the image's is another
+VISIBILITIES = ("visible", "after_published", "after_due_date", "hidden")
+# Gradescope stops run_autograder at the assignment's limit (10 minutes unless raised); grading must end
+# before that, or there is no results.json at all.
 DEFAULT_TIMEOUT = 540
 # What the bundle carries of the kit (folders are copied without caches).
-BUNDLE = ["grader", "lab", "solutions", "classroom/__init__.py", "classroom/gradescope.py", "requirements.txt"]
-CORPUS = "data/tinyshakespeare.txt"
+BUNDLE = ["grader", "kit", "lab", "solutions", "classroom/__init__.py", "classroom/gradescope.py",
+          "requirements.txt", "data/tinyshakespeare.txt"]
+SEED_FILE = "grading_seed"  # in the bundle: readable by root only once setup.sh has run
+
+
+class BuildError(Exception):
+    """The bundle cannot be built: one line saying why."""
 
 
 # -- building the zip ------------------------------------------------------------------------------
 
-def _render(name, visibility, timeout):
+def _render(name, options):
     text = (TEMPLATES / name).read_text()
-    for key, value in {"@STUDENT@": STUDENT, "@TORCH@": TORCH, "@VISIBILITY@": visibility,
-                       "@TIMEOUT@": str(int(timeout))}.items():
+    for key, value in {"@STUDENT@": STUDENT, "@PYTHON@": PYTHON, "@VISIBILITY@": options["visibility"],
+                       "@TIMEOUT@": str(int(options["timeout"])), "@LEADERBOARD@": "1" if options["leaderboard"]
+                       else ""}.items():
         text = text.replace(key, value)
     return text
 
 
 def _entries():
     """(path inside the zip, file here) for the kit's part of the bundle."""
+    from kit.corpus import DataError, verify
     for item in BUNDLE:
         path = KIT / item
+        if item.startswith("data/"):
+            try:
+                verify(path)
+            except DataError as e:
+                raise BuildError(f"the corpus for the final check: {e}") from None
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
-            if "__pycache__" in f.parts or f.suffix in (".pyc", ".tmp"):
+            if "__pycache__" in f.parts or f.suffix in (".pyc", ".tmp", ".part"):
                 continue
             yield str(f.relative_to(KIT)), f
-    corpus = KIT / CORPUS
-    if corpus.is_file():
-        from lab.data import DataError, verify
-        try:
-            verify(corpus)
-            yield CORPUS, corpus
-        except DataError:
-            pass  # setup.sh fetches and verifies it instead
 
 
-def build(out=DEFAULT_OUT, visibility="after_due_date", timeout=DEFAULT_TIMEOUT, quiet=False):
-    """Write the bundle to ``out`` atomically; return its path."""
+def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=None, leaderboard=False, quiet=False):
+    """Write the bundle to ``out`` atomically; return ``(path, seed file or None)``.
+
+    Without ``seed`` a new one is made and written beside the bundle (``gradescope-seed.txt``): keep it
+    for regrading; every grading of this bundle uses it.
+    """
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gradescope-", suffix=".zip")
-    os.close(fd)
+    if out.is_dir():
+        raise BuildError(f"--out {out}: is a folder; give the zip file to write, e.g. {out / 'gradescope.zip'}")
+    made = seed is None
+    seed = seed or secrets.token_hex(16)
+    options = {"visibility": visibility, "timeout": timeout, "leaderboard": leaderboard}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".gradescope-", suffix=".zip")
+        os.close(fd)
+    except OSError as e:
+        raise BuildError(f"cannot write {out.parent}: {e.strerror or e}") from None
+    seed_path = out.with_name(out.stem + "-seed.txt") if made else None
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
             for name, template in (("setup.sh", "gradescope_setup.sh"), ("run_autograder", "run_autograder")):
                 info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
                 info.external_attr = 0o100755 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                z.writestr(info, _render(template, visibility, timeout))
+                z.writestr(info, _render(template, options))
+            z.writestr(SEED_FILE, seed + "\n")
             for name, path in _entries():
                 z.write(path, name)
         os.chmod(tmp, 0o644)
+        if seed_path is not None:
+            from kit.files import write_text
+            write_text(seed_path, seed + "\n")
+            os.chmod(seed_path, 0o600)
         os.replace(tmp, out)
+    except OSError as e:
+        raise BuildError(f"cannot write {out}: {e.strerror or e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     if not quiet:
         with zipfile.ZipFile(out) as z:
-            names = z.namelist()
-        print(f"wrote {out} ({len(names)} files; hidden checks '{visibility}', "
-              f"{'with' if CORPUS in names else 'without'} the corpus)")
-    return out
+            n = len(z.namelist())
+        print(f"wrote {out} ({n} files; reference checks {visibility}; leaderboard {'on' if leaderboard else 'off'})")
+        print(f"grading seed: {'new, kept in ' + str(seed_path) + ' (keep it private, for regrading)' if made else 'yours'}")
+    return out, seed_path
 
 
 # -- grading one submission (inside Gradescope's container) ---------------------------------------
@@ -133,7 +153,7 @@ def find_files(submission):
     return out
 
 
-def _copy_regular(src, dest):
+def _copy_regular(src, dest, limit=None):
     """Copy a regular file without following a link that may have replaced it since it was found."""
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd, "rb") as f, open(dest, "wb") as g:
@@ -141,68 +161,68 @@ def _copy_regular(src, dest):
     os.chmod(dest, 0o644)
 
 
-def grade_submission(root, python=sys.executable, timeout=None, visibility=None, user=None):
+def grade_submission(root, python=sys.executable, timeout=None, visibility=None, user=None, seed=None,
+                     leaderboard=None):
     """Grade ``root/submission``; return the results.json dict (never raises for a student's reason)."""
+    from grader import runner
+    from grader.report import gradescope
     root = Path(root)
     timeout = timeout or float(os.environ.get("GRADING_TIMEOUT") or DEFAULT_TIMEOUT)
-    visibility = visibility or os.environ.get("HIDDEN_VISIBILITY") or "after_due_date"
+    visibility = visibility or os.environ.get("REFERENCE_VISIBILITY") or "visible"
+    leaderboard = bool(os.environ.get("LEADERBOARD")) if leaderboard is None else leaderboard
     found = find_files(root / "submission")
     units = [f for f in FILES if f in found]
     if not units:
         names = sorted(p.name for p in (root / "submission").rglob("*") if p.is_file())[:10]
         return result("No exercise files in this submission: upload " + ", ".join(FILES) + " (and " + CHECKPOINT
                       + " for the final check). Found: " + (", ".join(names) or "nothing") + ".")
-    work = Path(tempfile.mkdtemp(prefix="submission-"))
-    out_dir = Path(tempfile.mkdtemp(prefix="results-"))  # root only (0700): the student user cannot touch it
+    work = Path(tempfile.mkdtemp(prefix="submission-"))  # root only (0700): the grading's record and temp files
     try:
-        os.chmod(work, 0o755)
+        folder = work / "files"
+        folder.mkdir()
+        os.chmod(work, 0o711)
+        os.chmod(folder, 0o755)
         for name, path in found.items():
-            _copy_regular(path, work / name)
-        out = out_dir / "results.json"
-        cmd = [python, "-m", "grader", "--impl", str(work), "--json", str(out), "--no-color",
-               "--hidden-visibility", visibility, "--checkpoint", str(work / CHECKPOINT)]
-        if user:
-            cmd += ["--user", user]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=KIT, start_new_session=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        try:
-            log, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            log, _ = proc.communicate()
-            print(log)
-            return result(f"Grading took longer than {timeout:.0f} s and was stopped, so no check was scored. "
-                          "Look for an endless loop or far too much work at import time; if your code is fast, "
-                          "please tell the course staff.")
-        print(log)  # Gradescope keeps run_autograder's output for the instructors
-        if proc.returncode in (0, 1) and out.is_file():
-            data = json.loads(out.read_text())
-            notes = [f"Graded in {time.monotonic() - t0:.0f} s."]
+            _copy_regular(path, folder / name)
+        out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT, user=user,
+                         seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
+                         python=python)
+        print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
+        if out.status == "graded":
+            data = gradescope(out.grading, visibility, leaderboard=leaderboard)
+            notes = [f"Graded in {out.seconds:.0f} s ({out.grading.isolation})."]
             missing = [f for f in FILES if f not in found]
             if missing:
                 notes.append("Missing from your upload (their checks score 0): " + ", ".join(missing) + ".")
             if CHECKPOINT not in found:
                 notes.append(f"No {CHECKPOINT} in your upload: the final TinyShakespeare check needs your trained "
                              f"checkpoint (runs/final.pt, uploaded as {CHECKPOINT}).")
+            if out.grader_errors:
+                notes.append(f"{len(out.grader_errors)} check(s) hit a fault of the grader, not of your code: please "
+                             "tell the course staff.")
             data["output"] = " ".join(notes + ([data["output"]] if data.get("output") else []))
-            data["execution_time"] = round(time.monotonic() - t0)
+            data["execution_time"] = round(out.seconds)
             return data
-        last = [x for x in (log or "").splitlines() if x.strip()][-1:] or [f"exit status {proc.returncode}"]
-        if proc.returncode == 2:  # the grader refused the input: one clear line, the student's to fix
-            return result(f"This submission could not be graded: {last[0]}")
-        return result("The autograder broke while grading this submission (" + last[0][:300] + "). "
+        if out.status == "timeout":
+            return result(f"Grading took longer than {timeout:.0f} s and was stopped, so no check was scored. Look "
+                          "for an endless loop or far too much work at import time; if your code is fast, please "
+                          "tell the course staff.")
+        if out.status == "invalid":  # the grader refused the input: one clear line, the student's to fix
+            return result(f"This submission could not be graded: {out.message}")
+        return result(f"The autograder broke while grading this submission ({out.status}: {out.message[:300]}). "
                       "This is not a verdict on your code: please tell the course staff.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def run(root):
     """run_autograder's work: grade, then write results.json atomically whatever happened."""
+    import pwd
     from grader.report import write_json
     root = Path(root)
     user = os.environ.get("AUTOGRADER_USER", STUDENT)  # "" runs the code as the grader's own user
+    seed_file = root / "source" / SEED_FILE
+    seed = seed_file.read_text().strip() if seed_file.is_file() else os.environ.get("GRADER_SEED", "")
     try:
         if user:
             pwd.getpwnam(user)
@@ -210,11 +230,12 @@ def run(root):
         data = result(f"The autograder is misconfigured: there is no user {user!r} to run student code as "
                       "(did setup.sh run?). This is not a verdict on your code: please tell the course staff.")
     else:
+        t0 = time.monotonic()
         try:
-            data = grade_submission(root, user=user or None)
-        except Exception as e:  # a broken autograder still answers Gradescope
-            data = result(f"The autograder broke ({type(e).__name__}: {e}). "
-                          "This is not a verdict on your code: please tell the course staff.")
+            data = grade_submission(root, user=user or None, seed=seed)
+        except Exception as e:  # noqa: BLE001 - a broken autograder still answers Gradescope
+            print(f"autograder error after {time.monotonic() - t0:.0f} s: {type(e).__name__}: {e}")
+            data = result("The autograder broke. This is not a verdict on your code: please tell the course staff.")
     write_json(root / "results" / "results.json", data)
     return 0
 
@@ -227,12 +248,23 @@ def main(argv=None):
         return run(p.parse_args(argv[1:]).root)
     p = argparse.ArgumentParser(prog="python -m classroom.gradescope", description="Build the Gradescope bundle.")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the zip (default: %(default)s)")
-    p.add_argument("--hidden-visibility", default="after_due_date", choices=VISIBILITIES,
-                   help="when students see the hidden checks (default: %(default)s)")
+    p.add_argument("--reference-visibility", "--hidden-visibility", dest="visibility", default="visible",
+                   choices=VISIBILITIES, help="when students see the checks that compare with the reference "
+                                              "(default: %(default)s, while the assignment is open)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds for one submission's grading; keep it under Gradescope's limit (default: %(default)s)")
+    p.add_argument("--seed", default=os.environ.get("GRADER_SEED"),
+                   help="the course's grading seed (default: $GRADER_SEED, else a new one, written beside the zip)")
+    p.add_argument("--leaderboard", action="store_true",
+                   help="show the final project's perplexities and training minutes on Gradescope's leaderboard")
     args = p.parse_args(argv)
-    build(args.out, args.hidden_visibility, args.timeout)
+    if not args.timeout > 0:
+        p.error("--timeout must be a positive number of seconds")
+    try:
+        build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,13 +11,14 @@ final project. A module's notebook is made of
 * its English course text (``classroom/notebook_text/<module>.md``) and the
   module docstring of ``solutions/<module>.py``, as read-only markdown;
 * the solution file itself, cut at its top-level definitions into code cells
-  that start with ``%%module <module>.py (part k of n)`` (see grader/notebook.py):
+  that start with ``%%module <module>.py (part k of n)`` (classroom/regions.py, classroom/notebook):
   a part holding a ``### BEGIN SOLUTION`` region is a solution cell, the
   others are read-only;
-* one autograder test cell per check of ``grader/checks/{visible,hidden}/test_<module>.py``,
-  worth that check's points, calling the check by its pytest node id; hidden
-  checks (comparisons with the reference) sit between ``### BEGIN HIDDEN TESTS``
-  and ``### END HIDDEN TESTS`` so ``nbgrader generate_assignment`` strips them;
+* one autograder test cell per check of ``grader/checks/{properties,reference}/<module>.py``,
+  worth that check's points, calling the check by its id (``nb.check("rmsnorm.eps")``). Every
+  check shows at the student's desk: there the checks that compare with the reference use the
+  snapshot the student release ships (published inputs); ``nbgrader autograde`` runs the same
+  checks on the course's grading seed against the live reference;
 * the self-check questions (``classroom/notebook_text/questions.yaml``) as
   manually graded written answers.
 
@@ -34,17 +35,15 @@ from pathlib import Path
 
 import yaml
 
-from grader.notebook import CHECKPOINT, MODULES, NOTEBOOKS, TRAIN_MAX_MINUTES, header, join_parts
-from grader.run import POINTS
+from classroom.notebook import CHECKPOINT, MAX_MINUTES as TRAIN_MAX_MINUTES
+from classroom.regions import has_region, header, join_parts, notebook_parts
+from kit.syllabus import ASSIGNMENT, MODULES, POINTS, unit
 
 KIT = Path(__file__).resolve().parent.parent
 SOLUTIONS = KIT / "solutions"
 CHECKS = KIT / "grader" / "checks"
 TEXT = KIT / "classroom" / "notebook_text"
-ASSIGNMENT = "tier2"
-COURSE_ID = "transformer-tier2"
-BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+COURSE_ID = f"transformer-{ASSIGNMENT}"
 CELL_TIMEOUT = 300  # seconds per cell: grading one module takes well under a minute
 TRAIN_TIMEOUT = (TRAIN_MAX_MINUTES + 20) * 60  # the training cell: the budget, the start-up, the last evaluation
 FINAL_CHECK_TIMEOUT = 1200  # the final check measures 200,000 characters with the 4 x 256 model: minutes on 2 cores
@@ -61,22 +60,22 @@ class BuildError(Exception):
 
 @dataclass
 class Check:
-    id: str  # pytest node id under grader/checks: visible/test_rmsnorm.py::test_parameters
+    id: str  # rmsnorm.eps: what nb.check() takes, the grader's Result.check
     name: str
     points: float
-    hidden: bool
+    reference: bool
     title: str
 
 
 def checks_of(module):
-    """The graded checks of ``module`` in file order (visible first), read from the check files."""
+    """The checks of ``module`` in grading order (properties first), read from the check files."""
     out = []
-    for vis in ("visible", "hidden"):
-        path = CHECKS / vis / f"test_{module}.py"
+    for folder in ("properties", "reference"):
+        path = CHECKS / folder / f"{module}.py"
         if not path.is_file():
             continue
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
-            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("test_")):
+            if not (isinstance(node, ast.FunctionDef) and node.name.startswith("check_")):
                 continue
             marks = [d for d in node.decorator_list
                      if isinstance(d, ast.Call) and getattr(d.func, "id", getattr(d.func, "attr", None)) == "check"]
@@ -84,7 +83,8 @@ def checks_of(module):
                 raise BuildError(f"{path.relative_to(KIT)}::{node.name} has no @check(points) marker")
             points = ast.literal_eval(marks[0].args[0])
             doc = (ast.get_docstring(node) or node.name).strip().splitlines()[0]
-            out.append(Check(f"{vis}/test_{module}.py::{node.name}", node.name, points, vis == "hidden", doc))
+            name = node.name.removeprefix("check_")
+            out.append(Check(f"{module}.{name}", name, points, folder == "reference", doc))
     return out
 
 
@@ -120,23 +120,6 @@ def split_solution(source, filename):
     return doc, parts
 
 
-def check_regions(text, where):
-    inside = False
-    for line in text.splitlines():
-        s = line.strip()
-        if s == BEGIN:
-            if inside:
-                raise BuildError(f"{where}: nested {BEGIN}")
-            inside = True
-        elif s == END:
-            if not inside:
-                raise BuildError(f"{where}: {END} without {BEGIN}")
-            inside = False
-    if inside:
-        raise BuildError(f"{where}: {BEGIN} without {END}")
-    return BEGIN in text
-
-
 def read_sections(module):
     """``{section: markdown}`` from classroom/notebook_text/<module>.md (sections start with ``<!-- name -->``)."""
     path = TEXT / f"{module}.md"
@@ -161,8 +144,10 @@ def read_sections(module):
 def read_questions():
     data = yaml.safe_load((TEXT / "questions.yaml").read_text(encoding="utf-8"))
     for module, qs in data.items():
-        if module not in NOTEBOOKS:
-            raise BuildError(f"questions.yaml: unknown notebook {module!r}")
+        try:
+            unit(module)
+        except KeyError:
+            raise BuildError(f"questions.yaml: unknown notebook {module!r}") from None
         for q in qs:
             missing = {"id", "points", "question", "answer"} - set(q)
             if missing:
@@ -262,12 +247,12 @@ import sys
 from pathlib import Path
 
 KIT = next((p for p in (Path(os.environ.get("TRANSFORMER_KIT", ".")).resolve(), *Path.cwd().resolve().parents)
-            if (p / "grader" / "notebook.py").is_file()), None)
+            if (p / "classroom" / "notebook" / "__init__.py").is_file()), None)
 if KIT is None:
-    raise RuntimeError("cannot find the transformer kit: set TRANSFORMER_KIT to the folder that holds grader/")
+    raise RuntimeError("cannot find the transformer kit: set TRANSFORMER_KIT to the folder that holds classroom/")
 if str(KIT) not in sys.path:
     sys.path.insert(0, str(KIT))
-from grader.notebook import Notebook
+from classroom.notebook import Notebook
 
 nb = Notebook({module!r})'''
 
@@ -277,14 +262,9 @@ def plural(n, word):
 
 
 def test_source(check, checkpoint=False):
-    kind = "Hidden check" if check.hidden else "Check"
-    pts = plural(check.points, "point")
     arg = ", checkpoint=CHECKPOINT" if checkpoint else ""
-    call = f"nb.check({check.id!r}{arg})"
-    if check.hidden:
-        return (f"# {kind} ({pts}), run when your notebook is graded: {check.title}\n"
-                f"{HIDDEN_BEGIN}\n{call}\n{HIDDEN_END}")
-    return f"# {kind} ({pts}): {check.title}\n{call}"
+    what = "compared with the reference" if check.reference else "a property"
+    return f"# Check ({plural(check.points, 'point')}, {what}): {check.title}\nnb.check({check.id!r}{arg})"
 
 
 def add_questions(cells, module, questions):
@@ -330,7 +310,7 @@ def module_notebook(module, questions):
         if note:
             cells.text(note, f"note-{name}")
         cell_src = header(module, k, total) + "\n" + code
-        if check_regions(code, f"{path.name}: {name}"):
+        if has_region(code, f"{path.name}: {name}"):
             cells.solution(cell_src, f"code-{name}")
         else:
             cells.code(cell_src, f"code-{name}")
@@ -342,7 +322,7 @@ def module_notebook(module, questions):
         raise BuildError(f"the checks of {module} add up to {got:g} points, the grader gives {POINTS[module]}")
     cells.text(section("checks", required=True), "checks-intro")
     for c in checks:
-        cells.test(test_source(c), f"{'hidden' if c.hidden else 'visible'}-{c.name}", c.points)
+        cells.test(test_source(c), f"check-{c.name}", c.points)
     add_questions(cells, module, questions)
     unused = set(text) - used
     if unused:
@@ -369,23 +349,19 @@ def final_notebook(questions):
                "nb.collect()", "collect")
     cells.text(text["train"], "train-intro")
     cells.code(f"# Train (not graded, but the final check needs the checkpoint it writes). It stops by\n"
-               f"# itself under 2.5: 15 to 30 minutes on 2 CPU cores. At most {TRAIN_MAX_MINUTES} minutes per\n"
-               f"# run. Interrupt the kernel to stop: the checkpoint is saved, and RESUME = True continues from it.\n"
+               f"# itself under 2.5: about half an hour on 2 CPU cores (BENCHMARKS.md has the measured runs). At most\n"
+               f"# {TRAIN_MAX_MINUTES} minutes per run. Interrupt the kernel to stop: the checkpoint is saved, and\n"
+               f"# RESUME = True continues from it. While nbgrader grades this notebook it does not train.\n"
                f"MINUTES = {TRAIN_MAX_MINUTES}\nRESUME = False\n"
                "nb.train(minutes=MINUTES, resume=RESUME, checkpoint=CHECKPOINT)",
                "train", locked=False, extra={"transformer_kit": {"timeout": TRAIN_TIMEOUT}})
     cells.text(text["check"], "check-intro")
     checks = checks_of("final")
-    if checks:
-        got = sum(c.points for c in checks)
-        if got != POINTS["final"]:
-            raise BuildError(f"the final checks add up to {got:g} points, the grader gives {POINTS['final']}")
-        for c in checks:
-            cells.test(test_source(c, checkpoint=True), f"{'hidden' if c.hidden else 'visible'}-{c.name}", c.points,
-                       extra=LONG_CHECK)
-    else:  # the kit has no final check file yet: one cell for all of them, worth the module's points
-        cells.test(f"# The final check ({POINTS['final']} points): the TinyShakespeare model trained above\n"
-                   f"nb.check_all('final', checkpoint=CHECKPOINT)", "final-check", POINTS["final"], extra=LONG_CHECK)
+    got = sum(c.points for c in checks)
+    if got != POINTS["final"]:
+        raise BuildError(f"the final checks add up to {got:g} points, the grader gives {POINTS['final']}")
+    for c in checks:
+        cells.test(test_source(c, checkpoint=True), f"check-{c.name}", c.points, extra=LONG_CHECK)
     add_questions(cells, "final", questions)
     return notebook(cells.cells)
 
@@ -434,20 +410,15 @@ def build():
     questions = read_questions()
     files = {"nbgrader_config.py": CONFIG}
     for module in MODULES:
-        files[f"source/{ASSIGNMENT}/{NOTEBOOKS[module]}.ipynb"] = dumps(module_notebook(module, questions))
-    files[f"source/{ASSIGNMENT}/{NOTEBOOKS['final']}.ipynb"] = dumps(final_notebook(questions))
+        files[f"source/{ASSIGNMENT}/{unit(module).notebook}.ipynb"] = dumps(module_notebook(module, questions))
+    files[f"source/{ASSIGNMENT}/{unit('final').notebook}.ipynb"] = dumps(final_notebook(questions))
     return files
 
 
 def code_of(nb_json, module):
     """The file text a source notebook's ``%%module`` cells make (for checking it against the solution)."""
-    parts = {}
-    for cell in json.loads(nb_json)["cells"]:
-        src = "".join(cell["source"])
-        if cell["cell_type"] == "code" and src.startswith("%%module"):
-            first, _, body = src.partition("\n")
-            parts[int(re.search(r"part (\d+)", first).group(1))] = body
-    return join_parts(parts[k] for k in sorted(parts))
+    parts, _ = notebook_parts(json.loads(nb_json))
+    return join_parts(parts[module][k] for k in sorted(parts[module]))
 
 
 def main(argv=None):
@@ -480,7 +451,7 @@ def main(argv=None):
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     print(f"wrote {len(files)} files to {out}: nbgrader_config.py and source/{ASSIGNMENT}/ "
-          f"({', '.join(NOTEBOOKS.values())})")
+          f"({', '.join(unit(m).notebook for m in [*MODULES, 'final'])})")
     print(f"next: cd {out} && nbgrader generate_assignment {ASSIGNMENT}  (see docs/nbgrader.md)")
     return 0
 

@@ -1,17 +1,18 @@
 """Build the student release: ``python -m classroom.release [--out dist/student]``.
 
-The release is what a student clones: the exercise stubs, the *visible* checks and
-the grader code they need, ``lab/`` (data fetcher, training, sampling), and a
-README and Makefile generated from ``classroom/templates/``. It holds no
-``solutions/``, no hidden checks, no kit tests, and no line of solution code: every
-file is scanned for the non-trivial lines of the solutions' marked regions and the
-build stops if one turns up (``GIVEN`` lists the few lines the exercises' own
-text already spells out, each with its reason).
+The release is what a student clones: the exercise stubs, every check with the grader code it
+needs, the reference's answers recorded on the published inputs (``grader/snapshots/published.pack``,
+grader/snapshot.py), ``kit/``, ``lab/`` (data, training, sampling), the notebooks' runtime, the
+corpus, and a README and Makefile generated from ``classroom/templates/``. ``make check`` there runs
+the same checks and the same diagnosis as the full grader, offline. It holds no ``solutions/``, no
+kit tests, no known-mistake formulas (``grader/diagnose/variants.py``) and no line of solution code:
+every file, and every string of the snapshot, is scanned for the non-trivial lines of the
+solutions' marked regions and the build stops if one turns up (``GIVEN`` lists the few lines the
+exercises' own text already spells out, each with its reason).
 
-Which grader files ship is computed, not listed: the imports reachable from the
-visible checks and the command line. ``grader/diagnose.py`` holds the known-mistake
-variants of the hidden checks (correct formulas among them), so only the helpers
-the visible checks import from it ship, copied into a generated module.
+Which files ship is computed from the imports reachable from the command line, the checks and the
+notebooks' runtime; ``WITHHELD`` files stay behind with everything that imports them, ``OPTIONAL``
+ones stay behind alone (the code that imports them does so only where the reference is present).
 """
 import argparse
 import ast
@@ -24,7 +25,9 @@ import tempfile
 import tokenize
 from pathlib import Path
 
-from classroom.stubs import BEGIN, END, FILES, generate
+from classroom.regions import lines as region_lines
+from classroom.stubs import generate
+from kit import syllabus
 
 KIT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -61,17 +64,31 @@ WITHHELD = {
     "lab/experiments": "the experiments build their models with lab/variants.py (and load their modules by name, "
                        "which an import scan cannot follow)",
 }
-# Where the grader's closure starts: the command line, the pytest wiring, the visible checks.
-ENTRY = ["grader/__init__.py", "grader/__main__.py", "grader/checks/__init__.py", "grader/checks/conftest.py",
-         "grader/checks/visible/__init__.py", "grader/standins/__init__.py", "grader/notebook.py"]
-# Teaching text that ships: the module guides hold formulas and questions, never the answers
-# (those stay in solutions/ANSWERS.md).
+# Kept back alone: shipped code imports them only where solutions/ is present (the live reference).
+OPTIONAL = {
+    "grader/diagnose/variants.py": "the known mistakes' formulas, correct ones among them: the release carries "
+                                   "their outputs on the published inputs instead",
+    "grader/measure.py": "the final check's own fast transformer (a correct attention forward): at the desk the "
+                         "student's model computes the logits",
+}
+# Where the closure starts: the command line, the pytest wiring, the checks, the stand-ins, the notebooks.
+# worker.py and fence.py run in the sandbox, loaded by path (grader/sandbox.py): no import names them.
+ENTRY = ["grader/__init__.py", "grader/__main__.py", "grader/snapshot.py", "grader/worker.py", "grader/fence.py",
+         "grader/checks/__init__.py",
+         "grader/checks/conftest.py", "grader/standins/__init__.py", "classroom/__init__.py", "kit/__init__.py"]
+FOLDERS = ["grader/checks/properties", "grader/checks/reference", "grader/standins", "grader/diagnose", "kit", "lab",
+           "classroom/notebook"]
+# Teaching text that ships: the module guides hold formulas and questions, never the answers (those stay in
+# solutions/ANSWERS.md); what the experiments measured and the benchmarks the guides quote (no code).
 DOCS = ["docs/guide-residual.md", "docs/guide-rmsnorm.md", "docs/guide-attention.md", "docs/guide-block.md",
-        "docs/guide-decoder.md"]
-# With --with-experiments (after the due date, say) the experiments ship too.
-EXPERIMENTS = ["lab/variants.py", "lab/experiments", "docs/experiments.md", "docs/img"]
-NOT_SHIPPED_GRADER = ("grader/checks/hidden",)
-PARTIAL = {"grader/diagnose.py"}  # only the helpers the shipped files import from it
+        "docs/guide-decoder.md", "docs/experiments.md", "BENCHMARKS.md"]
+# With --with-experiments (after the due date, say) the experiments' code ships too.
+EXPERIMENTS = ["lab/variants.py", "lab/experiments"]
+DATA = ["data/tinyshakespeare.txt", "grader/checks/pytest.ini", "requirements.txt"]
+
+
+class ReleaseError(Exception):
+    """The release cannot be built (solution code would ship, a folder cannot be written): nothing is written."""
 
 
 # -- what counts as solution code --------------------------------------------------------------
@@ -90,18 +107,24 @@ def normalise(line):
 def solution_lines(solutions=KIT / "solutions"):
     """{normalised line: 'file:line'} for every non-trivial line inside a solution region."""
     out = {}
-    for name in FILES:
-        inside = False
-        for no, line in enumerate((Path(solutions) / name).read_text().splitlines(), start=1):
-            if line.strip() == BEGIN:
-                inside = True
-            elif line.strip() == END:
-                inside = False
-            elif inside:
-                code = normalise(line)
-                if len(code) >= MIN_CHARS and code not in TRIVIAL:
-                    out.setdefault(code, f"solutions/{name}:{no}")
+    for name in syllabus.FILES:
+        for line in region_lines((Path(solutions) / name).read_text(), name):
+            code = normalise(line.text) if line.inside else ""
+            if len(code) >= MIN_CHARS and code not in TRIVIAL:
+                out.setdefault(code, f"solutions/{name}:{line.number}")
     return out
+
+
+def leaks_in(texts, solutions=KIT / "solutions"):
+    """``[(where, line number, code, where in the solutions)]`` for each solution line in ``{where: text}``."""
+    secret = {k: v for k, v in solution_lines(solutions).items() if k not in GIVEN}
+    found = []
+    for where, text in texts.items():
+        for no, line in enumerate(text.splitlines(), start=1):
+            code = normalise(line)
+            if code in secret:
+                found.append((where, no, code, secret[code]))
+    return found
 
 
 def find_leaks(root, solutions=KIT / "solutions", exempt=()):
@@ -109,20 +132,16 @@ def find_leaks(root, solutions=KIT / "solutions", exempt=()):
 
     ``exempt``: paths (relative to root) the instructor chose to hand out as they are.
     """
-    secret = {k: v for k, v in solution_lines(solutions).items() if k not in GIVEN}
-    leaks = []
+    texts = {}
     for path in sorted(Path(root).rglob("*")):
-        if not path.is_file() or any(_under(str(path.relative_to(root)), e) for e in exempt):
+        rel = str(path.relative_to(root))
+        if not path.is_file() or any(_under(rel, e) for e in exempt):
             continue
         try:
-            text = path.read_text(encoding="utf-8")
+            texts[rel] = path.read_text(encoding="utf-8")
         except (UnicodeDecodeError, OSError):
             continue
-        for no, line in enumerate(text.splitlines(), start=1):
-            code = normalise(line)
-            if code in secret:
-                leaks.append((str(path.relative_to(root)), no, code, secret[code]))
-    return leaks
+    return leaks_in(texts, solutions)
 
 
 # -- which files ship ---------------------------------------------------------------------------
@@ -137,26 +156,23 @@ def _module_file(name):
 
 
 def _imports(path):
-    """Kit modules a file imports (absolute names), and the names it takes from each."""
+    """Kit modules a file imports (absolute names), at any depth of the file."""
     tree = ast.parse(path.read_text(), str(path))
     parts = list(path.relative_to(KIT).with_suffix("").parts)
-    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
-    found = {}
+    package = parts[:-1]
+    found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for a in node.names:
-                found.setdefault(a.name, set())
+            found.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            found.setdefault(mod, set()).update(a.name for a in node.names)
-            for a in node.names:  # ``from . import checkpoint``: a submodule
-                if _module_file(f"{mod}.{a.name}"):
-                    found.setdefault(f"{mod}.{a.name}", set())
-    return {m: names for m, names in found.items() if m.split(".")[0] in ("grader", "lab") and _module_file(m)}
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}"))
+    return {m for m in found if m.split(".")[0] in ("grader", "lab", "kit", "classroom") and _module_file(m)}
 
 
 def _under(rel, path):
@@ -164,22 +180,18 @@ def _under(rel, path):
 
 
 def plan(experiments=False):
-    """``(files to copy, {partial file: names needed}, {withheld file: reason})``, paths relative to KIT."""
+    """``(files to copy, {held-back file: reason})``, paths relative to KIT."""
     start = [KIT / p for p in ENTRY]
-    start += sorted((KIT / "grader" / "checks" / "visible").glob("*.py"))
-    start += sorted((KIT / "grader" / "standins").glob("*.py"))
-    start += [p for p in sorted((KIT / "lab").rglob("*.py")) if "__pycache__" not in p.parts]
-    files, partial, todo = set(), {}, list(start)  # files: relative paths that ship whole
+    for folder in FOLDERS:
+        start += [p for p in sorted((KIT / folder).rglob("*.py")) if "__pycache__" not in p.parts]
+    files, todo = set(), list(start)
     while todo:
         path = todo.pop()
         rel = str(path.relative_to(KIT))
-        if rel in files or rel.startswith(NOT_SHIPPED_GRADER):
+        if rel in files or rel in OPTIONAL:
             continue
         files.add(rel)
-        for mod in _imports(path):
-            target = _module_file(mod)
-            if str(target.relative_to(KIT)) not in PARTIAL:
-                todo.append(target)
+        todo += [_module_file(m) for m in _imports(path)]
     # withhold, then everything that imports something withheld (until nothing changes)
     held = {w: why for w, why in WITHHELD.items() if not (experiments and w in EXPERIMENTS)}
     withheld = {f: why for f in files for w, why in held.items() if _under(f, w)}
@@ -192,36 +204,7 @@ def plan(experiments=False):
             if bad:
                 withheld[f] = f"imports {bad[0]}"
                 changed = True
-    for f in sorted(files - set(withheld)):  # what the shipped files take from the partial ones
-        for mod, names in _imports(KIT / f).items():
-            trel = str(_module_file(mod).relative_to(KIT))
-            if trel in PARTIAL:
-                partial.setdefault(trel, set()).update(names)
-    return sorted(files - set(withheld)), partial, withheld
-
-
-def extract(path, names):
-    """A module made of the top-level functions ``names`` of ``path`` and what they call, in file order."""
-    src = Path(path).read_text()
-    tree = ast.parse(src)
-    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    missing = sorted(set(names) - set(defs))
-    if missing:
-        raise SystemExit(f"release: {path} has no top-level {', '.join(missing)} (imported by a visible check)")
-    keep, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        todo += [n.id for n in ast.walk(defs[name]) if isinstance(n, ast.Name) and n.id in defs]
-    rel = Path(path).relative_to(KIT)
-    head = (f'"""The helpers of {rel} that the visible checks use.\n\n'
-            f"Generated by `python -m classroom.release`: the rest of {rel} (the known-mistake\n"
-            f'variants of the hidden checks) stays with the instructor.\n"""\n')
-    body = [ast.get_source_segment(src, n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))
-            and n.name in keep]
-    return head + "\n\n" + "\n\n\n".join(body) + "\n"
+    return sorted(files - set(withheld)), {**withheld, **OPTIONAL}
 
 
 # -- templates ------------------------------------------------------------------------------------
@@ -242,45 +225,49 @@ def render_makefile(shipped):
     return "\n".join(out).replace("@PHONY@", " ".join(phony))
 
 
+def render_readme():
+    """The student README: the template with the syllabus's points table put in."""
+    return (TEMPLATES / "README.md.tmpl").read_text().replace("@POINTS@", syllabus.points_table().rstrip("\n"))
+
+
 def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
     """Write the release to ``out`` (atomically: a finished tree replaces the old one). Returns out.
 
-    ``github`` adds the GitHub Classroom workflow (classroom/github/classroom.yml) as
-    .github/workflows/classroom.yml, for a template repository (see docs/classroom.md).
+    ``github`` adds the GitHub Classroom workflow (classroom/github.py) as .github/workflows/classroom.yml,
+    for a template repository (see docs/classroom.md).
     """
+    from grader.snapshot import record
     out = Path(out).resolve()
-    files, partial, withheld = plan(experiments)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".student-", dir=out.parent))
-    os.chmod(stage, 0o755)  # mkdtemp's 0700 is for secrets; this is for everyone
+    if out.exists() and not out.is_dir():
+        raise ReleaseError(f"--out {out}: is a file; give the folder to write the release to")
+    files, withheld = plan(experiments)
     try:
-        for rel in files:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".student-", dir=out.parent))
+    except OSError as e:
+        raise ReleaseError(f"cannot write {out.parent}: {e.strerror or e}") from None
+    try:
+        os.chmod(stage, 0o755)  # mkdtemp's 0700 is for secrets; this is for everyone
+        for rel in files + DATA + DOCS + [str(p.relative_to(KIT)) for p in sorted((KIT / "docs" / "img").glob("*"))]:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(KIT / rel, stage / rel)
-        for rel, names in partial.items():
-            (stage / rel).write_text(extract(KIT / rel, names))
-        shutil.copy(KIT / "grader" / "checks" / "pytest.ini", stage / "grader" / "checks" / "pytest.ini")
+        _, recorded = record(path=stage / "grader" / "snapshots" / "published.pack")
         (stage / "exercises").mkdir()
         for name, text in generate().items():
             (stage / "exercises" / name).write_text(text)
-        shutil.copy(KIT / "requirements.txt", stage / "requirements.txt")
-        docs = DOCS + (["docs/experiments.md"] if experiments else [])
-        for rel in docs + ([str(p.relative_to(KIT)) for p in sorted((KIT / "docs" / "img").glob("*.png"))]
-                           if experiments else []):
-            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(KIT / rel, stage / rel)
-        shipped = set(files) | set(partial)
-        (stage / "Makefile").write_text(render_makefile(shipped))
-        (stage / "README.md").write_text((TEMPLATES / "README.md.tmpl").read_text())
+        (stage / "Makefile").write_text(render_makefile(set(files)))
+        (stage / "README.md").write_text(render_readme())
         (stage / ".gitignore").write_text((TEMPLATES / "gitignore.tmpl").read_text())
         if github:
+            from classroom.github import workflow
             (stage / ".github" / "workflows").mkdir(parents=True)
-            shutil.copy(Path(__file__).resolve().parent / "github" / "classroom.yml",
-                        stage / ".github" / "workflows" / "classroom.yml")
+            (stage / ".github" / "workflows" / "classroom.yml").write_text(workflow())
         leaks = find_leaks(stage, exempt=EXPERIMENTS if experiments else ())
+        leaks += leaks_in({f"grader/snapshots/published.pack (string {i})": s
+                           for i, s in enumerate(recorded.strings())})
         if leaks:
             lines = "\n".join(f"  {f}:{n}: {code}   (= {where})" for f, n, code, where in leaks)
-            raise SystemExit(f"release: solution code would ship; nothing written to {out}:\n{lines}")
+            raise ReleaseError(f"solution code would ship; nothing written to {out}:\n{lines}")
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=".old-", dir=out.parent))
             os.replace(out, old / "student")
@@ -288,11 +275,14 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
             shutil.rmtree(old)
         else:
             os.replace(stage, out)
+    except OSError as e:
+        raise ReleaseError(f"cannot write the release to {out}: {e.strerror or e}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     if not quiet:
         n = sum(1 for p in out.rglob("*") if p.is_file())
-        print(f"wrote {out} ({n} files; visible checks only, no solution code)")
+        print(f"wrote {out} ({n} files; every check, the reference's answers on the published inputs, "
+              "no solution code)")
         for f, why in sorted(withheld.items()):
             print(f"  withheld {f}: {why}")
     return out
@@ -307,7 +297,11 @@ def main(argv=None):
                    help="ship lab/experiments and lab/variants.py too (they spell out the block's and the "
                         "model's wiring: hand them out after the due date)")
     args = p.parse_args(argv)
-    build(args.out, github=args.github, experiments=args.with_experiments)
+    try:
+        build(args.out, github=args.github, experiments=args.with_experiments)
+    except ReleaseError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -53,8 +53,10 @@ def rotate_half(x):
 def apply_rope(x, cos, sin):
     """Rotate ``x`` of shape ``(..., T, head_dim)`` by the first T rows of the tables.
 
-    ``cos`` and ``sin`` are ``(T, head_dim)``; the result is
-    ``x * cos + rotate_half(x) * sin``, with x's shape.
+    ``cos`` and ``sin`` are ``(T_max, head_dim)`` with ``T_max >= T`` (the tables of
+    ``precompute_rope``); row t rotates position t, so only rows ``0 .. T-1`` are used,
+    never the last T. The result is ``x * cos + rotate_half(x) * sin`` on those rows,
+    with x's shape.
     """
     raise NotImplementedError("apply_rope")
 

@@ -1,48 +1,79 @@
 """``python -m grader``: grade an implementation folder and print what to fix.
 
-    python -m grader [--impl DIR] [--json PATH] [--only MODULE ...] [--checkpoint PATH]
+    python -m grader [--impl DIR] [--only UNIT ...] [--checkpoint PATH] [--json PATH] [--record PATH]
     python -m grader batch SUBMISSIONS_DIR --csv grades.csv [--jobs N]   (see grader/batch.py)
 
-Exit status 0 only at full marks for the checks that ran.
+Exit status (every runner reads it the same way, grader/runner.py):
+
+    0  graded, full marks for the checks that ran
+    1  graded, some checks failed
+    2  bad input: nothing graded (a missing folder, a bad option); one line on stderr says why
+    3  the grader itself failed (a broken check, a broken reference): not the submission's fault
+    4  refused: no sandbox strong enough for --untrusted code could start here
 """
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-MODULE_NAMES = ["residual", "rmsnorm", "attention", "block", "decoder", "final"]
-FILES = ["residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py"]
-VISIBILITIES = ["hidden", "after_due_date", "after_published", "visible"]
+from kit import syllabus
+
+from .cli import UsageError, positive, writable
+
+KIT = Path(__file__).resolve().parent.parent
+VISIBILITIES = ["visible", "after_published", "after_due_date", "hidden"]
+EXIT_FULL, EXIT_FAILED, EXIT_USAGE, EXIT_GRADER, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m grader", description="Grade the five exercise files in a folder.")
     p.add_argument("--impl", default="exercises", help="folder holding the five files (default: %(default)s)")
-    p.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json here")
-    p.add_argument("--only", nargs="+", metavar="MODULE", choices=MODULE_NAMES,
-                   help="grade only these modules: " + " ".join(MODULE_NAMES))
+    p.add_argument("--only", nargs="+", metavar="UNIT", choices=syllabus.NAMES,
+                   help="grade only these: " + " ".join(syllabus.NAMES))
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint for the final check (default: runs/final.pt)")
     p.add_argument("--corpus", metavar="PATH", help="corpus for the final check (default: data/tinyshakespeare.txt)")
-    p.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per call into the submission")
+    p.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json here")
+    p.add_argument("--record", metavar="PATH", help="also write the grading as the kit's own JSON (for the runners)")
+    p.add_argument("--classroom", metavar="PATH", help="also write GitHub Classroom's grading-reporter results here")
+    p.add_argument("--timeout", type=positive, default=20.0, help="seconds allowed per call into the submission")
+    p.add_argument("--seed", default=os.environ.get("GRADER_SEED", ""),
+                   help="the course's grading seed (default: $GRADER_SEED, else the published inputs)")
     p.add_argument("--no-color", action="store_true", help="plain output")
     p.add_argument("--user", metavar="NAME",
                    help="run the submitted code as this OS user (needs root; the Gradescope bundle uses it)")
-    p.add_argument("--hidden-visibility", default="hidden", choices=VISIBILITIES,
-                   help="Gradescope visibility of the hidden checks in --json (default: %(default)s)")
+    p.add_argument("--untrusted", action="store_true",
+                   help="the code is someone else's: refuse to run it without a real sandbox (bubblewrap or --user)")
+    p.add_argument("--allow-weak-sandbox", action="store_true",
+                   help="with --untrusted, grade even where no real sandbox can start (say so in the report)")
+    p.add_argument("--reference-visibility", "--hidden-visibility", dest="visibility", default="visible",
+                   choices=VISIBILITIES, help="Gradescope visibility of the checks that compare with the reference "
+                                              "(default: %(default)s)")
+    p.add_argument("--leaderboard", action="store_true", help="put the final check's numbers on Gradescope's "
+                                                             "leaderboard (in --json)")
     return p.parse_args(argv)
 
 
-def user_error(name):
-    """Why ``--user name`` cannot work here, or None."""
-    import os
-    import pwd
-    try:
-        uid = pwd.getpwnam(name).pw_uid
-    except KeyError:
-        return f"--user {name}: no such user"
-    if os.geteuid() not in (0, uid):
-        return f"--user {name}: only root can run code as another user"
-    return None
+def check_input(args):
+    folder = Path(args.impl)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such folder (give the folder that holds {', '.join(syllabus.FILES)})")
+    present = [f for f in syllabus.FILES if (folder / f).is_file()]
+    if not present:
+        raise UsageError(f"{folder} holds none of {', '.join(syllabus.FILES)}")
+    if args.user:
+        from .sandbox import user_problem
+        problem = user_problem(args.user)
+        if problem:
+            raise UsageError(problem)
+    if args.seed and not (KIT / "solutions").is_dir():
+        raise UsageError("--seed: this kit has no reference, only its answers on the published inputs (the student "
+                         "release): grade without a seed")
+    if args.checkpoint and Path(args.checkpoint).is_dir():
+        raise UsageError(f"--checkpoint {args.checkpoint}: is a folder; give the checkpoint file (runs/final.pt)")
+    return folder, [f for f in syllabus.FILES if f not in present], {
+        "json": writable("--json", args.json), "record": writable("--record", args.record),
+        "classroom": writable("--classroom", args.classroom)}
 
 
 def main(argv=None):
@@ -51,34 +82,46 @@ def main(argv=None):
         from .batch import main as batch_main
         return batch_main(argv[1:])
     args = parse(argv)
-    folder = Path(args.impl)
-    if not folder.is_dir():
-        print(f"error: {folder}: no such folder (give the folder that holds {', '.join(FILES)})", file=sys.stderr)
-        return 2
-    missing = [f for f in FILES if not (folder / f).is_file()]
-    if missing and len(missing) == len(FILES):
-        print(f"error: {folder} holds none of {', '.join(FILES)}", file=sys.stderr)
-        return 2
-    if args.user and user_error(args.user):
-        print(f"error: {user_error(args.user)}", file=sys.stderr)
-        return 2
-    from .report import gradescope, render, write_json
-    from .run import GraderError, grade, summary
-    t0 = time.time()
     try:
-        results = grade(folder, only=args.only, checkpoint=args.checkpoint, corpus=args.corpus,
-                        call_timeout=args.timeout, user=args.user)
-    except GraderError as e:
-        print(f"grader error: {e}", file=sys.stderr)
-        return 3
-    got, total = summary(results)
+        folder, missing, outputs = check_input(args)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    t0 = time.time()
+    from .sandbox import Sandbox, SandboxRefused
+    try:
+        sandbox = Sandbox(folder, call_timeout=args.timeout, user=args.user, untrusted=args.untrusted,
+                          allow_weak=args.allow_weak_sandbox)
+    except SandboxRefused as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_REFUSED
+    sandbox.start()  # first: the worker imports torch while this process does
+    try:
+        from .report import classroom, gradescope, terminal, write_json
+        from .run import GraderError, grade
+        try:
+            grading = grade(folder, only=args.only, checkpoint=args.checkpoint, corpus=args.corpus, sandbox=sandbox,
+                            seed=args.seed)
+        except GraderError as e:
+            print(f"grader error: {e}", file=sys.stderr)
+            return EXIT_GRADER
+    finally:
+        sandbox.close()
+    for line in grading.errors:  # staff only (stderr: Gradescope hides it from students)
+        print(f"grader error (for the course staff): {line}", file=sys.stderr)
     color = sys.stdout.isatty() and not args.no_color
     title = f"Grading {folder}" + (f" (missing: {', '.join(missing)})" if missing else "")
-    print(render(results, title, color=color))
-    print(f"({len(results)} checks in {time.time() - t0:.1f} s)")
-    if args.json:
-        write_json(args.json, gradescope(results, hidden_visibility=args.hidden_visibility))
-    return 0 if results and got == total else 1
+    print(terminal(grading, title, color=color))
+    print(f"({len(grading.results)} checks in {time.time() - t0:.1f} s)")
+    if outputs["json"]:
+        write_json(outputs["json"], gradescope(grading, args.visibility, leaderboard=args.leaderboard))
+    if outputs["record"]:
+        write_json(outputs["record"], grading.to_dict())
+    if outputs["classroom"]:
+        write_json(outputs["classroom"], classroom(grading))
+    score = sum(r.score for r in grading.results)
+    total = sum(r.points for r in grading.results)
+    return EXIT_FULL if score == total else EXIT_FAILED
 
 
 if __name__ == "__main__":

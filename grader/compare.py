@@ -1,33 +1,30 @@
 """Comparisons that explain themselves.
 
-Every failed check raises ``CheckFailure`` with four parts: what was checked,
-what was expected, what came out, and a hint. ``assert_close`` also tries the
-known wrong variants it is given and, when the submission's output matches one
-of them, names that mistake.
+Every failed comparison raises ``CheckFailure`` (kit/outcome.py) with its parts: what was
+checked, what was expected, what came out, and a hint. ``assert_close`` also tries the known
+wrong variants it is given and, when the submission's output matches one of them, names that
+mistake. Every comparison counts (``harness.compared``), so a check that compares nothing cannot pass.
 """
 from dataclasses import dataclass
 
 import torch
 
+from kit.outcome import CheckFailure, Kind
 
-class CheckFailure(AssertionError):
-    """A failed check, worded for the student."""
+_COUNT = [0]
 
-    def __init__(self, checked, expected=None, got=None, hint=None, diagnosis=None):
-        self.checked, self.expected, self.got, self.hint, self.diagnosis = checked, expected, got, hint, diagnosis
-        super().__init__(self.render())
 
-    def render(self):
-        lines = [f"checked:  {self.checked}"]
-        if self.expected is not None:
-            lines.append(f"expected: {self.expected}")
-        if self.got is not None:
-            lines.append(f"got:      {self.got}")
-        if self.diagnosis is not None:
-            lines.append(f"likely:   {self.diagnosis}")
-        if self.hint:
-            lines.append(f"hint:     {self.hint}")
-        return "\n".join(lines)
+def compared(n=1):
+    """Count a comparison of a value that came back from the submission: a check that made none cannot pass."""
+    _COUNT[0] += n
+
+
+def comparisons():
+    return _COUNT[0]
+
+
+def reset_comparisons():
+    _COUNT[0] = 0
 
 
 @dataclass(frozen=True)
@@ -58,23 +55,28 @@ class Tol:
 # loop over heads, float64 inside) differs by a few ulps times the depth.
 @dataclass(frozen=True)
 class Ulps:
-    """Pass when every element is within ``n`` units in the last place of the expected bfloat16 value.
+    """Pass when every element is within ``n`` units in the last place of the expected bfloat16 value, and at
+    most ``share`` of them differ at all.
 
-    For one rounding at the end of an exact computation, a correct
-    implementation lands on the reference's value or its neighbour (1 ulp);
-    extra roundings in low precision on the way drift 2 ulps and more.
+    For one rounding at the end of an exact computation, a correct implementation that sums in another
+    order lands on the reference's value or, for the rare element near a rounding boundary, on its
+    neighbour, which a second rounding (the weight's product) can make 2 ulps; statistics computed in low
+    precision put most elements off.
     """
     n: int
+    share: float
     why: str
 
     def passes(self, g, e):
         if not g.numel():
             return True
         ulp = torch.exp2(torch.floor(torch.log2(e.abs().clamp_min(1e-30))) - 7)
-        return bool(((g - e).abs() <= self.n * ulp).all())
+        diff = (g - e).abs()
+        return bool((diff <= self.n * ulp).all()) and (diff > 0).double().mean().item() <= self.share
 
     def __str__(self):
-        return f"every element within {self.n} ulp of the expected bfloat16 value ({self.why})"
+        return (f"every element within {self.n} ulp of the expected bfloat16 value, and at most "
+                f"{self.share:.1%} of them off at all ({self.why})")
 
 
 FP32 = Tol(1e-5, 1e-5, "float32 rounding: other summation orders differ by ~1e-6")
@@ -84,7 +86,7 @@ GRAD = Tol(1e-5, 1e-4, "float32 rounding in sums over batch and sequence")
 # bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%); a few roundings
 # in a different order stay within a few steps of the largest value.
 BF16 = Tol(1e-2, 2e-2, "bfloat16 keeps 8 significant bits, so a few roundings reach ~1%")
-BF16_ULP = Ulps(1, "statistics in float32, one rounding back to bfloat16")
+BF16_ULP = Ulps(2, 0.005, "statistics in float32, one rounding back to bfloat16, one more for the weight")
 
 
 def fmt_shape(t):
@@ -135,8 +137,8 @@ def match_variant(got, variants, tol):
     """The first known-wrong variant (name, hint) that the output matches, else None."""
     for name, (make, hint) in (variants or {}).items():
         try:
-            candidate = make()
-        except Exception:  # a variant that does not apply to these shapes
+            candidate = make() if callable(make) else make
+        except Exception:  # noqa: BLE001 - a variant that does not apply to these shapes
             continue
         if isinstance(candidate, torch.Tensor) and candidate.shape == got.shape and is_close(got, candidate, tol):
             return name, hint
@@ -146,21 +148,24 @@ def match_variant(got, variants, tol):
 def assert_close(got, expected, what, tol=FP32, hint=None, variants=None, dtype=True):
     """Raise CheckFailure unless ``got`` is a tensor of ``expected``'s shape (and dtype) within ``tol``.
 
-    ``variants`` maps a mistake's name to ``(make, hint)``: ``make()`` computes
-    what that mistake would output on the same input; a match is named.
+    ``variants`` maps a mistake's name to ``(make, hint)``: ``make()`` computes (or is) what that
+    mistake would output on the same input; a match is named.
     """
+    compared()
     if isinstance(got, dict) and "__unsupported__" in got:
         raise CheckFailure(what, fmt_tensor(expected), f"an object of type {got['__unsupported__']}",
-                           "return a torch.Tensor")
+                           "return a torch.Tensor", kind=Kind.WRONG_STRUCTURE)
     if not isinstance(got, torch.Tensor):
-        raise CheckFailure(what, fmt_tensor(expected), f"{type(got).__name__}: {got!r}"[:200], "return a torch.Tensor")
+        raise CheckFailure(what, fmt_tensor(expected), describe_value(got), "return a torch.Tensor",
+                           kind=Kind.WRONG_STRUCTURE)
     if got.shape != expected.shape:
         found = match_variant(got, variants, tol)
         raise CheckFailure(what, f"shape {fmt_shape(expected)}", f"shape {fmt_shape(got)}",
-                           found[1] if found else hint, found[0] if found else None)
+                           found[1] if found else hint, found[0] if found else None, kind=Kind.WRONG_STRUCTURE)
     if dtype and got.dtype != expected.dtype:
         raise CheckFailure(what, f"dtype {fmt_dtype(expected)}", f"dtype {fmt_dtype(got)}",
-                           "keep the input's dtype (compute in float32 if you like, then cast back with .type_as(x))")
+                           "keep the input's dtype (compute in float32 if you like, then cast back with .type_as(x))",
+                           kind=Kind.WRONG_STRUCTURE)
     if not is_close(got, expected, tol):
         found = match_variant(got, variants, tol)
         if found is None and bool(torch.isnan(got).any()) and not bool(torch.isnan(expected).any()):
@@ -172,9 +177,34 @@ def assert_close(got, expected, what, tol=FP32, hint=None, variants=None, dtype=
                            found[1] if found else hint, found[0] if found else None)
 
 
-def assert_equal(got, expected, what, hint=None):
+def describe_value(v):
+    """A value that is not a tensor, in plain words (never an internal marker)."""
+    if isinstance(v, dict) and v.get("__missing__"):
+        return "nothing (the attribute does not exist)"
+    if isinstance(v, dict) and "__unsupported__" in v:
+        return f"an object of type {v['__unsupported__']}"
+    if isinstance(v, (list, tuple)):
+        return f"a {'list' if isinstance(v, list) else 'tuple'} of {len(v)} items"
+    return f"{type(v).__name__}: {v!r}"[:200]
+
+
+def require(ok, what, expected=None, got=None, hint=None, kind=Kind.WRONG_VALUE):
+    """Count a comparison; raise CheckFailure with these parts unless ``ok``."""
+    compared()
+    if not ok:
+        raise CheckFailure(what, expected, got, hint, kind=kind)
+
+
+def assert_equal(got, expected, what, hint=None, kind=Kind.WRONG_STRUCTURE):
+    compared()
     if got != expected:
-        raise CheckFailure(what, repr(expected), repr(got), hint)
+        raise CheckFailure(what, _plain(expected), _plain(got), hint, kind=kind)
+
+
+def _plain(v):
+    if isinstance(v, dict) and (v.get("__missing__") or "__unsupported__" in v):
+        return describe_value(v)
+    return repr(v)
 
 
 def keys_message(got_keys, expected_keys):
@@ -191,3 +221,23 @@ def keys_message(got_keys, expected_keys):
     if shapes:
         parts.append("wrong shape " + "; ".join(shapes[:6]))
     return "; ".join(parts)
+
+
+def require_tensor(y, shape, what, hint=None):
+    """Count a comparison; fail unless ``y`` is a floating-point tensor of ``shape`` (before any arithmetic on it)."""
+    compared()
+    shape = tuple(shape)
+    if not isinstance(y, torch.Tensor):
+        raise CheckFailure(what, f"a tensor of shape {fmt_shape_of(shape)}", describe_value(y),
+                           hint or "return a torch.Tensor", kind=Kind.WRONG_STRUCTURE)
+    if tuple(y.shape) != shape:
+        raise CheckFailure(what, f"shape {fmt_shape_of(shape)}", f"shape {fmt_shape(y)}", hint,
+                           kind=Kind.WRONG_STRUCTURE)
+    if not y.is_floating_point():
+        raise CheckFailure(what, "floating-point values", f"dtype {fmt_dtype(y)}",
+                           "keep the computation in floating point", kind=Kind.WRONG_STRUCTURE)
+    return y
+
+
+def fmt_shape_of(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ")"

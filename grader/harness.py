@@ -1,9 +1,10 @@
 """What the checks are written with: points, seeded inputs, and running both sides.
 
-A check builds the same request for the submission (answered by the sandboxed
-worker) and for the reference (answered in this process), then compares. Any
-failure of the submission's code becomes a ``CheckFailure`` that names the
-function, the line and what to do.
+A check builds one ``Request`` (grader/protocol.py) for the submission, answered by the
+sandboxed worker, and for the reference (grader/reference.py), then compares with the helpers
+of ``grader/compare.py``. Every comparison is counted (``compared``): a check that passes
+without having compared anything is a grader error, never a pass (grader/run.py). A failure
+of the submission's code becomes a ``CheckFailure`` whose kind and fields say what happened.
 """
 import math
 import zlib
@@ -11,178 +12,184 @@ import zlib
 import pytest
 import torch
 
-from .compare import CheckFailure, keys_message
-from .submission import STANDINS, WorkerFailure
+from kit.outcome import CheckFailure, Kind, Where
+
+from .compare import assert_close, fmt_shape, keys_message, require
+from .protocol import Request, call  # noqa: F401  (re-exported for the checks)
+from .sandbox import WorkerFailure
+
+def check(points):
+    """Mark a function as a graded check worth ``points`` (its folder says whether it needs the reference)."""
+    return pytest.mark.check(points=points)
 
 
-def check(points, visible=False):
-    """Mark a test as a graded check worth ``points``; hidden checks compare against the reference."""
-    return pytest.mark.check(points=points, visibility="visible" if visible else "hidden")
-
-
-def seeded(name):
-    """A generator seeded from a name: every check sees the same inputs on every run."""
-    return torch.Generator().manual_seed(zlib.crc32(name.encode()))
+def seeded(name, seed=""):
+    """A generator seeded from the check's name and the grading seed: the same inputs on every run of one seed."""
+    return torch.Generator().manual_seed(zlib.crc32((f"{seed}:{name}" if seed else name).encode()))
 
 
 def randn(g, *shape, scale=1.0, dtype=torch.float32):
     return (torch.randn(*shape, generator=g) * scale).to(dtype)
 
 
-def randomize(state, g):
-    """Random weights with the shapes of ``state``: gains near 1, matrices scaled by 1/sqrt(fan_in).
+def randomize(template, g):
+    """Random weights for ``template`` (``Reference.template``): gains near 1, matrices scaled by 1/sqrt(fan_in).
 
-    Random gains (not the initial ones) make a forgotten ``* weight`` visible.
+    Random gains (not the initial ones) make a forgotten ``* weight`` visible; tied names share one tensor.
     """
+    shapes, ties = template
     out = {}
-    for k, v in state.items():
-        if v.ndim == 1:
-            out[k] = 1.0 + 0.3 * torch.randn(v.shape, generator=g)
+    for k, (shape, _) in shapes.items():
+        if len(shape) == 1:
+            out[k] = 1.0 + 0.3 * torch.randn(shape, generator=g)
         elif "embed" in k:
-            out[k] = torch.randn(v.shape, generator=g)
+            out[k] = torch.randn(shape, generator=g)
         else:
-            out[k] = torch.randn(v.shape, generator=g) / math.sqrt(v.shape[-1])
-    # tied parameters share one tensor in the reference: keep them equal here too
-    seen = {}
-    for k, v in state.items():
-        if v.data_ptr() in seen:
-            out[k] = out[seen[v.data_ptr()]]
-        else:
-            seen[v.data_ptr()] = k
+            out[k] = torch.randn(shape, generator=g) / math.sqrt(shape[-1])
+    for group in ties:
+        for k in group[1:]:
+            out[k] = out[group[0]]
     return out
 
 
-def call(*args, grad=None, method=None, **kwargs):
-    return {"args": list(args), "kwargs": kwargs, "grad": grad, "method": method}
+def reference_state(ref, module, target, *args, g, **kwargs):
+    """Random weights (see ``randomize``) shaped like the reference module's state_dict."""
+    return randomize(ref.template(module, target, args, kwargs), g)
 
 
-STANDIN_PKG = {"folder": str(STANDINS)}
+STANDIN = "standin:"
 
 
-def standin(target, module=None):
-    """Patch entry: replace a name in the tested module by the stand-in of that name."""
-    return {"pkg": STANDIN_PKG, "module": module, "attr": target}
+def standin_obj(name, *args, load=None):
+    """An argument built in the worker from a stand-in: ``standin_obj("sublayers.Shift", 16, load=sd)``."""
+    return {"__obj__": STANDIN + name, "args": list(args), "load": load}
+
+
+# --- student errors ------------------------------------------------------------------------------
+
+class StudentError(CheckFailure):
+    """A CheckFailure caused by an exception in the submission's code; ``error`` is the worker's report of it."""
+
+    def __init__(self, failure, error):
+        super().__init__(None, failure=failure)
+        self.error = error
 
 
 def _where(err):
     w = err.get("where")
-    if not w:
+    return Where(w[0], w[1], w[2], w[3]) if w else None
+
+
+def _at(where):
+    if where is None:
         return ""
-    file, line, func, code = w
-    return f" ({file} line {line}, in {func}: `{code}`)" if code else f" ({file} line {line}, in {func})"
+    return f" ({where.file} line {where.line}, in {where.function}: `{where.code}`)" if where.code else \
+        f" ({where.file} line {where.line}, in {where.function})"
 
 
 def student_error(what, err, expected_keys=None, got_keys=None):
-    """A CheckFailure describing an exception that the submission's code raised."""
+    """The CheckFailure describing an exception that the submission's code raised."""
     kind, msg, stage = err["type"], err["message"], err["stage"]
-    if kind == "NotImplementedError":
-        name = msg or (err["where"][2] if err.get("where") else "this function")
-        w = err.get("where")
-        at = f" ({w[0]} line {w[1]})" if w else ""
-        return CheckFailure(what, None, f"not implemented yet: {name}{at}",
-                            "replace the `raise NotImplementedError` with your code")
+    where = _where(err)
+    inside = f", inside the grader's stand-in {err['inside']} that your code called there" if err.get("inside") else ""
+    if err.get("not_implemented"):
+        name = msg or (where.function if where else "this function")
+        at = f" ({where.file} line {where.line})" if where else ""
+        return StudentError(CheckFailure(what, got=f"not implemented yet: {name}{at}",
+                                         hint="replace the `raise NotImplementedError` with your code",
+                                         kind=Kind.NOT_IMPLEMENTED, where=where).failure, err)
     if stage == "load" and expected_keys is not None:
-        return CheckFailure(what + " (loading the reference's weights with load_state_dict(strict=True))",
-                            "parameters named " + ", ".join(list(expected_keys)[:6]) + (" ..." if len(expected_keys) > 6 else ""),
-                            keys_message(got_keys or {}, expected_keys),
-                            "the checks load weights by name: use the attribute names of the API "
-                            "(q_proj, input_layernorm, blocks, ...) and bias=False everywhere")
+        return StudentError(CheckFailure(
+            what + " (loading the reference's weights with load_state_dict(strict=True))",
+            "parameters named " + ", ".join(list(expected_keys)[:6]) + (" ..." if len(expected_keys) > 6 else ""),
+            keys_message(got_keys or {}, expected_keys) or f"{kind}: {msg}",
+            "the checks load weights by name: use the attribute names of the API (q_proj, input_layernorm, "
+            "blocks, ...) and bias=False everywhere", kind=Kind.WRONG_STRUCTURE).failure, err)
     if stage == "import":
-        return CheckFailure(what, None, f"importing your module failed: {kind}: {msg}{_where(err)}",
-                            "the file must import cleanly: fix the error above (run `python -c \"import ...\"` to see it)")
-    if kind == "SystemExit":
-        return CheckFailure(what, None, f"{msg}{_where(err)}", "never exit the interpreter from a module")
-    if kind == "Refused":
-        return CheckFailure(what, None, f"{msg}{_where(err)}",
-                            "a submission may compute only: no files, processes or network")
-    where = {"init": "building the module", "load": "loading weights"}.get(stage, "running it")
-    if stage.startswith("backward"):
-        where = "backpropagating through it"
-    return CheckFailure(what, None, f"your code raised {kind} while {where}: {msg}{_where(err)}",
-                        "read the error and the line it points to")
+        f = CheckFailure(what, got=f"importing your module failed: {kind}: {msg}{_at(where)}",
+                         hint="the file must import cleanly: fix the error above (run `python -c \"import ...\"` "
+                              "to see it)", kind=Kind.CRASHED, where=where)
+    elif kind == "SystemExit":
+        f = CheckFailure(what, got=f"{msg}{_at(where)}", hint="never exit the interpreter from a module",
+                         kind=Kind.CRASHED, where=where)
+    elif err.get("refused"):
+        f = CheckFailure(what, got=f"{msg}{_at(where)}", hint="a submission may compute only: no files, processes "
+                         "or network", kind=Kind.REFUSED, where=where)
+    else:
+        doing = {"init": "building the module", "load": "loading weights"}.get(stage, "running it")
+        if stage.startswith("backward"):
+            doing = "backpropagating through it"
+        f = CheckFailure(what, got=f"your code raised {kind} while {doing}: {msg}{_at(where)}{inside}",
+                         hint="read the error and the line it points to", kind=Kind.CRASHED, where=where)
+    return StudentError(f.failure, err)
 
 
-class Side:
-    """One implementation (submission or reference) plus how to name its packages."""
-
-    def __init__(self, runner):
-        self.runner = runner
-
-    def pkg(self, hybrid=None):
-        return self.runner.hybrid(**hybrid) if hybrid else self.runner.pkg
-
-    def run(self, spec, what, expected_keys=None, timeout=None):
-        try:
-            reply = self.runner.run(spec, timeout=timeout, doing=what)
-        except WorkerFailure as e:
-            raise CheckFailure(what, None, str(e), "make the code finish quickly without exiting or crashing") from None
-        if "error" in reply:
-            raise student_error(what, reply["error"], expected_keys, reply.get("keys")) from None
-        for r in reply.get("results", []):
-            if "error" in r:
-                raise student_error(what, r["error"]) from None
-        return reply
+def worker_failure(what, e):
+    return CheckFailure(None, failure=e.failure(what))
 
 
-def both(sub, ref, module, target, what, init=None, load=None, calls=(), hybrid=None, patch=None,
-         dtype=None, want=(), attrs=None, train=False):
-    """Run the same request on the reference and on the submission; return ``(got, expected)`` replies."""
-    def spec(side):
-        return {"pkg": side.pkg(hybrid), "module": module, "target": target,
-                "init": None if init is None else {"args": list(init[0]), "kwargs": dict(init[1])},
-                "load": load, "calls": list(calls), "patch": patch, "dtype": dtype, "want": list(want),
-                "attrs": list(attrs or []), "train": train}
-    exp = Side(ref).run(spec(Side(ref)), "reference: " + what)
-    got = Side(sub).run(spec(Side(sub)), what, expected_keys=exp.get("keys"))
+# --- running requests ---------------------------------------------------------------------------
+
+def request(module, target, init=None, load=None, calls=(), standins=(), patch=(), dtype=None, want=(), attrs=(),
+            train=False):
+    return Request(module, target, init=init, load=load, calls=list(calls), standins=tuple(standins),
+                   patch=tuple(patch), dtype=dtype, want=tuple(want), attrs=tuple(attrs), train=train)
+
+
+def run_sub(sub, req, what, expected_keys=None, timeout=None):
+    """The submission's answer to ``req``; a crash, time-out or exception becomes a CheckFailure."""
+    try:
+        reply = sub.run(req, timeout=timeout, doing=what)
+    except WorkerFailure as e:
+        raise worker_failure(what, e) from None
+    if "error" in reply:
+        raise student_error(what, reply["error"], expected_keys, reply.get("keys")) from None
+    for r in reply["results"]:
+        if "error" in r:
+            raise student_error(what, r["error"]) from None
+    return reply
+
+
+def both(sub, ref, module, target, what, **kwargs):
+    """Run the same request on the reference and on the submission; return ``(got, expected)`` answers."""
+    req = request(module, target, **kwargs)
+    exp = ref.run(req, what)
+    got = run_sub(sub, req, what, expected_keys=exp.get("keys"))
     return got, exp
 
 
-def only(sub, module, target, what, init=None, load=None, calls=(), hybrid=None, patch=None, dtype=None,
-         want=(), attrs=None, expected_keys=None, timeout=None):
-    """Run a request on the submission alone (visible checks need no reference)."""
-    side = Side(sub)
-    spec = {"pkg": side.pkg(hybrid), "module": module, "target": target,
-            "init": None if init is None else {"args": list(init[0]), "kwargs": dict(init[1])},
-            "load": load, "calls": list(calls), "patch": patch, "dtype": dtype, "want": list(want),
-            "attrs": list(attrs or [])}
-    return side.run(spec, what, expected_keys=expected_keys, timeout=timeout)
+def only(sub, module, target, what, expected_keys=None, timeout=None, **kwargs):
+    """Run a request on the submission alone."""
+    return run_sub(sub, request(module, target, **kwargs), what, expected_keys=expected_keys, timeout=timeout)
 
 
-def grad_check(got, exp, what, tol, names=None, hint=None, variants=None):
+def grad_check(got, exp, what, tol, hint=None, variants=None):
     """Compare input gradients and every parameter's gradient of one call's results."""
-    from .compare import assert_close
     for i, (g, e) in enumerate(zip(got.get("input_grads") or [], exp.get("input_grads") or [])):
         if e is None:
             continue
-        if g is None:
-            raise CheckFailure(f"{what}: gradient of input {i}", "a gradient", "None (no gradient reached the input)",
-                               "keep the input in the graph: no .detach(), .data or torch.no_grad() on the way")
+        require(g is not None, f"{what}: gradient of input {i}", "a gradient", "None (no gradient reached the input)",
+                "keep the input in the graph: no .detach(), .data or torch.no_grad() on the way")
         assert_close(g, e, f"{what}: gradient of the input", tol, hint)
-    if got.get("grad_error"):
-        raise CheckFailure(what, "an output that backpropagates", got["grad_error"], hint)
+    require(not got.get("grad_error"), what, "an output that backpropagates", got.get("grad_error"), hint)
     gp, ep = got.get("param_grads") or {}, exp.get("param_grads") or {}
-    if sorted(gp) != sorted(ep):
-        raise CheckFailure(f"{what}: parameters", ", ".join(sorted(ep)), ", ".join(sorted(gp)),
-                           "the module must own exactly the reference's parameters (tied weights count once)")
+    require(sorted(gp) == sorted(ep), f"{what}: parameters", ", ".join(sorted(ep)), ", ".join(sorted(gp)),
+            "the module must own exactly the reference's parameters (tied weights count once)", Kind.WRONG_STRUCTURE)
     for name in sorted(ep):
         if ep[name] is None:
             continue
-        if gp[name] is None:
-            raise CheckFailure(f"{what}: gradient of {name}", "a gradient", "None (the parameter was not used)",
-                               hint or f"{name} must take part in the forward pass")
+        require(gp[name] is not None, f"{what}: gradient of {name}", "a gradient",
+                "None (the parameter was not used)", hint or f"{name} must take part in the forward pass")
         assert_close(gp[name], ep[name], f"{what}: gradient of {name}", tol, hint, variants=(variants or {}).get(name))
 
 
-def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variants=None, init=None, load=None,
-                    hybrid=None, patch=None, dtype=None):
+def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variants=None, **kwargs):
     """Run ``target`` on each input in ``xs`` on both sides and compare outputs one by one.
 
-    ``label`` names the call (``"RMSNorm(16)"``); ``variants(x)`` gives the known
-    wrong variants for input x (see diagnose.py).
+    ``label`` names the call (``"RMSNorm(16)"``); ``variants(x)`` gives the known wrong
+    variants for input x (``ref.variants(...)``).
     """
-    from .compare import assert_close, fmt_shape
-    got, exp = both(sub, ref, module, target, f"{label}(x)", init=init, load=load, hybrid=hybrid, patch=patch,
-                    dtype=dtype, calls=[call(x) for x in xs])
+    got, exp = both(sub, ref, module, target, f"{label}(x)", calls=[call(x) for x in xs], **kwargs)
     for x, gr, er in zip(xs, got["results"], exp["results"]):
         layout = "" if x.is_contiguous() else ", non-contiguous"
         assert_close(gr["output"], er["output"], f"{label}(x) for x of shape {fmt_shape(x)}{layout}", tol, hint,
@@ -190,7 +197,64 @@ def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variant
     return got, exp
 
 
-def reference_state(ref, module, target, *args, g, **kwargs):
-    """Random weights (see ``randomize``) shaped like the reference module's state_dict."""
-    m = getattr(ref.module(module), target)(*args, **kwargs)
-    return randomize(m.state_dict(), g)
+# --- the stand-in components, loaded in the grader's own process (for expected values) -----------
+
+def standin_module(name):
+    from kit import loader
+    from .sandbox import STANDINS
+    return loader.import_module(STANDINS, name)
+
+
+def _sub_state(sd, prefix):
+    return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+def standin_block_parts(sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
+    """The stand-in components of a block (``n1``, ``attn``, ``n2``, ``mlp``), loaded with the block's weights."""
+    blk = standin_module("block")
+    parts = {"n1": blk.RMSNorm(C, eps), "attn": blk.CausalSelfAttention(C, H, Hkv, T, theta),
+             "n2": blk.RMSNorm(C, eps), "mlp": blk.FeedForward(C, _width(sd, "mlp."))}
+    prefixes = {"n1": "input_layernorm.", "attn": "self_attn.", "n2": "post_attention_layernorm.", "mlp": "mlp."}
+    for k, m in parts.items():
+        m.load_state_dict(_sub_state(sd, prefixes[k]))
+    return parts
+
+
+def _width(sd, prefix):
+    w = sd.get(prefix + "gate_proj.weight")
+    return None if w is None else w.shape[0]
+
+
+def standin_stack(sd, prefix, num_layers, C, H, T):
+    """The stand-in blocks and final norm of a decoder, loaded from ``sd`` under ``prefix``."""
+    blk = standin_module("block")
+    blocks = []
+    for i in range(num_layers):
+        b = blk.TransformerBlock(C, H, max_seq_len=T)
+        b.load_state_dict(_sub_state(sd, f"{prefix}blocks.{i}."))
+        blocks.append(b)
+    norm = blk.RMSNorm(C)
+    norm.load_state_dict(_sub_state(sd, f"{prefix}norm."))
+    return blocks, norm
+
+
+def unchanged_input(sub, module, target, what, x, hint, **kwargs):
+    """The call leaves its input unchanged: the worker's report of the input after the call, and the very
+    same tensor, passed again, giving the same output (an INFO check: the gradient checks score in-place
+    changes, which autograd refuses on an input that needs a gradient)."""
+    from .protocol import changed
+    got = only(sub, module, target, what, calls=[call(x), call(same_as=0)], **kwargs)
+    first, second = got["results"]
+    require(not changed(x, first["inputs_after"][0]), f"x after {what}", "x unchanged", "x was modified in place",
+            hint)
+    a, b = first["output"], second["output"]
+    same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+    require(same, f"{what} called twice on the same x", "the same output twice", "another output the second time",
+            hint)
+    return got
+
+
+# The block's checks run it over these stand-ins (the modules it imports and the names it builds with),
+# the decoder's over these: see grader/standins/ and docs/architecture.md.
+BLOCK_STANDINS, BLOCK_PATCH = ("rmsnorm", "attention"), ("RMSNorm", "CausalSelfAttention", "FeedForward")
+DECODER_STANDINS, DECODER_PATCH = ("block", "attention", "rmsnorm"), ("TransformerBlock", "RMSNorm")

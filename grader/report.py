@@ -1,85 +1,144 @@
-"""Turning check results into the table a student reads and the JSON Gradescope reads."""
+"""The edges where outcomes become text: the terminal table, results.json, the batch CSV, notebook feedback.
+
+Everything upstream passes ``Result`` and ``Failure`` values (kit/outcome.py); only the functions
+here word them. A new output format is a new function here (docs/architecture.md).
+"""
 import json
-from dataclasses import asdict, dataclass
 
-from lab.files import write_text
+from kit.files import write_text
+from kit.outcome import Kind, by_unit, totals
 
-
-@dataclass
-class Result:
-    module: str
-    name: str
-    points: float
-    score: float
-    visibility: str
-    output: str = ""
-    nodeid: str = ""
-    passed: bool = True
+# What the table says under a check, on one line, instead of a block in "What went wrong"
+SHORT = (Kind.NOT_IMPLEMENTED, Kind.NOT_RUN)
+SNAPSHOT_NOTE = ("These are the checks your grade uses, run on published inputs and compared with recorded "
+                 "reference values; the grade runs the same checks on other inputs.")
 
 
-def short_reason(output):
-    """The first ``got:`` line of a failure message, for the table."""
-    for line in output.splitlines():
-        if line.startswith("got:"):
-            return line[4:].strip()
-    return output.splitlines()[0] if output else ""
+def failure_lines(f):
+    """A failure's parts, one per line, as every text output shows them."""
+    lines = [f"checked:  {f.checked}"]
+    if f.expected is not None:
+        lines.append(f"expected: {f.expected}")
+    if f.got is not None:
+        lines.append(f"got:      {f.got}")
+    if f.likely is not None:
+        lines.append(f"likely:   {f.likely}")
+    if f.hint:
+        lines.append(f"hint:     {f.hint}")
+    return lines
 
 
-def render(results, title, color=False):
-    """The table, then one block per failure with what was checked, expected, got and the hint."""
+def failure_text(f):
+    return "\n".join(failure_lines(f))
+
+
+def num(x):
+    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+
+
+def terminal(grading, title, color=False):
+    """The table (one line per check, grouped by unit), then one block per failure."""
+    results = grading.results
+
     def paint(text, code):
         return f"\033[{code}m{text}\033[0m" if color else text
 
-    width = max([len(r.name) for r in results] + [20])
-    width = min(width, 90)
-    lines = [title, ""]
-    module = None
+    width = min(max([len(r.title) for r in results] + [20]), 90)
+    lines = [title, f"isolation: {grading.isolation}"]
+    if grading.reference == "snapshot":
+        lines.append(SNAPSHOT_NOTE)
+    lines.append("")
+    unit = None
     for r in results:
-        if r.module != module:
-            module = r.module
-            got = sum(x.score for x in results if x.module == module)
-            total = sum(x.points for x in results if x.module == module)
-            lines.append(paint(f"{module} ({_num(got)}/{_num(total)})", "1"))
-        if r.points == 0:
-            mark = paint("INFO", "36")
-        else:
-            mark = paint("PASS", "32") if r.passed else paint("FAIL", "31")
-        lines.append(f"  {mark} {_num(r.score):>2}/{_num(r.points):<2} {r.name[:width]}")
-        if not r.passed:
-            reason = short_reason(r.output)
-            if reason.startswith("not implemented yet") or reason.startswith("not run:"):
-                lines.append(f"              {reason}")
-        elif r.output:  # a passing check's note, such as the measured perplexity
-            lines.append(f"              {r.output}")
-    got, total = sum(r.score for r in results), sum(r.points for r in results)
-    lines += ["", paint(f"TOTAL {_num(got)}/{_num(total)}", "1")]
-    details = [r for r in results if r.output and not r.passed and not short_reason(r.output).startswith(("not implemented yet", "not run:"))]
+        if r.unit != unit:
+            unit = r.unit
+            got, total = totals([x for x in results if x.unit == unit])
+            lines.append(paint(f"{unit} ({num(got)}/{num(total)})", "1"))
+        mark = paint("INFO", "36") if r.points == 0 else paint("PASS", "32") if r.passed else paint("FAIL", "31")
+        lines.append(f"  {mark} {num(r.score):>2}/{num(r.points):<2} {r.title[:width]}")
+        if r.failure is not None and r.failure.kind in SHORT:
+            lines.append(f"              {r.failure.got}")
+        elif r.passed and r.note:
+            lines.append(f"              {r.note}")
+    got, total = totals(results)
+    lines += ["", paint(f"TOTAL {num(got)}/{num(total)}", "1")]
+    details = [r for r in results if r.failure is not None and r.failure.kind not in SHORT]
     if details:
         lines += ["", "What went wrong", "==============="]
         for r in details:
-            lines.append(paint(f"[{r.module}] {r.name}", "1"))
-            lines += ["  " + line for line in r.output.splitlines()]
+            lines.append(paint(f"[{r.unit}] {r.title}", "1"))
+            lines += ["  " + line for line in failure_lines(r.failure)]
             lines.append("")
     return "\n".join(lines)
 
 
-def _num(x):
-    return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
+def gradescope(grading, reference_visibility="visible", extra_output="", leaderboard=False):
+    """Gradescope's results.json: per-check score, max_score, status, output and visibility.
+
+    Property checks are always visible; the reference checks' visibility is the instructor's choice
+    (visible by default). When some are hidden, the top-level output says how many points are still
+    to be shown. With ``leaderboard`` the final check's measurements go to Gradescope's leaderboard.
+    """
+    results = grading.results
+    tests = [{"name": f"{r.unit}: {r.title}", "score": r.score, "max_score": r.points,
+              "status": "passed" if r.passed else "failed",
+              "output": (r.note or "") if r.passed else failure_text(r.failure),
+              "visibility": reference_visibility if r.reference else "visible"} for r in results]
+    hidden = sum(r.points for r in results if r.reference) if reference_visibility != "visible" else 0
+    notes = [extra_output] if extra_output else []
+    if hidden:
+        when = {"hidden": "never shown here", "after_due_date": "shown after the due date",
+                "after_published": "shown once grades are published"}.get(reference_visibility, reference_visibility)
+        notes.append(f"{num(hidden)} of the {num(totals(results)[1])} points are in checks {when}; the total above "
+                     "counts them.")
+    score, max_score = totals(results)
+    out = {"score": score, "max_score": max_score, "output": " ".join(notes), "visibility": "visible",
+           "stdout_visibility": "hidden", "tests": tests}
+    if leaderboard:
+        board = next((r.measured for r in results if r.unit == "final" and r.measured), None)
+        if board:
+            out["leaderboard"] = [{"name": "Training-split perplexity", "value": board["perplexity"], "order": "asc"},
+                                  {"name": "Validation perplexity", "value": board["val_perplexity"], "order": "asc"}]
+            if board.get("minutes") is not None:
+                out["leaderboard"].append({"name": "Minutes of training", "value": board["minutes"], "order": "asc"})
+    return out
 
 
-def gradescope(results, hidden_visibility="hidden", extra_output=""):
-    """Gradescope's results.json: per-check score, max_score, status, output and visibility."""
-    tests = [{"name": f"{r.module}: {r.name}", "score": r.score, "max_score": r.points,
-              "status": "passed" if r.passed else "failed", "output": r.output,
-              "visibility": r.visibility if r.visibility == "visible" else hidden_visibility}
+def classroom(grading):
+    """The payload of GitHub Classroom's grading reporter (classroom-resources/autograding-grading-reporter):
+    one test per check with its own score, so the total is the grader's; a grader error is an error."""
+    results = grading.results
+
+    def status(r):
+        if r.failure is None:
+            return "pass"
+        return "error" if r.failure.kind is Kind.GRADER_ERROR else "fail"
+    tests = [{"name": f"{r.unit}: {r.title}", "status": status(r), "score": r.score, "max_score": r.points,
+              "message": (r.note or "") if r.passed else failure_text(r.failure), "line_no": 0}
              for r in results]
-    return {"score": sum(r.score for r in results), "max_score": sum(r.points for r in results),
-            "output": extra_output, "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+    scored = [t for t, r in zip(tests, results) if r.points > 0]
+    overall = "error" if any(t["status"] == "error" for t in scored) else \
+        "fail" if any(t["status"] == "fail" for t in scored) else "pass"
+    return {"version": 1, "status": overall, "max_score": totals(results)[1], "tests": tests}
+
+
+def csv_row(name, units, grading, status, message, seconds):
+    """One row of the batch CSV: the submission, each unit's score, total, status, seconds, message."""
+    row = {"submission": name}
+    per = by_unit(grading.results) if grading else {}
+    for u in units:
+        row[u] = num(per.get(u, 0)) if grading else ""
+    score, max_score = totals(grading.results) if grading else (0, None)
+    row.update(total=num(score), max_score=num(max_score) if max_score is not None else "", status=status,
+               seconds=f"{seconds:.1f}", message=message)
+    return row
+
+
+def notebook(result):
+    """A failed check as a notebook test cell shows it: its title and points, then the failure's parts."""
+    points = f"{num(result.points)} point{'' if result.points == 1 else 's'}"
+    return f"{result.title} ({points})\n" + failure_text(result.failure)
 
 
 def write_json(path, data):
     write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def as_dicts(results):
-    return [asdict(r) for r in results]

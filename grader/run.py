@@ -1,124 +1,200 @@
-"""Grade one implementation folder: run the pytest checks, collect points, report.
+"""Grade one implementation folder: run the checks under pytest, collect one Result per check.
 
-The checks live in ``grader/checks/visible`` (shapes, smoke tests and
-properties that need no reference) and ``grader/checks/hidden`` (comparisons
-with ``solutions/``, present only where the grader is complete). The student
-release and the nbgrader notebooks carry the visible ones only.
+The checks live in ``grader/checks/properties`` and ``grader/checks/reference`` (one file per unit
+of kit/syllabus.py). pytest runs them in this process; the submission's code runs only in the
+sandbox's worker (grader/sandbox.py); the reference side is ``grader.reference.Live`` where
+``solutions/`` is present, else the snapshot shipped with the student release.
+
+A check passes only when it compared at least one value (``compare.compared``): one that returns
+without comparing is a grader error, never a pass. A check that raises anything but a
+CheckFailure is a grader error too: its traceback goes to the staff log (``Grading.errors``), and
+the student is told only which check and to tell the course staff.
 """
+import ctypes
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from .report import Result
+from kit import syllabus
+from kit.outcome import CheckFailure, Failure, Kind, Result
 
 KIT = Path(__file__).resolve().parent.parent
 CHECKS = KIT / "grader" / "checks"
-MODULES = ["residual", "rmsnorm", "attention", "block", "decoder", "final"]
-POINTS = {"residual": 10, "rmsnorm": 15, "attention": 25, "block": 20, "decoder": 15, "final": 15}
 REFERENCE = KIT / "solutions"
-
-
 COLLECTOR = pytest.StashKey()
+GRADER_ERROR_HINT = "this is a fault of the grader, not of your code: please tell the course staff"
 
 
 class GraderError(Exception):
     """The grader itself is broken (a check file does not import, say): never the student's fault."""
 
 
-class Collector:
-    """pytest plugin: hands the session its submission and gathers one Result per check."""
+@dataclass
+class Grading:
+    """What one grading came to: the results, which isolation ran the code, how long it took, staff notes."""
+    results: list
+    isolation: str
+    seconds: float
+    seed: str = ""
+    reference: str = "live"  # "live" (solutions/) or "snapshot"
+    errors: list = field(default_factory=list)  # staff only: tracebacks of grader errors
 
-    def pytest_configure(self, config):
-        config.stash[COLLECTOR] = self
+    def to_dict(self):
+        return {"results": [r.to_dict() for r in self.results], "isolation": self.isolation,
+                "seconds": round(self.seconds, 2), "seed_is_published": not self.seed, "reference": self.reference}
 
-    def __init__(self, submission, reference, checkpoint=None, corpus=None):
-        self.submission = submission
-        self.reference = reference
-        self.checkpoint = Path(checkpoint) if checkpoint else KIT / "runs" / "final.pt"
-        self.corpus = corpus
-        self.notes = {}
-        self.current = None
-        self.results = []
-        self.errors = []
-        self._items = {}
-
-    def pytest_collectreport(self, report):
-        if report.failed:
-            self.errors.append(f"{report.nodeid}: {report.longreprtext[-2000:]}")
-
-    def pytest_collection_modifyitems(self, session, config, items):
-        for item in items:
-            if item.get_closest_marker("check") is None:
-                raise RuntimeError(f"{item.nodeid} has no @check(points) marker")
-            self._items[item.nodeid] = item
-
-    def pytest_runtest_setup(self, item):
-        self.current = item.nodeid
-
-    def note(self, text):
-        """A line a check wants shown even when it passes (a measured perplexity, say)."""
-        self.notes[self.current] = text
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item, call):
-        # keep the exception itself, so a CheckFailure prints as written, without pytest's traceback
-        report = (yield).get_result()
-        if call.excinfo is not None:
-            report._grader_exc = call.excinfo.value
-
-    def pytest_runtest_logreport(self, report):
-        item = self._items.get(report.nodeid)
-        if item is None:
-            return
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            mark = item.get_closest_marker("check")
-            points = mark.kwargs["points"]
-            doc = (item.function.__doc__ or item.name).strip().splitlines()[0]
-            module = Path(str(item.fspath)).stem.replace("test_", "")
-            output = self.notes.get(report.nodeid, "") if report.passed else _failure_text(report)
-            self.results.append(Result(module, doc, points, points if report.passed else 0,
-                                       mark.kwargs["visibility"], output, report.nodeid, report.passed))
+    @classmethod
+    def from_dict(cls, d):
+        return cls([Result.from_dict(r) for r in d["results"]], d["isolation"], d["seconds"],
+                   reference=d.get("reference", "live"))
 
 
-def _failure_text(report):
-    from .compare import CheckFailure
-    exc = getattr(report, "_grader_exc", None)
-    if isinstance(exc, CheckFailure):
-        return str(exc)
-    text = report.longreprtext or ""
-    return "the grader could not finish this check (a grader error, not your fault; please report it):\n" + text[-1500:]
-
-
-def check_files(modules, hidden=True):
+def check_files(units, reference=True):
     files = []
-    for m in modules:
-        for vis in ("visible", "hidden") if hidden else ("visible",):
-            f = CHECKS / vis / f"test_{m}.py"
+    for u in units:
+        for folder in ("properties", "reference") if reference else ("properties",):
+            f = CHECKS / folder / f"{u}.py"
             if f.exists():
                 files.append(str(f))
     return files
 
 
-def grade(folder, only=None, checkpoint=None, corpus=None, submission=None, reference=REFERENCE,
-          call_timeout=20.0, user=None):
-    """Grade ``folder``; return the list of Results (also for missing files: those checks fail)."""
-    from .submission import Reference, Submission
-    modules = [m for m in MODULES if m in (only or MODULES)]
-    sub = submission or Submission(folder, call_timeout=call_timeout, user=user)
-    sub.start()  # the worker imports torch while pytest starts up here
-    ref = Reference(reference) if Path(reference).is_dir() else None
-    plugin = Collector(sub, ref, checkpoint=checkpoint, corpus=corpus)
-    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise",
-            "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(modules, hidden=ref is not None)]
+class Collector:
+    """pytest plugin: hands the checks their sandbox and reference, gathers one Result per check."""
+
+    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed=""):
+        self.sandbox, self.reference, self.seed = sandbox, reference, seed
+        self.checkpoint = Path(checkpoint) if checkpoint else KIT / "runs" / "final.pt"
+        self.corpus = corpus
+        self.results, self.errors, self._items = [], [], {}
+        self.current, self._notes, self._measured = None, {}, {}
+
+    def pytest_configure(self, config):
+        config.stash[COLLECTOR] = self
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.errors.append(f"{report.nodeid}: {report.longreprtext[-4000:]}")
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        for item in items:
+            if item.get_closest_marker("check") is None:
+                raise GraderError(f"{item.nodeid} has no @check(points) marker")
+            self._items[item.nodeid] = item
+
+    def pytest_runtest_setup(self, item):
+        from .compare import reset_comparisons
+        self.current = item.nodeid
+        reset_comparisons()
+
+    def pytest_runtest_teardown(self, item):
+        release_memory()
+
+    def note(self, text):
+        """A line a check wants shown even when it passes (a measured perplexity, say)."""
+        self._notes[self.current] = text
+
+    def measure(self, **numbers):
+        """Numbers a check reports (the final check's perplexities and minutes: the leaderboard's)."""
+        self._measured.setdefault(self.current, {}).update({k: v for k, v in numbers.items() if v is not None})
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        from .compare import comparisons
+        report = (yield).get_result()
+        if call.when == "call":
+            report._grader_exc = call.excinfo.value if call.excinfo is not None else None
+            report._compared = comparisons()
+        elif call.excinfo is not None:
+            report._grader_exc = call.excinfo.value
+
+    def pytest_runtest_logreport(self, report):
+        item = self._items.get(report.nodeid)
+        if item is None or not (report.when == "call" or (report.when == "setup" and not report.passed)):
+            return
+        points = item.get_closest_marker("check").kwargs["points"]
+        path = Path(str(item.fspath))
+        unit, name = path.stem, item.name.removeprefix("check_")
+        title = (item.function.__doc__ or item.name).strip().splitlines()[0]
+        failure = None
+        exc = getattr(report, "_grader_exc", None)
+        if isinstance(exc, CheckFailure):
+            failure = exc.failure
+        elif not report.passed:
+            failure = self._grader_error(report, title)
+        elif getattr(report, "_compared", 0) == 0:  # passed without comparing anything: that is no pass
+            self.errors.append(f"{report.nodeid}: passed without comparing a single value")
+            failure = Failure(Kind.GRADER_ERROR, title, got="the grader could not finish this check",
+                              hint=GRADER_ERROR_HINT)
+        self.results.append(Result(unit, f"{unit}.{name}", title, points, points if failure is None else 0,
+                                   path.parent.name == "reference", failure,
+                                   self._notes.get(report.nodeid) if failure is None else None,
+                                   self._measured.get(report.nodeid, {})))
+
+    def _grader_error(self, report, title):
+        self.errors.append(f"{report.nodeid}: {report.longreprtext[-4000:]}")
+        return Failure(Kind.GRADER_ERROR, title, got="the grader could not finish this check",
+                       hint=GRADER_ERROR_HINT)
+
+
+def release_memory():
+    """Give the heap's free memory back to the system (glibc keeps it): a grading fits a 512 MB container."""
+    try:
+        _TRIM[0] = _TRIM[0] or ctypes.CDLL(None).malloc_trim
+        _TRIM[0](0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to do
+        _TRIM[0] = None
+
+
+_TRIM = [0]
+
+
+def points_of(results):
+    """``{unit: points}`` of a grading's checks."""
+    out = {}
+    for r in results:
+        out[r.unit] = out.get(r.unit, 0) + r.points
+    return out
+
+
+def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, reference=REFERENCE, call_timeout=20.0,
+          user=None, seed="", untrusted=False, allow_weak=False):
+    """Grade ``folder``; return a Grading (missing files fail their checks, with a message)."""
+    from .sandbox import Sandbox
+    units = syllabus.in_order(only or syllabus.NAMES)
+    t0 = time.monotonic()
+    own = sandbox is None
+    sandbox = sandbox or Sandbox(folder, call_timeout=call_timeout, user=user, untrusted=untrusted,
+                                 allow_weak=allow_weak)
+    try:
+        ref, kind = (reference, "live") if not isinstance(reference, (str, Path)) else _reference(reference, seed)
+    except FileNotFoundError as e:
+        raise GraderError(str(e)) from None
+    if own:
+        sandbox.start()  # the worker imports torch while pytest starts up here
+    plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed)
+    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "--assert=plain",
+            "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(units)]
     try:
         code = pytest.main(args, plugins=[plugin])
     finally:
-        if submission is None:
-            sub.close()
-    if plugin.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        if own:
+            sandbox.close()
+    if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED) or not plugin.results:
         raise GraderError(f"the checks could not run (pytest exit code {int(code)}): " + "\n".join(plugin.errors))
-    return plugin.results
+    wrong = {u: p for u, p in points_of(plugin.results).items() if p != syllabus.POINTS[u]}
+    if wrong:
+        raise GraderError("the checks' points do not add up to the syllabus's: " + ", ".join(
+            f"{u} {p:g} (syllabus {syllabus.POINTS[u]})" for u, p in wrong.items()))
+    return Grading(plugin.results, sandbox.isolation.describe(), time.monotonic() - t0, seed, kind, plugin.errors)
 
 
-def summary(results):
-    return sum(r.score for r in results), sum(r.points for r in results)
+def _reference(folder, seed):
+    """The live reference where ``folder`` holds it; else the published snapshot (which knows one seed only)."""
+    from .reference import Live
+    if (Path(folder) / "decoder.py").is_file():
+        return Live(folder), "live"
+    from .snapshot import Snapshot
+    return Snapshot.load(seed), "snapshot"

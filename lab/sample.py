@@ -4,13 +4,15 @@
                          [--temperature 0.8] [--top-k 40] [--seed 1] [--impl DIR]
 """
 import argparse
+import math
 import sys
 
 import torch
 
-from . import checkpoint as ckpt
-from .data import CharTokenizer
-from .model import build
+from kit import checkpoint as ckpt
+from kit.corpus import CharTokenizer
+
+from .model import ImplementationError, build
 
 
 @torch.no_grad()
@@ -30,18 +32,40 @@ def generate(model, idx, length, temperature=1.0, top_k=None, generator=None, ma
     return idx
 
 
+def _count(low):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        return v
+    return parse
+
+
+def _temperature(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return v
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m lab.sample", description="Print text from a trained checkpoint.")
     p.add_argument("--checkpoint", default="runs/final.pt")
     p.add_argument("--impl", help="implementation folder (default: the one the checkpoint was trained with)")
     p.add_argument("--prompt", default="\n")
-    p.add_argument("--length", type=int, default=500, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 picks the most likely character")
-    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely (0: all)")
+    p.add_argument("--length", type=_count(1), default=500, help="characters to generate")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="0 picks the most likely character")
+    p.add_argument("--top-k", type=_count(0), default=40, help="sample among the k most likely (0: all)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     try:
-        state = ckpt.load(args.checkpoint)
+        state = ckpt.load(args.checkpoint, legacy=True)
         tok = CharTokenizer(state["vocab"])
         prompt = tok.encode(args.prompt)
         impl = args.impl or state.get("impl") or "solutions"
@@ -53,8 +77,15 @@ def main(argv=None):
     except ValueError as e:
         print(f"error: the prompt cannot be encoded: {e}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: cannot build the model from {impl}: {str(e).splitlines()[0][:200]}", file=sys.stderr)
+    except ImplementationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except NotImplementedError as e:
+        print(f"error: {impl} is not complete yet: {e} raises NotImplementedError", file=sys.stderr)
+        return 1
+    except (RuntimeError, KeyError) as e:
+        print(f"error: the checkpoint does not fit the model of {impl}: {str(e).splitlines()[0][:200]}",
+              file=sys.stderr)
         return 1
     if not prompt:
         print("error: the prompt is empty", file=sys.stderr)

@@ -1,43 +1,71 @@
 """Train the curriculum's 4 x 256 character model on TinyShakespeare.
 
     python -m lab.train [--impl exercises] [--out runs/final.pt] [--minutes 120] [--resume]
+    python -m lab.train --upgrade runs/final.pt      # rewrite a checkpoint of an earlier kit in today's format
 
-The model is built from the chosen implementation folder (your exercises, or
-the solutions). Training stops once the perplexity on the training split is
-safely under the target (measured as the final check measures it), or when
-the time budget is spent. A checkpoint is written atomically every few minutes,
-at the end and on Ctrl-C; ``--resume`` continues exactly where it stopped:
-same batches, same learning-rate schedule, same result. If the loss blows up
-(a spike, or NaN), training goes back to the last healthy evaluation and goes on
-at half the learning rate.
+The model is built from the chosen implementation folder (your exercises, or the solutions).
+Training stops once the perplexity on the training split is safely under the target (measured
+as the final check measures it), or when the time budget is spent. A checkpoint is written
+atomically every few minutes, at the end and on Ctrl-C; ``--resume`` continues exactly where it
+stopped: same batches, same learning-rate schedule, same result. If the loss blows up (a spike, or
+NaN), training goes back to the last healthy evaluation and goes on at half the learning rate.
+
+What a run is and where it runs (device, compute dtype, optimizer) is decided once, in
+``lab/config.py``; the checks of the command line happen before any training, so a run is never
+lost to a bad option found at its end.
 """
 import argparse
 import copy
 import math
-import shutil
+import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint as ckpt
-from .data import CharTokenizer, DataError, find, split
-from .evaluate import perplexity, windows
-from .loader import load_impl
-from .model import CURRICULUM, build, count_parameters
+from kit import checkpoint as ckpt
+from kit.corpus import CharTokenizer, DataError, find, split
+from kit.perplexity import TRAIN_CHARS, perplexity, windows
+from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
+
+from .config import resolve, upgrade
+from .model import ImplementationError, build, count_parameters, load
 from .muon import MuonAdamW
 
-TARGET = 2.5
 EVAL_SHARE = 0.05  # roughly the part of the time that periodic evaluations and checkpoints take
 SPIKE = 2.0  # an evaluation this many times the best training-split perplexity so far means the run diverged
 MAX_ROLLBACKS = 3
 # 32 windows estimate the perplexity to a few percent: from within 3% of the target, each evaluation (and
-# the last one of a run) also measures 200,000 characters as the final check does (~15 s on 2 cores), and
-# training stops once that is 2% under the target, room for the final check's own sample of windows.
+# the last one of a run) also measures 200,000 characters as the final check does, and training stops once
+# that is 2% under the target, room for the final check's own sample of windows (BENCHMARKS.md).
 CONFIRM_BELOW, STOP_BELOW = 1.03, 0.98
+
+
+class UsageError(Exception):
+    """A bad option: one line, exit status 2, before anything is trained."""
+
+
+def _number(kind, low=None, low_ok=True, high=None):
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if kind is float and not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+        if low is not None and (v < low or (v == low and not low_ok)):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if low_ok else 'more than'} {low:g}, not {text}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {text}")
+        return v
+    return parse
+
+
+POSITIVE, COUNT, FRACTION = _number(float, 0, False), _number(int, 1), _number(float, 0, True, 1)
 
 
 def parse(argv=None):
@@ -45,36 +73,33 @@ def parse(argv=None):
     p.add_argument("--impl", default="exercises", help="implementation folder (default: %(default)s)")
     p.add_argument("--out", default="runs/final.pt", help="checkpoint path (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
+    p.add_argument("--upgrade", metavar="PATH", help="rewrite a checkpoint of an earlier kit in today's format, then stop")
     p.add_argument("--data", help="corpus file (default: data/tinyshakespeare.txt or $TINYSHAKESPEARE)")
     # The schedule is --schedule-steps long, or shorter where --minutes would not fit it (a slow machine).
-    # 10,000 steps of 8 x 256 (20M tokens, ~20 passes over the text; the target comes near step 8,500): a much
-    # shorter schedule decays the learning rate before the model has fitted the text, a much longer one keeps
-    # it high for so long that a bf16 run on a GPU diverged (BENCHMARKS.md). 2 CPU cores: ~64 min in all.
-    # Muon got to 2.54 in a 3,107-step schedule where AdamW needs ~7,500, at ~1.35x the cost of a step on a CPU;
-    # in 3,800 it gets under the target near step 3,050-3,100 (2 CPU cores: 27.5 min in float32, 14.5 in bf16 on
-    # cores with native bf16) and stops near 3,250.
-    p.add_argument("--minutes", type=float, default=120.0,
+    # Muon (a CPU's choice) fits the text in about 40% of AdamW's steps: BENCHMARKS.md has the trials.
+    p.add_argument("--minutes", type=POSITIVE, default=120.0,
                    help="time budget for this run: the schedule is shortened to fit it; training stops earlier "
                         "once under the target (default: %(default)s)")
-    p.add_argument("--schedule-steps", type=int,
+    p.add_argument("--schedule-steps", type=COUNT,
                    help="longest learning-rate schedule, in steps, on a machine fast enough (default: 10,000 with "
-                        "adamw, 3,800 with muon, which fits the text in about 40%% of the steps)")
-    p.add_argument("--steps", type=int, help="plan exactly this many steps instead of planning from --minutes")
-    p.add_argument("--target", type=float, default=TARGET, help="stop once training-split perplexity is below this")
+                        "adamw, 3,800 with muon)")
+    p.add_argument("--steps", type=COUNT, help="plan exactly this many steps instead of planning from --minutes")
+    p.add_argument("--target", type=POSITIVE, default=TARGET_PERPLEXITY,
+                   help="stop once training-split perplexity is below this")
     p.add_argument("--no-early-stop", action="store_true", help="run the whole schedule even below the target")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=COUNT, default=8)
     p.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "muon"],
                    help="muon: Muon for the hidden matrices, AdamW for the rest (lab/muon.py); auto: muon on a "
                         "CPU, adamw on a GPU, as measured in BENCHMARKS.md (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: %(default)s)")
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="final learning rate as a fraction of the peak")
-    p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--min-lr-ratio", type=FRACTION, default=0.1, help="final learning rate as a fraction of the peak")
+    p.add_argument("--warmup", type=_number(int, 0), default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=_number(float, 0), default=0.0)
+    p.add_argument("--grad-clip", type=_number(float, 0), default=1.0)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--eval-every", type=int, default=250, help="steps between evaluations")
-    p.add_argument("--eval-windows", type=int, default=32, help="windows per split in the periodic evaluation")
-    p.add_argument("--save-every", type=float, default=5.0, help="minutes between checkpoints")
+    p.add_argument("--eval-every", type=COUNT, default=250, help="steps between evaluations")
+    p.add_argument("--eval-windows", type=COUNT, default=32, help="windows per split in the periodic evaluation")
+    p.add_argument("--save-every", type=POSITIVE, default=5.0, help="minutes between checkpoints")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="bf16 autocast or plain fp32 (auto: bf16 where the device computes it natively; "
@@ -82,94 +107,38 @@ def parse(argv=None):
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="torch.compile the training forward pass (auto: where a C++ compiler is found; "
                         "falls back to eager if compiling fails)")
-    p.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=COUNT, help="CPU threads (default: all cores)")
     # model size: the final check wants the curriculum's model; smaller ones are for quick experiments and tests
-    p.add_argument("--layers", type=int, default=CURRICULUM["num_layers"])
-    p.add_argument("--hidden", type=int, default=CURRICULUM["hidden_size"])
-    p.add_argument("--heads", type=int, default=CURRICULUM["num_heads"])
-    p.add_argument("--seq-len", type=int, default=CURRICULUM["max_seq_len"])
-    p.add_argument("--stop-at", type=int, help="save and stop at this step (--resume continues)")
+    p.add_argument("--layers", type=COUNT, default=CURRICULUM["num_layers"])
+    p.add_argument("--hidden", type=COUNT, default=CURRICULUM["hidden_size"])
+    p.add_argument("--heads", type=COUNT, default=CURRICULUM["num_heads"])
+    p.add_argument("--seq-len", type=COUNT, default=CURRICULUM["max_seq_len"])
+    p.add_argument("--stop-at", type=COUNT, help="save and stop at this step (--resume continues)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p.parse_args(argv)
 
 
-SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_800}  # measured on 2 CPU cores: BENCHMARKS.md
-
-# Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
-RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
-            "eval_windows", "schedule_steps", "optimizer")
-# What checkpoints written before a run argument existed were trained with.
-OLDER = {"optimizer": "adamw", "schedule_steps": SCHEDULE_STEPS["adamw"]}
-
-
-def pick_device(name):
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def pick_optimizer(name, device):
-    """Muon on a CPU, where it gets under the target in about half AdamW's time (BENCHMARKS.md); AdamW on
-    a GPU, where the recipe was measured with it and Muon has not been."""
-    if name != "auto":
-        return name
-    return "muon" if device == "cpu" else "adamw"
-
-
-def cpu_has_bf16():
-    """bfloat16 pays off on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere it is much slower."""
+def check_args(args):
+    """What can be checked before training: the device, the output path (the run is never lost at its end)."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device here (--device auto picks what there is)")
+    if args.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: no Apple GPU here (--device auto picks what there is)")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out}: is a folder; give the checkpoint file to write, e.g. {out / 'final.pt'}")
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_precision(name, device):
-    if name != "auto":
-        return name
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device == "cpu":
-        return "bf16" if cpu_has_bf16() else "fp32"
-    return "fp32"
-
-
-def resume_precision(saved, asked, device):
-    """A resumed run keeps its checkpoint's precision, so it continues exactly, unless the command line
-    names one, or the checkpoint is bf16 and this device has no native bf16 (emulated: ~20x slower)."""
-    if asked != "auto":
-        return asked
-    if saved == "bf16" and pick_precision("auto", device) == "fp32":
-        return "fp32"
-    return saved
-
-
-def autocast(device, bf16):
-    """bfloat16 autocast where asked (MPS has none of its own: the CPU's context, a no-op there)."""
-    return torch.autocast(device if device != "mps" else "cpu", dtype=torch.bfloat16, enabled=bf16)
-
-
-def pick_compile(name, device):
-    """torch.compile pays off here (+6-8% tokens/s on the 2-core CPU, see BENCHMARKS.md) once it has
-    compiled (20-30 s the first time); on a CPU it needs a C++ compiler at run time."""
-    if name != "auto":
-        return name == "on"
-    return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
-
-
-NS_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}  # Newton-Schulz's dtype for each training precision
-
-
-def make_optimizer(model, args, precision="fp32"):
-    if args.optimizer == "muon":  # Newton-Schulz in bf16 only where the forward pass is: bf16 is native there
-        return MuonAdamW(model, lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay,
-                         ns_dtype=NS_DTYPE[precision])
-    return torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=args.weight_decay)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe") as f:
+            f.write(b"\0" * (1 << 20))  # about what a checkpoint needs at once
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    if args.data is not None and Path(args.data).is_dir():
+        raise UsageError(f"--data {args.data}: is a folder; give the corpus file")
+    if args.heads and args.hidden % args.heads:
+        raise UsageError(f"--hidden {args.hidden} is not divisible by --heads {args.heads}")
 
 
 def lr_at(step, total, peak, warmup, min_ratio):
@@ -194,47 +163,58 @@ class Batches:
 
 
 def load_corpus(path):
-    text = find(path).read_text(encoding="utf-8") if path is None else Path(path).read_text(encoding="utf-8")
-    return text
+    """The verified TinyShakespeare, or (``--data``, for experiments and tests) any UTF-8 text file."""
+    if path is None:
+        return find().read_text(encoding="utf-8")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"--data {path}: not UTF-8 text") from None
+    except OSError as e:
+        raise DataError(f"--data {path}: cannot be read ({e.strerror or e})") from None
+
+
+def make_optimizer(model, config):
+    """The run's optimizer, built last, from the decided configuration."""
+    a = config.args
+    if config.optimizer == "muon":
+        return MuonAdamW(model, lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay, ns_dtype=config.ns_dtype)
+    return torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay)
+
+
+def for_this_run(opt_state, config):
+    """The saved optimizer state with Newton-Schulz in this run's dtype (the precision may have changed)."""
+    if config.optimizer != "muon":
+        return opt_state
+    groups = [dict(g, ns_dtype=config.ns_dtype) if g.get("muon") else g for g in opt_state["param_groups"]]
+    return {**opt_state, "param_groups": groups}
 
 
 class Trainer:
     def __init__(self, args):
-        self.args = args
-        self.device = pick_device(args.device)
-        args.optimizer = pick_optimizer(args.optimizer, self.device)
-        if args.schedule_steps is None:
-            args.schedule_steps = SCHEDULE_STEPS[args.optimizer]
-        self.precision = pick_precision(args.precision, self.device)
+        self.out = Path(args.out)
+        state = upgrade(ckpt.load(self.out, legacy=True)) if args.resume else None
+        if state is not None and not {"optimizer", "batch_rng", "args"} <= set(state):
+            raise ckpt.CheckpointError(f"{self.out}: holds weights only, it cannot be resumed")
+        self.config = config = resolve(args, state)
+        self.args, self.device = args, config.device
+        for note in config.notes:
+            print(note)
         if args.threads:
             torch.set_num_threads(args.threads)
-        self.out = Path(args.out)
-        state = ckpt.load(self.out) if args.resume else None
-        if state is not None:
-            self._check_resumable(state)
-            for k in RUN_ARGS:
-                setattr(args, k, state["args"].get(k, OLDER.get(k, getattr(args, k))))  # older ones lack some
-            saved = state.get("precision", self.precision)
-            self.precision = resume_precision(saved, args.precision, self.device)
-            if self.precision != saved:
-                print(f"note: {self.out} trained in {saved}; resuming in {self.precision}"
-                      f"{'' if args.precision != 'auto' else f' (no native bf16 on this {self.device})'}")
-        text = load_corpus(args.data) if args.data else load_corpus(None)
+        text = load_corpus(args.data)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
             ids = torch.tensor(self.tok.encode(text), dtype=torch.long)
         except ValueError as e:
-            raise SystemExit(f"error: the corpus does not match the checkpoint's vocabulary ({e})")
+            raise DataError(f"the corpus does not match the checkpoint's vocabulary ({e})") from None
         self.train_ids, self.val_ids = split(ids)
-        self.config = state["config"] if state else {"num_layers": args.layers, "hidden_size": args.hidden,
-                                                     "num_heads": args.heads, "max_seq_len": args.seq_len}
-        self.seq_len = self.config["max_seq_len"]
-        if len(self.train_ids) <= self.seq_len + 1:
-            raise SystemExit(f"error: the corpus is too short for windows of {self.seq_len} characters")
-        self.impl = load_impl(args.impl)
+        self.seq_len = config.model["max_seq_len"]
+        if len(self.train_ids) <= self.seq_len + 1 or len(self.val_ids) <= self.seq_len + 1:
+            raise DataError(f"the corpus is too short for windows of {self.seq_len} characters")
+        self.impl = load(args.impl)
         torch.manual_seed(args.seed)
-        self.model = build(self.impl, self.tok.vocab_size, self.config).to(self.device)
-        self.opt = make_optimizer(self.model, args, self.precision)
+        self.model = build(self.impl, self.tok.vocab_size, config.model).to(self.device)
         self.batches = Batches(self.train_ids, self.seq_len, args.batch_size, args.seed)
         self.step, self.total, self.budget_end, self.elapsed, self.history = 0, None, None, 0.0, []
         self.lr_scale, self.rollbacks, self.good = 1.0, 0, None
@@ -242,54 +222,63 @@ class Trainer:
             "train": windows(len(self.train_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 1),
             "val": windows(len(self.val_ids), self.seq_len, args.eval_windows * self.seq_len, args.seed + 2),
         }
+        try:
+            if state:
+                self.model.load_state_dict(state["model"])
+            self.opt = make_optimizer(self.model, config)
+            if state:
+                self.opt.load_state_dict(for_this_run(state["optimizer"], config))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ckpt.CheckpointError(f"{self.out}: does not fit this implementation ({str(e)[:160]})") from None
         if state:
-            self._restore(state)
-            if self.precision != saved:  # Newton-Schulz follows the precision (see make_optimizer)
-                for group in self.opt.param_groups:
-                    if group.get("muon"):
-                        group["ns_dtype"] = NS_DTYPE[self.precision]
-        self.compiled = pick_compile(args.compile, self.device)
-        self.fwd = torch.compile(self.model) if self.compiled else self.model
+            self.batches.g.set_state(state["batch_rng"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step, self.total, self.elapsed = state["step"], state["total_steps"], state["elapsed"]
+            self.budget_end, self.history = state.get("budget_end"), state["metrics"]
+            self.lr_scale, self.rollbacks = state["lr_scale"], state["rollbacks"]
+        self.fwd = torch.compile(self.model) if config.compile else self.model
+
+    @property
+    def precision(self):
+        return self.config.precision
 
     # -- checkpoints -----------------------------------------------------------
 
-    def _check_resumable(self, state):
-        if "optimizer" not in state or "batch_rng" not in state or "args" not in state:
-            raise ckpt.CheckpointError(f"{self.out}: holds weights only, it cannot be resumed")
-
-    def _restore(self, state):
-        try:
-            self.model.load_state_dict(state["model"])
-            self.opt.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ckpt.CheckpointError(f"{self.out}: does not fit this implementation ({str(e)[:160]})") from None
-        self.batches.g.set_state(state["batch_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step, self.total, self.elapsed = state["step"], state["total_steps"], state["elapsed"]
-        self.budget_end = state.get("budget_end")
-        self.history = state.get("metrics", [])
-        self.lr_scale, self.rollbacks = state.get("lr_scale", 1.0), state.get("rollbacks", 0)
+    def state(self):
+        return {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.config.model,
+            "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total,
+            "budget_end": self.budget_end, "elapsed": self.elapsed, "batch_rng": self.batches.g.get_state(),
+            "torch_rng": torch.get_rng_state(), "metrics": self.history, "precision": self.precision,
+            "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "impl": str(Path(self.args.impl).resolve()),
+            "args": {k: v for k, v in vars(self.args).items() if isinstance(v, (int, float, str, bool))},
+        }
 
     def save(self):
-        state = {
-            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "config": self.config,
-            "vocab": "".join(self.tok.chars), "step": self.step, "total_steps": self.total, "budget_end": self.budget_end,
-            "elapsed": self.elapsed, "batch_rng": self.batches.g.get_state(), "torch_rng": torch.get_rng_state(),
-            "metrics": self.history, "precision": self.precision, "lr_scale": self.lr_scale,
-            "rollbacks": self.rollbacks,
-            "impl": str(Path(self.args.impl).resolve()), "args": {k: v for k, v in vars(self.args).items()
-                                                                if isinstance(v, (int, float, str, bool))},
-        }
+        """Write the checkpoint; if that fails (a full disk, a folder gone), keep the run in a rescue file and say so."""
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the write short
         try:
-            ckpt.save(state, self.out)
+            state = self.state()
+            try:
+                ckpt.save(state, self.out)
+            except OSError as e:
+                rescue = Path(tempfile.gettempdir()) / f"{self.out.stem}-rescue-{os.getpid()}.pt"
+                try:
+                    ckpt.save(state, rescue)
+                except OSError:
+                    raise ckpt.CheckpointError(f"cannot write {self.out} ({e.strerror or e}), nor a rescue copy in "
+                                               f"{rescue.parent}: free some space and train again") from None
+                print(f"error: cannot write {self.out} ({e.strerror or e}); the run is kept in {rescue}: move it to "
+                      f"{self.out} and continue with --resume", file=sys.stderr)
         finally:
             signal.signal(signal.SIGINT, old)
 
     # -- training ------------------------------------------------------------
 
     def autocast(self):
-        return autocast(self.device, self.precision == "bf16")
+        """bfloat16 autocast where the run computes in it (MPS has none of its own: the CPU's context, a no-op)."""
+        device = self.device if self.device != "mps" else "cpu"
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.config.dtype == torch.bfloat16)
 
     def train_step(self):
         a = self.args
@@ -326,17 +315,17 @@ class Trainer:
     def confirm(self):
         """Measure as the final check does (200,000+ predicted characters), with windows of another seed.
         In bf16 autocast it agrees with the final check's float32 to 0.01 % on the same windows (BENCHMARKS.md)."""
-        starts = windows(len(self.train_ids), self.seq_len, 200_000, self.args.seed + 3)
+        starts = windows(len(self.train_ids), self.seq_len, TRAIN_CHARS, self.args.seed + 3)
         return self.evaluate(starts, "train")
 
     def plan(self):
         """How long the schedule is (``total``) and where this run stops (``end``).
 
-        With --steps both are fixed. Otherwise the schedule ends when ``budget_end``
-        seconds of training have passed, and ``replan`` turns that into a step count from
-        the measured speed, again and again as it settles (the first steps are slow, and
-        a busy machine is slower). A resumed run keeps its plan; one resumed after its
-        schedule ended goes on for --minutes more at the final learning rate.
+        With --steps both are fixed. Otherwise the schedule ends when ``budget_end`` seconds of
+        training have passed, and ``replan`` turns that into a step count from the measured speed,
+        again and again as it settles (the first steps are slow, and a busy machine is slower). A
+        resumed run keeps its plan; one resumed after its schedule ended goes on for --minutes more
+        at the final learning rate.
         """
         a = self.args
         self.extending = False
@@ -358,7 +347,7 @@ class Trainer:
         if self.extending:
             self.end = self.step + left
         else:
-            self.total = self.end = min(self.step + left, max(self.step, self.args.schedule_steps))
+            self.total = self.end = min(self.step + left, max(self.step, self.config.schedule_steps))
 
     # -- divergence ------------------------------------------------------------
 
@@ -390,13 +379,13 @@ class Trainer:
         return True
 
     def run(self):
-        a = self.args
-        print(f"model: {count_parameters(self.model):,} parameters {self.config} from {a.impl}; "
-              f"device {self.device}, {self.precision}{', compiled' if self.compiled else ''}, "
-              f"batch {a.batch_size} x {self.seq_len}, {a.optimizer}")
+        a, c = self.args, self.config
+        print(f"model: {count_parameters(self.model):,} parameters {c.model} from {a.impl}; device {self.device}, "
+              f"{self.precision}{', compiled' if c.compile else ''}, batch {a.batch_size} x {self.seq_len}, "
+              f"{c.optimizer}")
         self.plan()
         from tqdm import tqdm
-        provisional = None if self.extending else self.args.schedule_steps  # until replan has measured a step
+        provisional = None if self.extending else c.schedule_steps  # until replan has measured a step
         bar = tqdm(total=self.end if self.end is not None else provisional, initial=self.step, disable=a.quiet,
                    unit="step", dynamic_ncols=True, smoothing=0.05)
         last_save = time.monotonic()
@@ -488,11 +477,26 @@ class Trainer:
         return 0
 
 
+def upgrade_file(path):
+    """``--upgrade``: read a checkpoint of any earlier kit (the user's own file) and write it in today's format."""
+    state = upgrade(ckpt.load(path, legacy=True))
+    state.pop("format", None)
+    ckpt.save(state, path)
+    print(f"ok: {path} is in today's format ({ckpt.FORMAT})")
+    return 0
+
+
 def main(argv=None):
     args = parse(argv)
     try:
+        if args.upgrade:
+            return upgrade_file(args.upgrade)
+        check_args(args)
         return Trainer(args).run()
-    except (ckpt.CheckpointError, DataError) as e:
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ckpt.CheckpointError, DataError, ImplementationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except NotImplementedError as e:

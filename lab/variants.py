@@ -3,7 +3,7 @@
 The kit's ``TransformerBlock`` is one fixed wiring (pre-norm, attention then FFN, two skip
 paths). The experiments need the others too, so ``VariantBlock`` takes the wiring as
 arguments and builds it from ``RMSNorm``, ``CausalSelfAttention`` and ``FeedForward`` of
-the implementation loaded by ``lab.loader`` (never from ``solutions/`` directly):
+the implementation loaded by ``kit.loader`` (never from ``solutions/`` directly):
 
     norm="pre"   x = x + f(norm(x))       the kit's block (LLaMA, MiniMind)
     norm="post"  x = norm(x + f(x))       the original Transformer (Vaswani et al., 2017)

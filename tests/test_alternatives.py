@@ -8,6 +8,8 @@ import pytest
 from alternatives import ALTERNATIVES, build, modules, sets
 from mutants import Grading
 
+from grader.report import failure_text
+
 SETS = sets()
 
 
@@ -27,7 +29,7 @@ def test_there_are_enough_alternatives():
 def test_alternatives_get_full_marks(grading, group):
     folder = build(group, grading.root / "-".join(a.source[:-3] for a in group))
     results = grading.grade(folder, modules(group))
-    assert {r.module for r in results} == set(modules(group))
-    failed = [f"{r.module}: {r.name}\n{r.output}" for r in results if not r.passed]
+    assert {r.unit for r in results} == set(modules(group))
+    failed = [f"{r.unit}: {r.title}\n{failure_text(r.failure)}" for r in results if not r.passed]
     assert not failed, "a correct implementation lost points:\n\n" + "\n\n".join(failed)
     assert sum(r.score for r in results) == sum(r.points for r in results)

@@ -107,6 +107,6 @@ def test_bad_input_is_one_clear_line(tmp_path):
 
 def test_bench_batch_reports_submissions_per_minute():
     from grader.batch import bench_batch
-    r = bench_batch(1, 1, modules=("residual",))
+    r = bench_batch(1, 1, units=("residual",))
     assert r["submissions"] == 1 and r["jobs"] == 1 and r["statuses"] == {"graded": 1}
     assert r["per_minute"] > 0 and r["seconds"] > 0

@@ -70,10 +70,10 @@ STAGED = {
 
 
 def test_staged_diagnosis_points_at_the_step(grading):
-    from grader.diagnose import staged_attention
+    from grader.diagnose.probe import staged_attention
+    from grader.reference import Live
     from grader.run import REFERENCE
-    from grader.submission import Reference
-    ref = Reference(REFERENCE)
+    ref = Live(REFERENCE)
     by_name = {m.name: m for m in MUTANTS}
     cases = [(by_name[name], expected) for name, expected in STAGED.items()] + [(None, None)]
     wrong = []

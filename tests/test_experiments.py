@@ -22,7 +22,7 @@ if str(KIT) not in sys.path:
 from lab.experiments import get  # noqa: E402
 from lab.experiments.__main__ import main  # noqa: E402
 from lab.experiments.common import Lab  # noqa: E402
-from lab.loader import load_impl  # noqa: E402
+from kit.loader import load_impl  # noqa: E402
 from lab.variants import VariantBlock, VariantLM  # noqa: E402
 
 

@@ -3,8 +3,8 @@ import pytest
 
 from conftest import KIT, by_name, grade, mutate
 
-UNITS = ("residual", "rmsnorm", "attention", "block", "decoder")
-POINTS = {"residual": 10, "rmsnorm": 15, "attention": 25, "block": 20, "decoder": 15}
+from kit.syllabus import MODULES as UNITS
+from kit.syllabus import POINTS
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_points_per_module_are_the_syllabus_weights(solutions_result):
     per = {}
     for t in data["tests"]:
         per[t["name"].split(":")[0]] = per.get(t["name"].split(":")[0], 0) + t["max_score"]
-    assert per == POINTS
+    assert per == {u: POINTS[u] for u in UNITS}
 
 
 def test_every_check_has_visibility_and_points(solutions_result):
@@ -38,8 +38,7 @@ def test_every_check_has_visibility_and_points(solutions_result):
     for t in data["tests"]:
         assert t["visibility"] in ("visible", "hidden")
         assert t["max_score"] >= 0
-    assert any(t["visibility"] == "visible" for t in data["tests"])
-    assert any(t["visibility"] == "hidden" for t in data["tests"])
+    assert all(t["visibility"] == "visible" for t in data["tests"])  # shown by default while the assignment is open
 
 
 def test_stubs_get_zero_with_not_implemented_messages(stubs_result):
@@ -70,7 +69,7 @@ def test_failure_message_has_the_four_parts(tmp_path):
      "subtracts the mean"),
     ("attention", "attention.py", "mask = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)",
      "mask = torch.zeros(T, T, dtype=torch.bool, device=x.device)",
-     "attention: Changing token t never changes the outputs before t (and does change output t)", None),
+     "attention: Changing token t never changes the outputs before t (and does change output t)", "no causal mask"),
     ("block", "block.py", "h = x + self.self_attn(self.input_layernorm(x))\n        return h + self.mlp(self.post_attention_layernorm(h))",
      "h = self.input_layernorm(x + self.self_attn(x))\n        return self.post_attention_layernorm(h + self.mlp(h))",
      "block: The block's wiring matches the reference block around the same stand-in components", "post-norm"),
@@ -103,7 +102,8 @@ def test_grader_survives_bad_submissions(tmp_path, body, expect):
     data, out, code = grade(sub, "residual", "rmsnorm", timeout=3)
     tests = by_name(data)
     assert code == 1
-    forward_checks = [t for n, t in tests.items() if n.startswith("residual:") and "registers" not in n]
+    forward_checks = [t for n, t in tests.items() if n.startswith("residual:") and "registers" not in n
+                      and "trains it" not in n]
     assert all(t["status"] == "failed" for t in forward_checks)
     assert any(expect in t["output"] for t in forward_checks), [t["output"] for t in forward_checks]
     # the rest of the grading went on: RMSNorm is untouched and scores full marks
@@ -117,8 +117,8 @@ def test_stub_generator_is_in_sync():
 
 
 def test_stubs_raise_not_implemented_in_every_marked_region():
-    from classroom.stubs import make_stub
+    from classroom.regions import stub
     src = "def f(x):\n    y = 1\n    ### BEGIN SOLUTION\n    return x + y\n    ### END SOLUTION\n"
-    assert make_stub(src) == 'def f(x):\n    y = 1\n    raise NotImplementedError("f")\n'
+    assert stub(src) == 'def f(x):\n    y = 1\n    raise NotImplementedError("f")\n'
     with pytest.raises(ValueError):
-        make_stub("def f():\n    ### BEGIN SOLUTION\n    pass\n")
+        stub("def f():\n    ### BEGIN SOLUTION\n    pass\n")

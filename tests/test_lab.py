@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from conftest import KIT, by_name, grade, mutate
-from lab import checkpoint as ckpt
-from lab import data
+from kit import checkpoint as ckpt
+from kit import corpus as data
 
 CORPUS = KIT / "data" / "tinyshakespeare.txt"
 SHARED = KIT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -81,7 +81,6 @@ def test_tokenizer_round_trip_and_splits():
     assert tok.vocab_size == 65
     sample = text[1000:3000]
     assert tok.decode(tok.encode(sample)) == sample
-    assert data.CharTokenizer.from_state_dict(tok.state_dict()).chars == tok.chars
     with pytest.raises(ValueError, match="not in the vocabulary"):
         tok.encode("ü")
     _, train, val = data.load_splits(corpus())
@@ -112,7 +111,7 @@ def test_short_training_on_the_real_corpus_lowers_the_loss(tmp_path, optimizer):
 
 
 def test_the_default_optimizer_is_muon_on_a_cpu_and_adamw_on_a_gpu(tmp_path):
-    from lab.train import SCHEDULE_STEPS, pick_optimizer
+    from lab.config import SCHEDULE_STEPS, pick_optimizer
 
     assert [pick_optimizer("auto", d) for d in ("cpu", "cuda", "mps")] == ["muon", "adamw", "adamw"]
     assert pick_optimizer("adamw", "cpu") == "adamw"
@@ -211,12 +210,12 @@ def test_muon_steps_the_embedding_and_norms_at_three_times_the_learning_rate():
 
 def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monkeypatch, capsys):
     from lab import muon
-    from lab.train import pick_precision
+    from lab.config import pick_precision
 
     # auto: bf16 on a CPU with native bf16 arithmetic, float32 elsewhere (emulated bf16 is ~20x slower)
-    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: False)
     assert pick_precision("auto", "cpu") == "fp32" and pick_precision("bf16", "cpu") == "bf16"
-    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: True)
     assert pick_precision("auto", "cpu") == "bf16" and pick_precision("fp32", "cpu") == "fp32"
     plan = ["--steps", "6", "--eval-every", "2", "--warmup", "1", "--no-early-stop", "--optimizer", "muon", *TINY]
     for precision, ns in [("fp32", "float32"), ("bf16", "bfloat16")]:
@@ -235,11 +234,12 @@ def test_muon_runs_newton_schulz_in_bf16_only_where_training_does(tmp_path, monk
         assert state["step"] == 4 and state["precision"] == other, state["precision"]
         assert [g.get("ns_dtype") for g in state["optimizer"]["param_groups"]] == [other_ns, None]
     # with auto, a resumed run keeps its checkpoint's precision (it continues exactly) ...
-    from lab.train import Trainer, parse, resume_precision
+    from lab.config import resume_precision
+    from lab.train import Trainer, parse
     for saved in ("fp32", "bf16"):
         assert resume_precision(saved, "auto", "cpu") == saved
     # ... except bf16 on a CPU without native bf16, which would emulate it ~20x slower: float32 there
-    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: False)
     assert resume_precision("bf16", "auto", "cpu") == "fp32" and resume_precision("fp32", "auto", "cpu") == "fp32"
     assert resume_precision("bf16", "bf16", "cpu") == "bf16"  # asked for by name: as asked
     out = tmp_path / "fp32.pt"  # the loop above left it in bf16, at step 4
@@ -273,7 +273,7 @@ def test_bad_checkpoints_give_one_clear_line(tmp_path):
     for path, msg in ((corrupt, "not a readable checkpoint"), (foreign, "not a checkpoint of this kit"),
                       (tmp_path / "missing.pt", "no such checkpoint")):
         with pytest.raises(ckpt.CheckpointError, match=msg):
-            ckpt.load(path)
+            ckpt.load(path, legacy=True)  # a torch.save zip is read only where it is the user's own
         for cmd in (["-m", "lab.sample", "--checkpoint", str(path)],
                     ["-m", "lab.train", "--impl", "solutions", "--out", str(path), "--resume", "--quiet"]):
             p = run(*cmd)
@@ -408,9 +408,9 @@ def test_bench_names_sections_by_what_differs_from_the_trainers_choice(monkeypat
     # a CPU with native bf16 trains in it (auto): its numbers go beside the float32 CPU's, not over them
     assert section("target", "cpu", "muon", "bf16") == "target-bf16" and flag("cpu", precision="bf16") == (
         " --precision bf16")
-    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: False)
     assert section("throughput", "cpu") == "throughput"
-    monkeypatch.setattr("lab.train.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: True)
     assert section("throughput", "cpu") == "throughput-bf16"
 
 

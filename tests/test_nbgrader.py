@@ -26,8 +26,11 @@ from types import SimpleNamespace
 import pytest
 
 from classroom import nbgrader as course
-from grader.notebook import MODULES, NOTEBOOKS, Notebook, join_parts
-from grader.run import POINTS
+from classroom.notebook import Notebook
+from classroom.regions import BEGIN, END, join_parts
+from kit.syllabus import MODULES, POINTS, unit
+
+NOTEBOOKS = {u: unit(u).notebook for u in [*MODULES, "final"]}
 
 from conftest import KIT, SOLUTIONS, grade
 
@@ -98,12 +101,7 @@ def test_source_notebooks(tmp_path):
         for c in tests:
             check = next((x for x in course.checks_of(module) if f"'{x.id}'" in src(c)), None)
             assert check is not None and meta(c)["points"] == check.points, c.id
-            body = src(c)
-            if check.hidden:  # the call sits between the markers, so nbgrader strips it on release
-                inner = body.split(course.HIDDEN_BEGIN)[1].split(course.HIDDEN_END)[0]
-                assert "nb.check(" in inner and "nb.check(" not in body.replace(inner, ""), c.id
-            else:
-                assert course.HIDDEN_BEGIN not in body, c.id
+            assert "HIDDEN TESTS" not in src(c), c.id  # every check runs at the desk (on the recorded reference)
         answers = [c for c in nb.cells if c.cell_type == "markdown" and meta(c).get("grade")]
         assert answers and all(meta(c)["solution"] and meta(c)["points"] > 0 for c in answers), module
         if module == "final":
@@ -118,7 +116,7 @@ def test_source_notebooks(tmp_path):
         assert strip(made) == strip(solution.split('"""', 2)[2]), module
         assert course.docstring_markdown(doc).strip() in "".join(src(c) for c in nb.cells if c.cell_type == "markdown")
         solution_cells = [c for c in nb.cells if meta(c).get("solution") and c.cell_type == "code"]
-        assert solution_cells and all(c.source.startswith("%%module") and course.BEGIN in c.source
+        assert solution_cells and all(c.source.startswith("%%module") and BEGIN in c.source
                                       for c in solution_cells)
 
 
@@ -157,7 +155,7 @@ def test_workspace_takes_only_usable_sibling_notebooks(tmp_path):
     assert (nb.folder / "rmsnorm.py").read_text() == join_parts(code for _, code in parts)
     assert (nb.folder / "attention.py").read_text() == (KIT / "exercises" / "attention.py").read_text()
     with pytest.raises(AssertionError, match="have not all run"):  # nothing of the block's own ran yet
-        nb.check("visible/test_block.py::test_block_shape")
+        nb.check("block.block_shape")
 
 
 # ---------------------------------------------------------------------------
@@ -243,22 +241,23 @@ def graded(tmp_path_factory):
     return SimpleNamespace(root=root, source=source, release=release, scores=results, cli_attention=cli_attention)
 
 
-def test_release_has_stubs_and_no_hidden_tests(graded):
+def test_release_has_stubs_and_every_check(graded):
     for module in [*MODULES, "final"]:
         released = {meta(c).get("grade_id"): c for c in cells(nb_path(graded.release, module))}
         text = nb_path(graded.release, module).read_text()
-        for marker in (course.BEGIN, course.END, course.HIDDEN_BEGIN, course.HIDDEN_END, "hidden/test_"):
+        for marker in (BEGIN, END):
             assert marker not in text, (module, marker)
+        assert [c.id for c in course.checks_of(module)] == [
+            src(c).split("nb.check(")[1].split("'")[1] for c in cells(nb_path(graded.release, module))
+            if "nb.check(" in src(c)]
         for c in cells(nb_path(graded.source, module)):
             m, body = meta(c), src(c)
             if m.get("solution") and c["cell_type"] == "code":
                 got = src(released[m["grade_id"]])
-                assert got.count("raise NotImplementedError()") == body.count(course.BEGIN) > 0, m["grade_id"]
+                assert got.count("raise NotImplementedError()") == body.count(BEGIN) > 0, m["grade_id"]
                 assert got.splitlines()[0] == body.splitlines()[0]  # the %%module line stays
             elif m.get("solution"):
                 assert src(released[m["grade_id"]]).strip() == "YOUR ANSWER HERE", m["grade_id"]
-            elif m.get("grade") and course.HIDDEN_BEGIN in body:
-                assert "nb.check(" not in src(released[m["grade_id"]]), m["grade_id"]
 
 
 def test_autograde_solutions_full_marks(graded):
@@ -276,7 +275,7 @@ def test_autograde_solutions_full_marks(graded):
 def test_autograde_unfilled_release_zero(graded):
     got = graded.scores["unfilled"]
     assert {name: s.auto for name, s in got.items()} == {NOTEBOOKS[m]: 0 for m in [*MODULES, "final"]}
-    out = outputs(graded.root / "unfilled", "unfilled", "rmsnorm", "rmsnorm-visible-test_parameters")
+    out = outputs(graded.root / "unfilled", "unfilled", "rmsnorm", "rmsnorm-check-parameters")
     assert "not implemented yet" in out, out  # the grader's message reaches the notebook
 
 

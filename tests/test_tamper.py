@@ -18,7 +18,7 @@ from conftest import KIT, by_name, copy_solutions, grade
 def landlock_abi():
     """The Landlock ABI a fresh process can enforce here (0: none; C-level file access is then
     fenced only by the OS user, as in the Gradescope bundle)."""
-    from grader.batch import landlock_abi as probe
+    from grader.sandbox import landlock_abi as probe
     return probe()
 
 
@@ -62,7 +62,11 @@ def _import_grader():
 
 
 def _import_lab():
-    import lab.loader  # noqa: F401
+    import lab.model  # noqa: F401
+
+
+def _import_kit():
+    import kit.loader  # noqa: F401
 
 
 def _load_by_path(rel):
@@ -105,10 +109,10 @@ def _c_write():  # shared=True maps the file read-write: a C-level write anywher
         torch.from_file(path + ".c", shared=True, size=64, dtype=torch.uint8).fill_(65)
 
 
-ATTACKS = [("import solutions", _import_by_name), ("import grader", _import_grader), ("import lab", _import_lab),
+ATTACKS = [("import solutions", _import_by_name), ("import grader", _import_grader), ("import lab", _import_lab), ("import kit", _import_kit),
            ("solutions by path", _load_by_path("solutions/residual.py")),
            ("grader by path", _load_by_path("grader/compare.py")),
-           ("read a hidden check", _read("grader/checks/hidden/test_residual.py")),
+           ("read a reference check", _read("grader/checks/reference/residual.py")),
            ("read a solution", _read("solutions/residual.py")), ("list solutions", _list_solutions),
            ("write fake results", _write_fake_results), ("subprocess", _spawn), ("_posixsubprocess", _raw_spawn)]
 if C_LEVEL:
@@ -238,8 +242,9 @@ def test_the_worker_fences_itself_with_landlock_where_the_kernel_has_it(landlock
     if not landlock_abi:
         pytest.skip("this kernel offers no Landlock: C-level file access is fenced only by an OS user "
                     "(python -m grader --user, as in the Gradescope bundle)")
-    from grader.submission import Submission
-    with Submission(KIT / "solutions") as sub:
-        reply = sub.run({"pkg": sub.pkg, "module": "residual", "target": "Residual", "calls": []})
+    from grader.protocol import Request
+    from grader.sandbox import Sandbox
+    with Sandbox(KIT / "solutions", allow_weak=True) as sub:
+        reply = sub.run(Request("residual", "Residual"))
         assert reply == {"results": []}
-        assert sub.landlock == landlock_abi
+        assert f"Landlock ABI {landlock_abi}" in sub.isolation.describe()

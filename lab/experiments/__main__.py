@@ -11,9 +11,9 @@ import time
 import traceback
 from pathlib import Path
 
-from . import NAMES, get
+from kit.syllabus import FILES
 
-FILES = ("residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py")
+from . import NAMES, get
 
 
 def parse(argv):
@@ -84,7 +84,7 @@ def main(argv=None):
         return 2
     import torch
 
-    from ..data import DataError
+    from kit.corpus import DataError
     from .common import Lab
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data import load_splits
-from ..files import atomic_write, write_text
-from ..loader import MODULES, load_impl
+from kit.corpus import load_splits
+from kit.files import atomic_write, write_text
+from kit.loader import load_impl
+from kit.syllabus import MODULES
 from ..variants import VariantLM
 
 CACHE_VERSION = 1

@@ -19,6 +19,7 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
+    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]  # the tables may be longer than x
     return torch.addcmul(x * cos, rotate_half(x), sin)
 
 

@@ -19,7 +19,8 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    return x * cos + rotate_half(x) * sin
+    T = x.size(-2)
+    return x * cos.narrow(0, 0, T) + rotate_half(x) * sin.narrow(0, 0, T)
 
 
 class CausalSelfAttention(nn.Module):

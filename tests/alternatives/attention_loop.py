@@ -23,6 +23,7 @@ def rotate_half(x):
 def apply_rope(x, cos, sin):
     # (x1 + i x2) * (cos + i sin): the rotate-half pairs (i, i + D/2) as complex numbers
     half = x.shape[-1] // 2
+    cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
     z = torch.complex(x[..., :half].float(), x[..., half:].float())
     z = z * torch.complex(cos[..., :half].float(), sin[..., :half].float())
     return torch.cat([z.real, z.imag], dim=-1).to(x.dtype)

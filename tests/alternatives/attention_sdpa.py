@@ -17,7 +17,8 @@ def rotate_half(x):
 
 
 def apply_rope(x, cos, sin):
-    return x * cos + rotate_half(x) * sin
+    T = x.shape[-2]
+    return x * cos[:T] + rotate_half(x) * sin[:T]
 
 
 class CausalSelfAttention(nn.Module):

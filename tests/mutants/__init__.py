@@ -16,7 +16,7 @@ from pathlib import Path
 
 KIT = Path(__file__).resolve().parents[2]
 SOLUTIONS = KIT / "solutions"
-FILES = ("residual.py", "rmsnorm.py", "attention.py", "block.py", "decoder.py")
+from kit.syllabus import FILES  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,9 @@ def all_mutants():
     return [*residual.MUTANTS, *rmsnorm.MUTANTS, *attention.MUTANTS, *block.MUTANTS, *decoder.MUTANTS]
 
 
-def check_key(nodeid):
-    """``grader/checks/hidden/test_attention.py::test_gradients`` -> ``gradients``."""
-    return nodeid.rsplit("::", 1)[-1].removeprefix("test_")
+def check_key(check):
+    """``attention.gradients`` -> ``gradients``."""
+    return check.split(".", 1)[1]
 
 
 # --- grading many folders cheaply ---------------------------------------------------
@@ -75,43 +75,32 @@ def check_key(nodeid):
 class Grading:
     """Grade folders in this process, as ``python -m grader`` does, with one sandboxed worker for all of them.
 
-    The checks, the worker and its sandbox are the real ones; only the worker
-    process is reused across folders (each folder still loads as its own fresh
-    package in it), which saves a torch import per folder. All folders must
-    live under ``root``, the one folder the worker may read.
+    The checks, the worker and its sandbox are the real ones; only the worker process is reused across
+    folders (``Sandbox.within``: each folder still loads as its own fresh package in it), which saves a
+    torch import per folder. All folders must live under ``root``, the one folder the worker may read.
+    ``reference`` is the live one by default; a ``grader.snapshot.Snapshot`` grades as the release does.
     """
 
-    def __init__(self, root):
-        from grader.submission import STANDINS, Submission
-
-        class Shared(Submission):
-            current = None
-
-            @property
-            def pkg(self):
-                return {"folder": str(self.current)}
-
-            def hybrid(self, **standins):
-                return {"folder": str(self.current),
-                        "overrides": {m: str(STANDINS / f"{f}.py") for m, f in standins.items()}}
-
+    def __init__(self, root, reference=None):
+        from grader.sandbox import Sandbox
         self.root = Path(root).resolve()
-        self.sub = Shared(self.root)
+        self.sandbox = Sandbox(self.root, allow_weak=True)
+        self.reference = reference
 
     def submission(self, folder):
         """The shared worker's handle, pointed at ``folder``."""
         folder = Path(folder).resolve()
         assert self.root in folder.parents, f"{folder} is not under {self.root}"
-        self.sub.current = folder
-        return self.sub
+        return self.sandbox.within(folder)
 
     def grade(self, folder, modules):
         """The grader's Results for ``modules`` of ``folder``."""
-        from grader.run import grade
-        return grade(folder, only=list(modules), submission=self.submission(folder))
+        from grader.run import REFERENCE, grade
+        return grade(folder, only=list(modules), sandbox=self.submission(folder),
+                     reference=self.reference or REFERENCE).results
 
     def close(self):
-        self.sub.close()
+        self.sandbox.close()
 
 
 # --- what one mutant's grading showed ---------------------------------------------------
@@ -122,7 +111,7 @@ class Outcome:
     lost: tuple         # scored checks of the mutant's module that failed (check keys)
     lost_names: tuple   # their displayed names
     elsewhere: tuple    # scored checks of other graded modules that failed: must be empty
-    message: str        # the likely:/hint: line that names the mistake, or ""
+    message: str        # the likely: or hint: text that names the mistake, or ""
     how: str            # "diagnosis" (a likely: line), "staged guess", "hint", or "" when not named
     outputs: dict       # check key -> failure text (for assertion messages)
     points: tuple       # (points lost, points of the module)
@@ -133,20 +122,20 @@ class Outcome:
 
 
 def outcome(mutant, results):
-    own = [r for r in results if r.module == mutant.module and r.points > 0 and not r.passed]
-    elsewhere = tuple(f"{r.module}: {r.name}" for r in results
-                      if r.module != mutant.module and r.points > 0 and not r.passed)
-    found = []  # (0 for a likely: line, 1 for a hint:, text): a diagnosis is preferred
+    from grader.report import failure_text
+    own = [r for r in results if r.unit == mutant.module and r.points > 0 and not r.passed]
+    elsewhere = tuple(f"{r.unit}: {r.title}" for r in results
+                      if r.unit != mutant.module and r.points > 0 and not r.passed)
+    found = []  # (0 for a likely: part, 1 for a hint:, text): a diagnosis is preferred
     for r in own:
-        for line in r.output.splitlines():
-            kind, _, text = line.partition(":")
-            if kind in ("likely", "hint") and mutant.named.lower() in text.lower():
-                found.append((0 if kind == "likely" else 1, text.strip()))
+        for rank, text in ((0, r.failure.likely), (1, r.failure.hint)):
+            if text and mutant.named.lower() in text.lower():
+                found.append((rank, text.strip()))
     rank, message = min(found, key=lambda f: f[0]) if found else (None, "")
     how = {0: "diagnosis", 1: "hint"}.get(rank, "")
     if how == "diagnosis" and message.startswith("best guess"):
         how = "staged guess"
-    mine = [r for r in results if r.module == mutant.module]
+    mine = [r for r in results if r.unit == mutant.module]
     points = (sum(r.points - r.score for r in mine), sum(r.points for r in mine))
-    return Outcome(mutant, tuple(check_key(r.nodeid) for r in own), tuple(r.name for r in own), elsewhere,
-                   message, how, {check_key(r.nodeid): r.output for r in own}, points)
+    return Outcome(mutant, tuple(check_key(r.check) for r in own), tuple(r.title for r in own), elsewhere,
+                   message, how, {check_key(r.check): failure_text(r.failure) for r in own}, points)

@@ -9,7 +9,7 @@ MUTANTS = [
            loses=("matches_x_plus_sublayer", "passes_extra_arguments", "gradients"), named="skip path is missing"),
     Mutant("Residual adds in place: x += sublayer(x)", "residual.py",
            RET, "        x += self.sublayer(x, *args, **kwargs)\n        return x",
-           loses=("gradients", "input_not_modified"), named="not `x += ...`"),
+           loses=('gradients', 'keeps_sublayer'), named="not `x += ...`"),
     Mutant("Residual drops the extra arguments", "residual.py",
            RET, "        return x + self.sublayer(x)",
            loses=("passes_extra_arguments",), named="extra arguments were dropped"),

@@ -1,0 +1,90 @@
+"""Running the grader's checks from a notebook cell, through the grader's own runner.
+
+The first check of a unit grades the whole unit once (``grader.runner``: a separate process, the
+sandboxed worker, the reference; during ``nbgrader autograde`` the course's grading seed and the
+untrusted-code sandbox) and caches the results by the files' content; each test cell then passes
+or raises ``CheckFailed`` with that check's own message, and nothing else: its traceback is the
+message (IPython and nbgrader show ``_render_traceback_``), so the feedback holds no kit internals
+and no paths.
+"""
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from grader import runner
+from grader.report import notebook as render_failure
+from grader.report import num
+
+_CACHE = {}  # unit -> (key, Grading): the latest grading of each unit in this kernel
+
+
+class CheckFailed(AssertionError):
+    """A test cell's failure: shows as its message only."""
+
+    def _render_traceback_(self):
+        return str(self).splitlines()
+
+
+def autograding():
+    """Whether nbgrader is executing this notebook to grade it (autograde, or a student's Validate)."""
+    return os.environ.get("NBGRADER_EXECUTION") in ("autograde", "validate")
+
+
+def _digest(folder, checkpoint):
+    h = hashlib.sha256()
+    for p in sorted(Path(folder).glob("*.py")):
+        h.update(p.name.encode() + p.read_bytes())
+    if checkpoint is not None:
+        c = Path(checkpoint)
+        h.update(f"{c.resolve()}:{c.stat().st_mtime_ns if c.exists() else None}".encode())
+    return h.hexdigest()
+
+
+def grade_unit(unit, folder, checkpoint=None):
+    """The grader's Grading of ``unit`` on ``folder``: one grading run, cached by the files' content."""
+    key = (str(Path(folder).resolve()), _digest(folder, checkpoint))
+    cached = _CACHE.get(unit)
+    if cached is None or cached[0] != key:
+        work = Path(tempfile.mkdtemp(prefix="notebook-grading-"))
+        try:
+            out = runner.run(folder, work, [unit], timeout=1800.0 if unit == "final" else 600.0,
+                             checkpoint=checkpoint, untrusted=autograding(),
+                             allow_weak=not autograding() or bool(os.environ.get("GRADER_ALLOW_WEAK_SANDBOX")))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if out.grading is None:
+            raise CheckFailed(f"the grader could not grade {unit}.py: {out.message or out.status} "
+                              "(this is not a verdict on your code: tell the course staff if it persists)")
+        _CACHE[unit] = (key, out.grading)
+    return _CACHE[unit][1]
+
+
+def run_checks(unit, ids, folder, checkpoint=None, out=print):
+    """Run the checks ``ids`` (None: all of the unit's) on ``folder``; return their Results.
+
+    Prints one line per check and raises CheckFailed with the grader's messages when a check worth
+    points fails. 0-point checks (INFO) only print.
+    """
+    results = grade_unit(unit, folder, checkpoint).results
+    by_id = {r.check: r for r in results}
+    wanted = list(by_id) if ids is None else list(ids)
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise CheckFailed(f"these checks did not run: {', '.join(missing)} (no such check in this kit's grader: "
+                          "ask your instructor to update the kit)")
+    failed = []
+    for i in wanted:
+        r = by_id[i]
+        mark = "INFO" if r.points == 0 else ("PASS" if r.passed else "FAIL")
+        out(f"{mark} {num(r.score)}/{num(r.points)}  {r.title}")
+        if r.passed and r.note:
+            out("      " + r.note)
+        elif not r.passed and r.points == 0:
+            out("      " + render_failure(r).replace("\n", "\n      "))
+        elif not r.passed:
+            failed.append(r)
+    if failed:
+        raise CheckFailed("\n\n".join(render_failure(r) for r in failed))
+    return [by_id[i] for i in wanted]

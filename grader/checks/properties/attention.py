@@ -1,0 +1,228 @@
+"""RoPE and causal self-attention: shapes, configuration and properties.
+
+The scored checks also compare outputs with the reference's where the checked aspect alone shows:
+for the structure and configuration checks, the output at T = 1 (one position: no mask, no scale,
+no RoPE at play, only the projections and the heads); for causality, the output at the first
+position, which may see only itself. The RoPE property checks and the shape check are INFO (0
+points): the RoPE checks that compare values score, these say which property broke.
+"""
+import math
+
+import torch
+
+from grader.compare import (FP32, FP32_DEEP, assert_close, assert_equal, describe_value, fmt_shape, require,
+                            require_tensor)
+from grader.diagnose.crashes import attention_crash, explaining
+from grader.harness import StudentError, both, call, check, only, randn, reference_state
+from kit.outcome import CheckFailure, Kind
+
+ROPE_HINT = "angles = outer(positions, inv_freq) is (T, head_dim/2); concatenate it with itself"
+
+
+def angle_tables(g, T, D):
+    """Any valid rotate-half tables: random angles, the same in both halves, zero at position 0."""
+    ang = torch.rand(T, D // 2, generator=g) * 2 * math.pi
+    ang[0] = 0
+    ang = torch.cat([ang, ang], -1)
+    return ang.cos(), ang.sin()
+
+
+def rope_size(g):
+    """A head_dim and a table length drawn from the grading seed."""
+    return 8 * 2 ** int(torch.randint(0, 3, (1,), generator=g)), int(torch.randint(6, 17, (1,), generator=g))
+
+
+@check(0)
+def check_rope_tables(sub, ref, g):
+    """precompute_rope(head_dim, T) gives cos, sin of shape (T, head_dim); position 0 has cos 1, sin 0"""
+    D, T = rope_size(g)
+    what = f"precompute_rope({D}, {T})"
+    got, exp = both(sub, ref, "attention", "precompute_rope", what, calls=[call(D, T)])
+    out = got["results"][0]["output"]
+    require(isinstance(out, list) and len(out) == 2, what, "a tuple (cos, sin) of two tensors", describe_value(out),
+            "return cos, sin", Kind.WRONG_STRUCTURE)
+    cos, sin = (require_tensor(t, (T, D), f"{name} of {what}", ROPE_HINT) for name, t in zip(("cos", "sin"), out))
+    require(torch.allclose(cos[0], torch.ones(D)) and torch.allclose(sin[0], torch.zeros(D)),
+            "cos[0] and sin[0] (position 0)", "all ones and all zeros",
+            f"cos[0] = {cos[0][:4].tolist()}..., sin[0] = {sin[0][:4].tolist()}...",
+            "positions start at 0: torch.arange(max_seq_len)")
+    h = D // 2
+    require(torch.equal(cos[:, :h], cos[:, h:]) and torch.equal(sin[:, :h], sin[:, h:]),
+            "the two halves of the last dimension of cos", "equal (the rotate-half layout)", "different halves",
+            "cos = torch.cat([angles.cos(), angles.cos()], dim=-1)")
+    for name, t, e in zip(("cos", "sin"), out, exp["results"][0]["output"]):
+        assert_close(t, e, f"{name} of {what}", FP32, "inv_freq = theta ** (-arange(0, head_dim, 2) / head_dim)")
+
+
+@check(0)
+def check_rope_rotates(sub, ref, g):
+    """apply_rope leaves position 0 unchanged and keeps every vector's length (a rotation)"""
+    cos, sin = angle_tables(g, 6, 16)
+    x = randn(g, 2, 3, 6, 16)
+    got, exp = both(sub, ref, "attention", "apply_rope", "apply_rope(x, cos, sin)", calls=[call(x, cos, sin)])
+    y = require_tensor(got["results"][0]["output"], x.shape, "apply_rope(x, cos, sin) for x of shape (2, 3, 6, 16)",
+                       "apply_rope keeps x's shape")
+    require(torch.allclose(y[..., 0, :], x[..., 0, :], atol=1e-6), "apply_rope at position 0 (cos = 1, sin = 0)",
+            "x unchanged", f"max change {(y[..., 0, :] - x[..., 0, :]).abs().max().item():.3g}",
+            "x * cos + rotate_half(x) * sin, with rotate_half(x) = cat([-x2, x1], dim=-1)")
+    require(torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5), "the length of each vector after apply_rope",
+            "unchanged (a rotation keeps lengths)", "changed lengths",
+            "rotate_half must pair channel i with i + d/2: cat([-x2, x1])")
+    assert_close(y, exp["results"][0]["output"], "apply_rope(x, cos, sin)", FP32,
+                 "x * cos + rotate_half(x) * sin: the rotated half is added")
+
+
+@check(0)
+def check_rope_relative(sub, ref, g):
+    """With RoPE, the score between q at position m and k at position n depends only on m - n"""
+    T, D = 12, 16
+    q, k = randn(g, D), randn(g, D)
+    tables, tables_ref = both(sub, ref, "attention", "precompute_rope", f"precompute_rope({D}, {T})",
+                              calls=[call(D, T)])
+    out = tables["results"][0]["output"]
+    require(isinstance(out, list) and len(out) == 2, f"precompute_rope({D}, {T})", "a tuple (cos, sin)",
+            describe_value(out), "return cos, sin", Kind.WRONG_STRUCTURE)
+    cos, sin = (require_tensor(t, (T, D), f"precompute_rope({D}, {T})", ROPE_HINT) for t in out)
+    qs, ks = q.expand(T, D).clone(), k.expand(T, D).clone()
+    got = only(sub, "attention", "apply_rope", "apply_rope on q and k repeated at every position, with your tables",
+               calls=[call(qs, cos, sin), call(ks, cos, sin)])
+    rq, rk = (require_tensor(r["output"], (T, D), "apply_rope on a (T, head_dim) input", "apply_rope keeps x's shape")
+              for r in got["results"])
+    scores = rq @ rk.T  # (T, T): scores[m, n] = <rope(q, m), rope(k, n)>
+    for off in range(-3, 4):
+        d = torch.diagonal(scores, off)
+        require((d - d[0]).abs().max() <= 1e-4 * (1 + d.abs().max()),
+                "<rope(q, m), rope(k, n)> along the diagonal m - n = " + str(-off),
+                "the same value for every m (relative positions)", f"values from {d.min().item():.4g} to "
+                f"{d.max().item():.4g}", "rotate q and k by the same angle per position and pair; angles = positions "
+                "* inv_freq, the same in both halves")
+    require(not torch.allclose(scores, scores[0, 0].expand_as(scores), atol=1e-4), "the RoPE scores for different "
+            "offsets", "different values (position matters)", "all the same", "the rotation angle must grow with the "
+            "position")
+    ref_cos, ref_sin = tables_ref["results"][0]["output"]
+    for name, t, e in zip(("cos", "sin"), (cos, sin), (ref_cos, ref_sin)):
+        assert_close(t, e, f"{name} of precompute_rope({D}, {T})", FP32, ROPE_HINT)
+    got, exp = both(sub, ref, "attention", "apply_rope", "apply_rope on q and k repeated at every position",
+                    calls=[call(qs, ref_cos, ref_sin), call(ks, ref_cos, ref_sin)])
+    for r, e in zip(got["results"], exp["results"]):
+        assert_close(r["output"], e["output"], "apply_rope(x, cos, sin) on a (T, head_dim) input", FP32,
+                     "x * cos + rotate_half(x) * sin")
+
+
+def cfg_init(C=32, H=4, Hkv=None, T=16):
+    return ([C, H], {"num_kv_heads": Hkv, "max_seq_len": T})
+
+
+def at_t1(sub, ref, g, Hkv, T=16, label=None):
+    """The output for one position, with random weights: only the projections and the heads are at play."""
+    sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, T, g=g)
+    x = randn(g, 3, 1, 32)
+    label = label or f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) at T = 1"
+    with explaining(attention_crash(4, Hkv)):
+        got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=cfg_init(Hkv=Hkv, T=T), load=sd,
+                        calls=[call(x)])
+    assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32_DEEP,
+                 "at one position attention only copies v: o_proj(merge(repeat_kv(v_proj(x)))); check v_proj, the "
+                 "kv-head repeat and o_proj")
+
+
+@check(1)
+def check_parameters(sub, ref, g):
+    """q_proj, k_proj, v_proj, o_proj without bias; GQA shrinks k_proj and v_proj; no RoPE in state_dict"""
+    for Hkv, kv_rows in ((None, 32), (2, 16), (1, 8)):
+        got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})",
+                   init=cfg_init(Hkv=Hkv), attrs=["head_dim", "num_heads", "num_kv_heads"])
+        keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
+        want = {"q_proj.weight": (32, 32), "k_proj.weight": (kv_rows, 32), "v_proj.weight": (kv_rows, 32),
+                "o_proj.weight": (32, 32)}
+        kv_wrong = any(keys.get(k) not in (None, want[k]) for k in ("k_proj.weight", "v_proj.weight"))
+        assert_equal(keys, want, f"CausalSelfAttention(32, 4, num_kv_heads={Hkv}).state_dict() names and shapes",
+                     ("k_proj or v_proj has the wrong number of outputs for grouped-query attention: they map "
+                      "hidden_size to num_kv_heads * head_dim features" if kv_wrong else
+                      "nn.Linear(..., bias=False); k/v have num_kv_heads * head_dim outputs; "
+                      "RoPE tables are buffers with persistent=False"))
+        assert_equal(got["attrs"]["head_dim"], 8, "CausalSelfAttention(32, 4).head_dim",
+                     "set self.head_dim = hidden_size // num_heads in __init__ (forward and the checks read it)")
+        at_t1(sub, ref, g, Hkv)  # the weights are used as named
+
+
+@check(0)
+def check_output_shape(sub, g):
+    """Output keeps (B, T, C) for multi-head, grouped-query and T = 1"""
+    for Hkv, shape in ((None, (2, 7, 32)), (2, (3, 5, 32)), (1, (1, 1, 32))):
+        x = randn(g, *shape)
+        with explaining(attention_crash(4, Hkv)):
+            got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)",
+                       init=cfg_init(Hkv=Hkv), calls=[call(x)])
+        y = got["results"][0]["output"]
+        assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else describe_value(y), fmt_shape(x),
+                     f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) shape for x of shape {fmt_shape(x)}",
+                     "merge the heads back: y.transpose(1, 2).reshape(B, T, C), then o_proj")
+
+
+def _raises_value_error(sub, what, hint, **kwargs):
+    """The request must fail with ValueError (another exception, or none, fails the check)."""
+    try:
+        only(sub, "attention", "CausalSelfAttention", what, **kwargs)
+    except StudentError as e:
+        if e.error["type"] == "ValueError":
+            require(True, what)
+            return
+        if e.failure.kind is Kind.NOT_IMPLEMENTED:
+            raise
+        raise CheckFailure(what, "ValueError", e.failure.got, hint + " and raise ValueError with a clear message",
+                           kind=Kind.WRONG_VALUE) from None
+    raise CheckFailure(what, "ValueError", "no error", hint + " and raise ValueError with a clear message")
+
+
+@check(1)
+def check_validation(sub, ref, g):
+    """Bad configurations and T > max_seq_len raise ValueError; a good one runs, T = max_seq_len included"""
+    _raises_value_error(sub, "CausalSelfAttention with hidden_size 30 and 4 heads",
+                        "check hidden_size % num_heads in __init__", init=([30, 4], {}))
+    _raises_value_error(sub, "CausalSelfAttention with 4 heads and 3 kv heads",
+                        "check num_heads % num_kv_heads in __init__", init=([32, 4], {"num_kv_heads": 3}))
+    _raises_value_error(sub, "CausalSelfAttention(32, 4, max_seq_len=8) on T = 9",
+                        "check T against self.max_seq_len at the start of forward: the RoPE tables stop there",
+                        init=cfg_init(T=8), calls=[call(randn(g, 1, 9, 32))])
+    only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x) on T = 8",
+         init=cfg_init(T=8), calls=[call(randn(g, 1, 8, 32))])
+    at_t1(sub, ref, g, None, T=8, label="CausalSelfAttention(32, 4, max_seq_len=8)(x) at T = 1")
+
+
+@check(2)
+def check_causal(sub, ref, g):
+    """Changing token t never changes the outputs before t (and does change output t)"""
+    T = 10
+    for Hkv in (None, 2):
+        sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, 16, g=g)
+        x = randn(g, 2, T, 32)
+        calls = [call(x)]
+        for t in (0, 4, T - 1):
+            x2 = x.clone()
+            x2[:, t] += randn(g, 2, 32) * 3
+            calls.append(call(x2))
+        label = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})"
+        with explaining(attention_crash(4, Hkv)):
+            got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=cfg_init(Hkv=Hkv), load=sd,
+                            calls=calls)
+        ys = [require_tensor(r["output"], x.shape, f"{label}(x)", "merge the heads back to (B, T, C)")
+              for r in got["results"]]
+        y = ys[0]
+        for t, y2 in zip((0, 4, T - 1), ys[1:]):
+            if t > 0:
+                moved = (y2[:, :t] - y[:, :t]).abs().amax(dim=(0, 2)) > 1e-5
+                require(not bool(moved.any()), f"outputs before position {t} after changing the input at position {t}",
+                        "unchanged (no position may see the future)",
+                        f"output at position {int(moved.nonzero()[0]) if moved.any() else 0} changed",
+                        "mask the scores above the diagonal with -inf before the softmax: "
+                        "torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)")
+            require(not torch.allclose(y2[:, t], y[:, t], atol=1e-6),
+                    f"the output at position {t} after changing the input there",
+                    "a different output (a token attends to itself)", "unchanged",
+                    "the diagonal must stay unmasked: triu(..., diagonal=1)")
+        # the first position may see only itself: its output is the reference's whatever the mask, scale or RoPE
+        for y, e in zip(ys, (r["output"] for r in exp["results"])):
+            assert_close(y[:, :1], e[:, :1], f"{label}(x) at position 0, which attends only to itself", FP32_DEEP,
+                         "position 0 sees only key 0: its softmax weight is exactly 1 (softmax over the keys, "
+                         "dim=-1), so its output is o_proj(v_proj(x_0))")

@@ -1,0 +1,138 @@
+"""FeedForward and TransformerBlock: parameters, shapes, causality, residual paths.
+
+The TransformerBlock checks run your block.py around the grader's stand-in norm, attention and
+MLP (grader/standins), so they judge the wiring alone: a bug in your attention costs the
+attention checks, not these. The stand-ins take the place of your components whether block.py
+imports them or defines them itself under their API names. The residual-paths check scores: its
+expected outputs are computed here with the stand-ins. The others are INFO (0 points): names, shapes
+and causality around causal stand-ins are things wrong wirings have too; the reference checks score.
+"""
+import torch
+
+from grader.compare import FP32, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
+from grader.diagnose.crashes import bypassed, explaining
+from grader.harness import (BLOCK_PATCH, BLOCK_STANDINS, both, call, check, only, randn, randomize, reference_state,
+                            standin_block_parts)
+
+BLOCK_KEYS = {"input_layernorm.weight": (32,), "self_attn.q_proj.weight": (32, 32),
+              "self_attn.k_proj.weight": (32, 32), "self_attn.v_proj.weight": (32, 32),
+              "self_attn.o_proj.weight": (32, 32), "post_attention_layernorm.weight": (32,),
+              "mlp.gate_proj.weight": (128, 32), "mlp.up_proj.weight": (128, 32), "mlp.down_proj.weight": (32, 128)}
+FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"
+
+
+@check(0)
+def check_feedforward_parameters(sub, ref, g):
+    """FeedForward(C) has gate_proj, up_proj (C -> 64 * ceil(8C/3/64)) and down_proj back, no bias"""
+    for hidden, inter, width in ((32, None, 128), (32, 48, 48), (48, None, 128), (100, None, 320)):
+        got = only(sub, "block", "FeedForward", f"FeedForward({hidden}, intermediate_size={inter})",
+                   init=([hidden], {"intermediate_size": inter}))
+        keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
+        want = {"gate_proj.weight": (width, hidden), "up_proj.weight": (width, hidden),
+                "down_proj.weight": (hidden, width)}
+        assert_equal(keys, want, f"FeedForward({hidden}, intermediate_size={inter}).state_dict() names and shapes",
+                     "the default is 64 * math.ceil(8 * hidden_size / 3 / 64) (128 for 32 and 48, 320 for 100); "
+                     "bias=False")
+    sd = reference_state(ref, "block", "FeedForward", 32, g=g)
+    x = randn(g, 2, 3, 32)
+    got, exp = both(sub, ref, "block", "FeedForward", "FeedForward(32)(x) with loaded weights", init=([32], {}),
+                    load=sd, calls=[call(x)])
+    assert_close(got["results"][0]["output"], exp["results"][0]["output"], "FeedForward(32)(x)", FP32, FFN_HINT,
+                 ref.variants("ffn_variants", x=x, sd=sd))
+
+
+def hybrid(sub, ref, g, what, kwargs, calls=(), want=(), load=True):
+    """The block over the stand-ins on both sides, with the reference's random weights loaded."""
+    sd = reference_state(ref, "block", "TransformerBlock", 32, 4, max_seq_len=16,
+                         **{k: v for k, v in kwargs.items() if k != "max_seq_len"}, g=g) if load else None
+    init = ([32, 4], {"max_seq_len": 16, **kwargs})
+    with explaining(bypassed(sub, "block", "TransformerBlock", init, BLOCK_STANDINS, BLOCK_PATCH)):
+        got, exp = both(sub, ref, "block", "TransformerBlock", what, init=init, load=sd, calls=list(calls), want=want,
+                        standins=BLOCK_STANDINS, patch=BLOCK_PATCH)
+    return got, exp, sd
+
+
+@check(0)
+def check_block_parameters(sub, ref, g):
+    """TransformerBlock(32, 4) has input_layernorm, self_attn, post_attention_layernorm, mlp, two distinct norms"""
+    x = randn(g, 2, 5, 32)
+    got, exp, _ = hybrid(sub, ref, g, "TransformerBlock(32, 4)", {}, want=["structure"], load=False)
+    keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
+    assert_equal(keys, BLOCK_KEYS, "TransformerBlock(32, 4).state_dict() names and shapes",
+                 "build self.input_layernorm = RMSNorm(...), self.self_attn = CausalSelfAttention(...), "
+                 "self.post_attention_layernorm = RMSNorm(...), self.mlp = FeedForward(...)")
+    ids = {name: i for name, _, i, _ in got["structure"]["modules"]}
+    require(ids.get("input_layernorm") != ids.get("post_attention_layernorm"),
+            "input_layernorm and post_attention_layernorm", "two separate RMSNorm modules", "the same module twice",
+            "create two RMSNorm objects: each sublayer needs its own weight")
+    # the block's arguments reach its components (their parameter shapes show it), and the wiring computes
+    for kwargs, changed, hint in (
+            ({"intermediate_size": 48}, {"mlp.gate_proj.weight": (48, 32), "mlp.up_proj.weight": (48, 32),
+                                         "mlp.down_proj.weight": (32, 48)},
+             "pass intermediate_size on: self.mlp = FeedForward(hidden_size, intermediate_size)"),
+            ({"num_kv_heads": 2}, {"self_attn.k_proj.weight": (16, 32), "self_attn.v_proj.weight": (16, 32)},
+             "pass num_kv_heads on: CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
+             "rope_theta)")):
+        args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+        other, _, _ = hybrid(sub, ref, g, f"TransformerBlock(32, 4, {args})", kwargs, load=False)
+        assert_equal({k: tuple(v[0]) for k, v in other["keys"].items()}, {**BLOCK_KEYS, **changed},
+                     f"TransformerBlock(32, 4, {args}).state_dict() names and shapes", hint)
+        got, exp, _ = hybrid(sub, ref, g, f"TransformerBlock(32, 4, {args})(x) over stand-ins", kwargs,
+                             calls=[call(x)])
+        assert_close(got["results"][0]["output"], exp["results"][0]["output"],
+                     f"TransformerBlock(32, 4, {args})(x) over the grader's stand-ins", FP32,
+                     "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
+
+
+@check(0)
+def check_block_shape(sub, g):
+    """TransformerBlock keeps (B, T, C), also with grouped-query attention and T = 1"""
+    for Hkv, shape in ((None, (2, 7, 32)), (2, (1, 1, 32))):
+        x = randn(g, *shape)
+        got = only(sub, "block", "TransformerBlock", f"TransformerBlock(32, 4, num_kv_heads={Hkv})(x)",
+                   init=([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16}), calls=[call(x)],
+                   standins=BLOCK_STANDINS, patch=BLOCK_PATCH)
+        y = got["results"][0]["output"]
+        assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else describe_value(y), fmt_shape(x),
+                     f"TransformerBlock(32, 4)(x) shape for x of shape {fmt_shape(x)}")
+
+
+@check(0)
+def check_block_causal(sub, ref, g):
+    """Changing token t never changes the block's outputs before t"""
+    x = randn(g, 2, 9, 32)
+    x2 = x.clone()
+    x2[:, 5] += 3.0
+    got, exp, _ = hybrid(sub, ref, g, "TransformerBlock(32, 4) over stand-ins", {}, calls=[call(x), call(x2)])
+    y, y2 = (require_tensor(r["output"], x.shape, "TransformerBlock(32, 4)(x)") for r in got["results"])
+    require(torch.allclose(y[:, :5], y2[:, :5], atol=1e-5),
+            "block outputs before position 5 after changing the input at position 5", "unchanged", "changed",
+            "the block must only pass information forward in time: its attention reads x through input_layernorm")
+    for a, e in zip((y, y2), (r["output"] for r in exp["results"])):
+        assert_close(a[:, :1], e[:, :1], "TransformerBlock(32, 4)(x) at position 0 over the grader's stand-ins", FP32,
+                     "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
+
+
+@check(2)
+def check_residual_paths(sub, g):
+    """Two residual paths: zeroing o_proj leaves x + mlp(post_attention_layernorm(x)), zeroing both gives x"""
+    base = randomize(({k: (s, "float32") for k, s in BLOCK_KEYS.items()}, []), g)
+    x = randn(g, 2, 6, 32)
+    parts = standin_block_parts(base, 32, 4)
+    with torch.no_grad():  # what a pre-norm block around the stand-ins gives when a sublayer outputs zero
+        expected = [x, x + parts["mlp"](parts["n2"](x)), x + parts["attn"](parts["n1"](x))]
+    meaning = ["both sublayers output zero, so the block must be the identity",
+               "attention outputs zero, so h = x and the block is x + mlp(post_attention_layernorm(x))",
+               "the MLP outputs zero, so the block is x + self_attn(input_layernorm(x))"]
+    for zero, exp, why in zip((("self_attn.o_proj.weight", "mlp.down_proj.weight"), ("self_attn.o_proj.weight",),
+                               ("mlp.down_proj.weight",)), expected, meaning):
+        sd = {k: (torch.zeros_like(v) if k in zero else v) for k, v in base.items()}
+        what = f"TransformerBlock(32, 4)(x) with {' and '.join(zero)} set to zero (around the grader's stand-ins)"
+        init = ([32, 4], {"max_seq_len": 16})
+        with explaining(bypassed(sub, "block", "TransformerBlock", init, BLOCK_STANDINS, BLOCK_PATCH)):
+            got = only(sub, "block", "TransformerBlock", what, init=init, load=sd, standins=BLOCK_STANDINS,
+                       patch=BLOCK_PATCH, calls=[call(x)])
+            y = require_tensor(got["results"][0]["output"], exp.shape, what)
+            err = (y - exp).abs().max().item()
+            require(err <= 1e-5, what, why, f"max abs difference {err:.3g}",
+                    "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")

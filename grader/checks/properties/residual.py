@@ -1,0 +1,45 @@
+"""Residual: structure and shapes.
+
+The shape check is INFO (0 points): shapes alone are what any tensor of the right size has, so
+the points sit with the checks that compare values.
+"""
+from grader.compare import GRAD, assert_close, assert_equal, describe_value, fmt_shape, require
+from grader.diagnose.crashes import explaining, inplace_crash
+from grader.harness import both, call, check, only, randn
+
+INPLACE_HINT = "write `return x + self.sublayer(x)`, not `x += ...`: the caller still needs x"
+LINEAR = {"__obj__": "torch.nn.Linear", "args": [8, 8], "kwargs": {"bias": False}}
+
+
+@check(1)
+def check_keeps_sublayer(sub, ref, g):
+    """Residual(sublayer) registers the sublayer as self.sublayer, and trains it"""
+    sd = {"sublayer.weight": randn(g, 8, 8, scale=8 ** -0.5)}
+    x, dy = randn(g, 2, 5, 8), randn(g, 2, 5, 8)
+    got = only(sub, "residual", "Residual", "Residual(nn.Linear(8, 8))", init=([LINEAR], {}), want=["structure"])
+    mods = {name: kind for name, kind, _, _ in got["structure"]["modules"]}
+    require(mods.get("sublayer") == "Linear", "Residual(nn.Linear(8, 8)) submodules",
+            "a submodule named 'sublayer' (the Linear)", ", ".join(f"{n or '<root>'}: {k}" for n, k in mods.items()),
+            "store it as self.sublayer = sublayer in __init__", "wrong-structure")
+    # the name is confirmed by use: the sublayer's weight gets the reference's gradient (the input needs none)
+    with explaining(inplace_crash(INPLACE_HINT)):
+        got, exp = both(sub, ref, "residual", "Residual", "Residual(nn.Linear(8, 8))(x).backward(dy)",
+                        init=([LINEAR], {}), load=sd, calls=[call(x, grad=dy, input_grad=False)])
+    r, e = got["results"][0], exp["results"][0]
+    require("sublayer.weight" in (r.get("param_grads") or {}) and r["param_grads"]["sublayer.weight"] is not None,
+            "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", "a gradient",
+            "none (the sublayer is not called in forward)", "call it: return x + self.sublayer(x)")
+    assert_close(r["param_grads"]["sublayer.weight"], e["param_grads"]["sublayer.weight"],
+                 "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", GRAD,
+                 "the sublayer's output must reach the result once: return x + self.sublayer(x)")
+
+
+@check(0)
+def check_output_shape(sub, ref, g):
+    """Residual keeps the shape (B, T, C) and dtype of its input"""
+    x = randn(g, 2, 5, 8)
+    got = only(sub, "residual", "Residual", "Residual(nn.Linear(8, 8))(x)", init=([LINEAR], {}), calls=[call(x)])
+    y = got["results"][0]["output"]
+    assert_equal(fmt_shape(y) if hasattr(y, "shape") else describe_value(y), "(2, 5, 8)",
+                 "Residual(nn.Linear(8, 8))(x) output shape for x of shape (2, 5, 8)", "x + sublayer(x) has x's shape")
+    assert_equal(str(y.dtype), "torch.float32", "Residual output dtype for a float32 x")

@@ -1,0 +1,88 @@
+"""RMSNorm: parameters, shapes and the properties of the formula.
+
+The parameters check scores: the weight is confirmed by use, on vectors where every RMSNorm-like
+formula gives x * weight. The others are INFO (0 points): a shape, a unit root-mean-square or scale
+invariance is something many wrong functions have (``torch.sign`` has all three), so the points
+sit with the checks that compare values; these say which property broke.
+"""
+import torch
+
+from grader.compare import FP32, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
+from grader.diagnose.crashes import explaining, rmsnorm_crash
+from grader.harness import both, call, check, only, randn
+
+HINT = "y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32"
+
+
+def unit_vectors(g, *shape):
+    """Vectors of +1 and -1 with as many of each: root-mean-square 1 and mean 0, so y = x * weight."""
+    x = torch.ones(*shape)
+    x[..., shape[-1] // 2:] = -1
+    order = torch.argsort(torch.rand(*shape, generator=g), dim=-1)
+    return torch.gather(x, -1, order)
+
+
+@check(1)
+def check_parameters(sub, ref, g):
+    """RMSNorm(16) has one parameter, weight of shape (16,) filled with ones, stores eps, and scales by weight"""
+    w = 1.0 + 0.3 * torch.randn(16, generator=g)
+    x = unit_vectors(g, 2, 3, 16)
+    got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-5)", init=([16], {"eps": 1e-5}),
+                    want=["params"], attrs=["eps"])
+    keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
+    assert_equal(keys, {"weight": (16,)}, "RMSNorm(16).state_dict() names and shapes",
+                 "self.weight = nn.Parameter(torch.ones(dim)), and no bias")
+    require(torch.equal(got["params"]["weight"], torch.ones(16)), "RMSNorm(16).weight at initialisation",
+            "all ones", "other values", "a fresh norm must be a pure rescaling: torch.ones(dim)")
+    assert_equal(got["attrs"]["eps"], 1e-5, "RMSNorm(16, eps=1e-5).eps", "store the eps argument as self.eps")
+    # the weight is confirmed by use: on vectors already of root-mean-square 1, the output is x * weight
+    got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-5) with a loaded weight",
+                    init=([16], {"eps": 1e-5}), load={"weight": w}, calls=[call(x)])
+    assert_close(got["results"][0]["output"], exp["results"][0]["output"],
+                 "RMSNorm(16)(x) with weight w, for vectors x of +1 and -1 (root-mean-square 1: y = x * w)", FP32,
+                 "multiply the normalised x by self.weight, element by element")
+
+
+@check(0)
+def check_output_shape(sub, g):
+    """RMSNorm keeps the input's shape and float32 dtype, for 3-D and 2-D inputs"""
+    xs = [randn(g, 2, 5, 16), randn(g, 3, 16)]
+    with explaining(rmsnorm_crash):
+        got = only(sub, "rmsnorm", "RMSNorm", "RMSNorm(16)(x)", init=([16], {}), calls=[call(x) for x in xs])
+    for x, r in zip(xs, got["results"]):
+        y = r["output"]
+        assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else describe_value(y), fmt_shape(x),
+                     f"RMSNorm(16)(x) output shape for x of shape {fmt_shape(x)}",
+                     "normalise over the last dimension with keepdim=True so the statistic broadcasts back")
+        assert_equal(str(y.dtype), "torch.float32", "RMSNorm(16)(x) dtype for a float32 x")
+
+
+@check(0)
+def check_unit_rms(sub, g):
+    """With weight = 1 every output vector has root-mean-square 1 (mean not removed)"""
+    x = randn(g, 2, 7, 32, scale=3.0) + 2.0
+    with explaining(rmsnorm_crash):
+        got = only(sub, "rmsnorm", "RMSNorm", "RMSNorm(32)(x)", init=([32], {}), calls=[call(x)])
+    y = require_tensor(got["results"][0]["output"], x.shape, f"RMSNorm(32)(x) for x of shape {fmt_shape(x)}",
+                       "normalise over the last dimension with keepdim=True")
+    rms = y.float().pow(2).mean(-1).sqrt()
+    require(torch.allclose(rms, torch.ones_like(rms), atol=1e-3),
+            "sqrt(mean(y**2)) over the last dimension of y = RMSNorm(32)(x), weight = 1",
+            "1.0 for every vector (tolerance 1e-3)", f"values from {rms.min().item():.4g} to {rms.max().item():.4g}",
+            "divide x by sqrt(mean(x**2, dim=-1, keepdim=True) + eps) over the last dimension")
+    require(abs(y.float().mean().item()) >= 0.2, "mean of RMSNorm(32)(x) for x with mean 2",
+            "a clearly positive mean (RMSNorm keeps it)", f"{y.float().mean().item():.3g}",
+            "RMSNorm does not subtract the mean: that is LayerNorm")
+
+
+@check(0)
+def check_scale_invariance(sub, g):
+    """RMSNorm(a * x) == RMSNorm(x) for a = 0.5 and 20"""
+    x = randn(g, 2, 5, 16)
+    got = only(sub, "rmsnorm", "RMSNorm", "RMSNorm(16)", init=([16], {}), calls=[call(x), call(0.5 * x), call(20 * x)])
+    outs = [require_tensor(r["output"], x.shape, "RMSNorm(16)(a * x)", HINT) for r in got["results"]]
+    for a, ya in zip((0.5, 20), outs[1:]):
+        err = (ya.float() - outs[0].float()).abs().max().item()
+        require(err <= 1e-4 * (1 + outs[0].float().abs().max().item()), f"RMSNorm(16)({a} * x) against RMSNorm(16)(x)",
+                "equal (tolerance 1e-4)", f"max abs difference {err:.3g}",
+                "dividing by the root mean square removes any scale; check the formula")

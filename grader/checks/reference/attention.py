@@ -1,0 +1,99 @@
+"""RoPE and causal self-attention against the reference."""
+import torch
+
+from grader.compare import BF16, FP32, GRAD, assert_close, describe_value, require
+from grader.diagnose.crashes import attention_crash, explaining
+from grader.diagnose.probe import attention_staged
+from grader.harness import (both, call, check, compare_outputs, grad_check, randn, reference_state, request,
+                            unchanged_input)
+from kit.outcome import Kind
+
+from ..properties.attention import rope_size
+
+HINT = ("project, split heads (B, H, T, D), RoPE on q and k, repeat kv heads, scores / sqrt(head_dim), "
+        "causal mask, softmax(dim=-1) in float32, @ v, merge heads, o_proj")
+
+
+@check(3)
+def check_rope_tables_values(sub, ref, g):
+    """precompute_rope matches the reference for theta = 10000 and theta = 500"""
+    D, T = rope_size(g)
+    for args in ((D, T), (8, 5, 500.0)):
+        got, exp = both(sub, ref, "attention", "precompute_rope", f"precompute_rope{args}", calls=[call(*args)])
+        g_out, e_out = got["results"][0]["output"], exp["results"][0]["output"]
+        require(isinstance(g_out, list) and len(g_out) == 2, f"precompute_rope{args}", "(cos, sin)",
+                describe_value(g_out), "return cos, sin", Kind.WRONG_STRUCTURE)
+        stacked = torch.stack(list(g_out)) if all(isinstance(t, torch.Tensor) and t.shape == g_out[0].shape
+                                                  for t in g_out) else g_out[0]
+        full = (*args, 10000.0)[:3]
+        assert_close(stacked, torch.stack(e_out), f"torch.stack(precompute_rope{args})", FP32,
+                     "angles = outer(arange(T), theta ** (-arange(0, d, 2) / d)); cos/sin of cat([angles, angles])",
+                     ref.variants("rope_table_variants", head_dim=full[0], max_seq_len=full[1], theta=full[2]))
+
+
+@check(3)
+def check_apply_rope_values(sub, ref, g):
+    """apply_rope matches the reference on (B, H, T, D) and (T, D) inputs, with tables longer than T"""
+    tables = ref.run(request("attention", "precompute_rope", calls=[call(16, 12)]), "precompute_rope(16, 12)")
+    cos, sin = tables["results"][0]["output"]
+    for x, rows in ((randn(g, 2, 3, 7, 16), 7), (randn(g, 7, 16), 7), (randn(g, 2, 2, 7, 16), 12)):
+        label = f"apply_rope(x, cos, sin) for x of shape {tuple(x.shape)}" + (
+            f" and tables of {rows} rows (the first {x.shape[-2]} are used)" if rows > x.shape[-2] else "")
+        got, exp = both(sub, ref, "attention", "apply_rope", label, calls=[call(x, cos[:rows], sin[:rows])])
+        assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32,
+                     "x * cos + rotate_half(x) * sin with rotate_half(x) = cat([-x2, x1], dim=-1)",
+                     ref.variants("apply_rope_variants", x=x, cos=cos[:rows], sin=sin[:rows]))
+
+
+def attn(sub, ref, g, C, H, Hkv, xs, label, T=16, theta=10000.0, tol=FP32, dtype=None):
+    sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, Hkv, T, theta, g=g)
+    init = ([C, H], {"num_kv_heads": Hkv, "max_seq_len": T, "rope_theta": theta})
+    # a crash with a known cause is named; a wrong output that no variant explains gets a staged best guess
+    with explaining(attention_crash(H, Hkv), attention_staged(sub, ref, C, H, Hkv, theta, T)):
+        return compare_outputs(sub, ref, "attention", "CausalSelfAttention", label, xs, tol, HINT,
+                               lambda x: ref.variants("attention_variants", x=x, sd=sd, H=H, Hkv=Hkv, theta=theta),
+                               init=init, load=sd, dtype=dtype)
+
+
+@check(7)
+def check_matches_reference(sub, ref, g):
+    """Multi-head attention matches the reference: several shapes, T = 1, T = max_seq_len, non-contiguous x"""
+    xs = [randn(g, 2, 7, 32), randn(g, 1, 1, 32), randn(g, 3, 16, 32), randn(g, 5, 2, 32).transpose(0, 1),
+          randn(g, 1, 4, 32, scale=4.0)]
+    attn(sub, ref, g, 32, 4, None, xs, "CausalSelfAttention(32, 4, max_seq_len=16)")
+    attn(sub, ref, g, 48, 3, None, [randn(g, 2, 6, 48)], "CausalSelfAttention(48, 3, rope_theta=100)", theta=100.0)
+
+
+@check(2)
+def check_grouped_query(sub, ref, g):
+    """Grouped-query attention (4 heads sharing 2 or 1 kv heads) matches the reference"""
+    attn(sub, ref, g, 32, 4, 2, [randn(g, 2, 9, 32)], "CausalSelfAttention(32, 4, num_kv_heads=2)")
+    attn(sub, ref, g, 32, 4, 1, [randn(g, 2, 9, 32)], "CausalSelfAttention(32, 4, num_kv_heads=1)")
+
+
+@check(4)
+def check_gradients(sub, ref, g):
+    """Gradients of the input and of q_proj, k_proj, v_proj, o_proj match (MHA and GQA)"""
+    for Hkv in (None, 2):
+        sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, 16, g=g)
+        x, up = randn(g, 2, 9, 32), randn(g, 2, 9, 32)
+        label = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x).backward(dy)"
+        with explaining(attention_crash(4, Hkv)):
+            got, exp = both(sub, ref, "attention", "CausalSelfAttention", label,
+                            init=([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16}), load=sd, calls=[call(x, grad=up)])
+        grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
+
+
+@check(2)
+def check_bfloat16(sub, ref, g):
+    """A bfloat16 attention module on bfloat16 input matches the reference"""
+    x = randn(g, 2, 8, 32, dtype=torch.bfloat16)
+    attn(sub, ref, g, 32, 4, 2, [x], "CausalSelfAttention(32, 4, num_kv_heads=2).to(torch.bfloat16)",
+         tol=BF16, dtype="bfloat16")
+
+
+@check(0)
+def check_input_not_modified(sub, g):
+    """Attention leaves its input tensor unchanged"""
+    unchanged_input(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4)(x)", randn(g, 2, 5, 32),
+                    "avoid in-place operations on the input", init=([32, 4], {"max_seq_len": 16}))

@@ -1,0 +1,141 @@
+"""FeedForward against the reference, and the block's wiring over stand-in components.
+
+The scored TransformerBlock checks run your block.py around the grader's stand-in norm, attention
+and MLP and compare with the reference block.py around the same stand-ins. The last check (0
+points, INFO) runs your block with your own components: it only tells you whether everything
+works together.
+"""
+from dataclasses import replace
+
+import torch
+
+from grader.compare import BF16, FP32, FP32_DEEP, GRAD
+from grader.diagnose.crashes import bypassed, explaining, ffn_crash, inplace_crash
+from grader.harness import (BLOCK_PATCH, BLOCK_STANDINS, StudentError, both, call, check, compare_outputs,
+                            grad_check, randn, reference_state, unchanged_input)
+from kit.outcome import CheckFailure
+
+HINT = "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))"
+FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"
+INPLACE_HINT = "write h = x + ..., not x += ...: the residual stream must not be overwritten"
+LABEL = "TransformerBlock(32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins"
+HYBRID = {"standins": BLOCK_STANDINS, "patch": BLOCK_PATCH}
+
+
+@check(4)
+def check_feedforward_values(sub, ref, g):
+    """FeedForward (SwiGLU) matches the reference"""
+    sd = reference_state(ref, "block", "FeedForward", 32, g=g)
+    xs = [randn(g, 2, 5, 32), randn(g, 1, 1, 32), randn(g, 3, 32)]
+    with explaining(ffn_crash(32)):
+        compare_outputs(sub, ref, "block", "FeedForward", "FeedForward(32)", xs, FP32, FFN_HINT,
+                        lambda x: ref.variants("ffn_variants", x=x, sd=sd), init=([32], {}), load=sd)
+
+
+@check(2)
+def check_feedforward_gradients(sub, ref, g):
+    """FeedForward: gradients of the input and of the three projections match"""
+    sd = reference_state(ref, "block", "FeedForward", 32, g=g)
+    x, up = randn(g, 2, 5, 32), randn(g, 2, 5, 32)
+    with explaining(ffn_crash(32)):
+        got, exp = both(sub, ref, "block", "FeedForward", "FeedForward(32)(x).backward(dy)", init=([32], {}), load=sd,
+                        calls=[call(x, grad=up)])
+    grad_check(got["results"][0], exp["results"][0], "FeedForward(32)(x).backward(dy)", GRAD, FFN_HINT)
+
+
+def init(Hkv=None, eps=0.1, theta=50.0):
+    return ([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16, "rms_norm_eps": eps, "rope_theta": theta})
+
+
+def state(ref, g, Hkv=None):
+    return reference_state(ref, "block", "TransformerBlock", 32, 4, Hkv, max_seq_len=16, g=g)
+
+
+def over_standins(sub, Hkv=None):
+    """Explain a failure that comes from a component the block built itself, bypassing the stand-in."""
+    return explaining(bypassed(sub, "block", "TransformerBlock", init(Hkv), BLOCK_STANDINS, BLOCK_PATCH))
+
+
+@check(5)
+def check_block_assembly(sub, ref, g):
+    """The block's wiring matches the reference block around the same stand-in components"""
+    sd = state(ref, g)
+    xs = [randn(g, 2, 7, 32), randn(g, 3, 16, 32), randn(g, 4, 2, 32).transpose(0, 1)]
+    with over_standins(sub):
+        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL, xs, FP32, HINT,
+                        lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, eps=0.1, theta=50.0),
+                        init=init(), load=sd, **HYBRID)
+
+
+@check(2)
+def check_block_assembly_gqa(sub, ref, g):
+    """The wiring also holds with grouped-query attention and T = 1"""
+    sd = state(ref, g, 2)
+    with over_standins(sub, 2):
+        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL.replace("4,", "4, num_kv_heads=2,"),
+                        [randn(g, 2, 5, 32), randn(g, 1, 1, 32)], FP32, HINT,
+                        lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, Hkv=2, eps=0.1, theta=50.0),
+                        init=init(2), load=sd, **HYBRID)
+
+
+@check(1)
+def check_block_arguments(sub, ref, g):
+    """The block passes intermediate_size and num_kv_heads on to its MLP and attention (over stand-ins)"""
+    kwargs = {"intermediate_size": 48, "num_kv_heads": 2, "max_seq_len": 16}
+    sd = reference_state(ref, "block", "TransformerBlock", 32, 4, g=g, **kwargs)
+    init_args = ([32, 4], kwargs)
+    hint = ("pass every argument on: FeedForward(hidden_size, intermediate_size), CausalSelfAttention(hidden_size, "
+            "num_heads, num_kv_heads, max_seq_len, rope_theta)")
+    with explaining(bypassed(sub, "block", "TransformerBlock", init_args, BLOCK_STANDINS, BLOCK_PATCH)):
+        try:
+            compare_outputs(sub, ref, "block", "TransformerBlock",
+                            "TransformerBlock(32, 4, num_kv_heads=2, intermediate_size=48) over stand-ins",
+                            [randn(g, 2, 5, 32)], FP32, hint, init=init_args, load=sd, **HYBRID)
+        except StudentError as e:
+            if e.error["stage"] != "load":
+                raise
+            raise CheckFailure.of(replace(e.failure, hint=hint)) from None
+
+
+@check(3)
+def check_block_gradients(sub, ref, g):
+    """Gradients of the input and of every parameter match, through both residual paths"""
+    sd = state(ref, g)
+    x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
+    label = LABEL + ": backward(dy)"
+    with explaining(inplace_crash(INPLACE_HINT)), over_standins(sub):
+        got, exp = both(sub, ref, "block", "TransformerBlock", label, init=init(), load=sd, calls=[call(x, grad=up)],
+                        **HYBRID)
+        grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
+
+
+@check(1)
+def check_block_bfloat16(sub, ref, g):
+    """A bfloat16 block on bfloat16 input matches the reference"""
+    sd = state(ref, g)
+    x = randn(g, 2, 6, 32, dtype=torch.bfloat16)
+    with over_standins(sub):
+        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL + ".to(torch.bfloat16)", [x], BF16, HINT,
+                        init=init(), load=sd, dtype="bfloat16", **HYBRID)
+
+
+@check(0)
+def check_block_input_not_modified(sub, ref, g):
+    """TransformerBlock leaves its input tensor unchanged"""
+    unchanged_input(sub, "block", "TransformerBlock", LABEL, randn(g, 2, 5, 32),
+                    INPLACE_HINT, init=init(),
+                    load=state(ref, g), **HYBRID)
+
+
+@check(0)
+def check_block_own_components(sub, ref, g):
+    """Your block with your own RMSNorm, attention and MLP against the reference (outputs, gradients)"""
+    sd = reference_state(ref, "block", "TransformerBlock", 32, 4, max_seq_len=16, g=g)
+    xs = [randn(g, 2, 7, 32), randn(g, 1, 1, 32)]
+    hint = "not scored: when the scored checks pass, a difference here comes from a component; see its checks"
+    compare_outputs(sub, ref, "block", "TransformerBlock", "TransformerBlock(32, 4)", xs, FP32_DEEP, hint,
+                    init=([32, 4], {"max_seq_len": 16}), load=sd)
+    x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
+    got, exp = both(sub, ref, "block", "TransformerBlock", "TransformerBlock(32, 4)(x).backward(dy)",
+                    init=([32, 4], {"max_seq_len": 16}), load=sd, calls=[call(x, grad=up)])
+    grad_check(got["results"][0], exp["results"][0], "TransformerBlock(32, 4)(x).backward(dy)", GRAD, hint)

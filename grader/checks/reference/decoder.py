@@ -1,0 +1,106 @@
+"""TransformerDecoder and TransformerLM against the reference, over stand-in blocks.
+
+Scored checks run your decoder.py over the grader's stand-in blocks and norm and compare with the
+reference decoder.py over the same stand-ins. The INFO check (0 points) runs your whole model with
+your own components.
+"""
+import torch
+
+from grader.compare import FP32, FP32_DEEP, GRAD, assert_close
+from grader.diagnose.crashes import bypassed, explaining, lm_crash, untied_head
+from grader.harness import (DECODER_PATCH, DECODER_STANDINS, both, call, check, compare_outputs, grad_check, randn,
+                            reference_state)
+
+HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}
+HINT = "for block in self.blocks: x = block(x); then x = self.norm(x)"
+LM_HINT = "logits = lm_head(decoder(embed_tokens(idx))), with lm_head.weight = embed_tokens.weight"
+
+
+def dec_state(ref, g, L=3):
+    return reference_state(ref, "decoder", "TransformerDecoder", L, 32, 4, max_seq_len=16, g=g)
+
+
+def stacked(sub, target, init):
+    return explaining(bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH))
+
+
+@check(5)
+def check_decoder_values(sub, ref, g):
+    """TransformerDecoder stacks its blocks in order and ends with the norm (over stand-in blocks)"""
+    for L, xs in ((3, [randn(g, 2, 7, 32), randn(g, 1, 1, 32)]), (1, [randn(g, 2, 4, 32)])):
+        sd = dec_state(ref, g, L)
+        init = ([L, 32, 4], {"max_seq_len": 16})
+        with stacked(sub, "TransformerDecoder", init):
+            compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder({L}, 32, 4) over stand-ins",
+                            xs, FP32, HINT,
+                            lambda x: ref.variants("decoder_variants", x=x, sd=sd, num_layers=L, C=32, H=4),
+                            init=init, load=sd, **HYBRID)
+
+
+@check(2)
+def check_decoder_arguments(sub, ref, g):
+    """TransformerDecoder passes rms_norm_eps and rope_theta on to its blocks and norm"""
+    sd = dec_state(ref, g)
+    init = ([3, 32, 4], {"max_seq_len": 16, "rms_norm_eps": 0.1, "rope_theta": 50.0})
+    with stacked(sub, "TransformerDecoder", init):
+        compare_outputs(sub, ref, "decoder", "TransformerDecoder",
+                        "TransformerDecoder(3, 32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins",
+                        [randn(g, 2, 5, 32)], FP32, "pass every argument on: TransformerBlock(hidden_size, num_heads, "
+                        "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta)", init=init, load=sd,
+                        **HYBRID)
+
+
+@check(2)
+def check_decoder_gradients(sub, ref, g):
+    """TransformerDecoder: gradients of the input and of every block's parameters match"""
+    sd = dec_state(ref, g)
+    x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
+    label = "TransformerDecoder(3, 32, 4)(x).backward(dy) over stand-ins"
+    init = ([3, 32, 4], {"max_seq_len": 16})
+    with stacked(sub, "TransformerDecoder", init):
+        got, exp = both(sub, ref, "decoder", "TransformerDecoder", label, init=init, load=sd,
+                        calls=[call(x, grad=up)], **HYBRID)
+        grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
+
+
+def lm(ref, g, V=11, L=2):
+    init = ([V], {"num_layers": L, "hidden_size": 32, "num_heads": 4, "max_seq_len": 16})
+    sd = reference_state(ref, "decoder", "TransformerLM", *init[0], **init[1], g=g)
+    return init, sd
+
+
+@check(2)
+def check_lm_values(sub, ref, g):
+    """TransformerLM logits match the reference (over stand-in blocks)"""
+    init, sd = lm(ref, g)
+    idx = [torch.randint(0, 11, (2, 9), generator=g), torch.randint(0, 11, (1, 1), generator=g)]
+    with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init):
+        compare_outputs(sub, ref, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32)", idx,
+                        FP32, LM_HINT, lambda i: ref.variants("lm_variants", idx=i, sd=sd, num_layers=2, C=32, H=4),
+                        init=init, load=sd, **HYBRID)
+
+
+@check(3)
+def check_lm_gradients(sub, ref, g):
+    """TransformerLM gradients match, the tied embedding's included (it gets the head's gradient too)"""
+    init, sd = lm(ref, g)
+    idx, up = torch.randint(0, 11, (2, 8), generator=g), randn(g, 2, 8, 11)
+    label = "TransformerLM(11, ...)(idx).backward(dlogits) over stand-ins"
+    with explaining(lm_crash(11, 32), untied_head(sub, init, DECODER_STANDINS, DECODER_PATCH)), \
+            stacked(sub, "TransformerLM", init):
+        got, exp = both(sub, ref, "decoder", "TransformerLM", label, init=init, load=sd, calls=[call(idx, grad=up)],
+                        **HYBRID)
+        grad_check(got["results"][0], exp["results"][0], label, GRAD, LM_HINT)
+
+
+@check(0)
+def check_lm_own_components(sub, ref, g):
+    """Your whole TransformerLM with your own blocks against the reference (logits, gradients)"""
+    init, sd = lm(ref, g)
+    idx, up = torch.randint(0, 11, (2, 8), generator=g), randn(g, 2, 8, 11)
+    hint = "not scored: when the scored checks pass, a difference here comes from a component; see its checks"
+    got, exp = both(sub, ref, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32)(idx)",
+                    init=init, load=sd, calls=[call(idx, grad=up)])
+    assert_close(got["results"][0]["output"], exp["results"][0]["output"], "TransformerLM(11, ...)(idx) logits",
+                 FP32_DEEP, hint)
+    grad_check(got["results"][0], exp["results"][0], "TransformerLM(11, ...)(idx).backward(dlogits)", GRAD, hint)

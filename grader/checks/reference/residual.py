@@ -1,0 +1,54 @@
+"""Residual: values, argument passing, gradients, no in-place change."""
+from grader.compare import FP32, GRAD, assert_close
+from grader.diagnose.crashes import explaining, inplace_crash
+from grader.harness import both, call, check, grad_check, randn, standin_obj, unchanged_input
+
+from ..properties.residual import INPLACE_HINT
+
+
+def shift(g, dim):
+    """A sublayer that takes extra arguments: ``tanh(x @ W^T) * scale + shift`` (grader/standins/sublayers.py)."""
+    return standin_obj("sublayers.Shift", dim, load={"weight": randn(g, dim, dim, scale=dim ** -0.5)})
+
+
+@check(5)
+def check_matches_x_plus_sublayer(sub, ref, g):
+    """Residual(f)(x) equals x + f(x) on several shapes, T = 1 and a non-contiguous x"""
+    s = shift(g, 16)
+    xs = [randn(g, 2, 5, 16), randn(g, 1, 1, 16), randn(g, 3, 16), randn(g, 7, 3, 16).transpose(0, 1)]
+    got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x)", init=([s], {}), calls=[call(x) for x in xs])
+    for x, gr, er in zip(xs, got["results"], exp["results"]):
+        assert_close(gr["output"], er["output"], f"Residual(f)(x) for x of shape {tuple(x.shape)}", FP32,
+                     "return x + self.sublayer(x): the input plus the sublayer's output",
+                     ref.variants("residual", x=x, weight=s["load"]["weight"]))
+
+
+@check(1)
+def check_passes_extra_arguments(sub, ref, g):
+    """Residual(f)(x, *args, **kwargs) passes the extra arguments to f"""
+    s = shift(g, 16)
+    x = randn(g, 2, 4, 16)
+    got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x, 0.5, scale=2.0)", init=([s], {}),
+                    calls=[call(x, 0.5, scale=2.0)])
+    assert_close(got["results"][0]["output"], exp["results"][0]["output"], "Residual(f)(x, 0.5, scale=2.0)", FP32,
+                 "forward(self, x, *args, **kwargs) must call self.sublayer(x, *args, **kwargs)",
+                 ref.variants("residual_arguments", x=x, weight=s["load"]["weight"]))
+
+
+@check(3)
+def check_gradients(sub, ref, g):
+    """Gradients of x and of the sublayer's weight match (the identity path included)"""
+    s = shift(g, 16)
+    x, up = randn(g, 2, 5, 16), randn(g, 2, 5, 16)
+    with explaining(inplace_crash(INPLACE_HINT)):
+        got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x).backward(dy)", init=([s], {}),
+                        calls=[call(x, grad=up)])
+    grad_check(got["results"][0], exp["results"][0], "Residual(f)(x).backward(dy)", GRAD,
+               hint="the gradient must flow through both paths: x itself and the sublayer")
+
+
+@check(0)
+def check_input_not_modified(sub, g):
+    """Residual leaves its input tensor unchanged (no in-place add)"""
+    unchanged_input(sub, "residual", "Residual", "Residual(f)(x)", randn(g, 2, 5, 16),
+                    INPLACE_HINT, init=([shift(g, 16)], {}))

@@ -1,0 +1,176 @@
+"""Crashes with a known cause: an exception whose type and torch message betray a classic mistake.
+
+``with explaining(fn, ...):`` around a check's calls re-raises a failure that names no mistake
+yet with the first explanation ``fn(exc)`` returns as ``(likely, hint)``. An explainer reads the
+structured report of the student's exception (``exc.error``: its type, its message from torch,
+where it was raised), never the grader's own wording. An explainer that fails itself is skipped:
+a diagnosis never breaks a check.
+"""
+import re
+
+from kit.outcome import CheckFailure
+
+from ..harness import StudentError
+
+
+class explaining:
+    def __init__(self, *explainers):
+        self.explainers = explainers
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if not isinstance(exc, CheckFailure) or exc.failure.likely is not None:
+            return False
+        for fn in self.explainers:
+            try:
+                found = fn(exc)
+            except Exception:  # noqa: BLE001 - a diagnosis never breaks a check
+                found = None
+            if found:
+                raise CheckFailure.of(exc.failure.diagnosed(*found)) from None
+        return False
+
+
+def _raised(exc):
+    """``(exception type, torch's message, function it was raised in)`` when the student's code raised, else None."""
+    if not isinstance(exc, StudentError) or exc.error.get("not_implemented") or exc.error["stage"] == "import":
+        return None
+    where = exc.error.get("where")
+    return exc.error["type"], exc.error["message"], where[2] if where else ""
+
+
+def _broadcast_sizes(text):
+    m = re.search(r"size of tensor a \((\d+)\) must match the size of tensor b \((\d+)\)", text)
+    return {int(m.group(1)), int(m.group(2))} if m else None
+
+
+def attention_crash(H, Hkv=None):
+    """Explain the crashes that betray a classic attention mistake, for a module with H heads and Hkv kv heads."""
+    Hkv = Hkv or H
+
+    def explain(exc):
+        raised = _raised(exc)
+        if not raised:
+            return None
+        _, text, function = raised
+        sizes = _broadcast_sizes(text)
+        if function == "apply_rope" and sizes:
+            return ("RoPE is applied to q or k in another layout than (B, H, T, head_dim): the (T, head_dim) "
+                    "tables broadcast against the wrong dimensions",
+                    "split the heads and transpose first: q = q_proj(x).view(B, T, H, D).transpose(1, 2), "
+                    "then apply_rope(q, cos[:T], sin[:T])")
+        if Hkv < H and sizes == {H, Hkv}:
+            return (f"k/v heads are not repeated for grouped-query attention: q has {H} heads, k and v have {Hkv}",
+                    "repeat k and v along the head dimension: k.repeat_interleave(num_heads // num_kv_heads, dim=1) "
+                    "(query head i reads kv head i // n_rep)")
+        if Hkv < H and re.search(r"size mismatch for (k|v)_proj\.weight", text):
+            return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
+                    "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+        if Hkv < H and "is invalid for input of size" in text:
+            return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
+                    "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+        return None
+    return explain
+
+
+def inplace_crash(hint):
+    """An autograd error that says the input (or a tensor backward needs) was changed in place."""
+    def explain(exc):
+        raised = _raised(exc)
+        if raised and ("in-place operation" in raised[1] or "modified by an inplace operation" in raised[1]):
+            return ("the input is changed in place (x += ..., or an in-place op such as mul_), which autograd "
+                    "cannot differentiate through", hint)
+        return None
+    return explain
+
+
+def ffn_crash(hidden):
+    """Weights of the reference's default width that do not load: the default intermediate_size is another."""
+    def explain(exc):
+        raised = _raised(exc)
+        m = re.search(r"size mismatch for (gate|up|down)_proj\.weight", raised[1]) if raised else None
+        if m and exc.error["stage"] == "load":
+            return (f"the default intermediate_size is not 64 * math.ceil(8 * hidden_size / 3 / 64) "
+                    f"({64 * -(-8 * hidden // 3 // 64)} for hidden_size {hidden})",
+                    "intermediate_size = 64 * math.ceil(8 * hidden_size / 3 / 64): 8/3 of the width, rounded up to a "
+                    "multiple of 64")
+        return None
+    return explain
+
+
+def untied_head(sub, init, standins, patch):
+    """A wrong gradient of the tied embedding, explained by a head that owns a matrix of its own."""
+    from ..harness import only
+
+    def explain(exc):
+        got = only(sub, "decoder", "TransformerLM", "the structure of TransformerLM", init=init, standins=standins,
+                   patch=patch, want=["structure"])
+        ptr = {name: p for name, p, _ in got["structure"]["params"]}
+        if "lm_head.weight" in ptr and ptr["lm_head.weight"] != ptr.get("embed_tokens.weight"):
+            return ("lm_head has a matrix of its own: the head is not tied to the embedding",
+                    "after building both: self.lm_head.weight = self.embed_tokens.weight")
+        return None
+    return explain
+
+
+def rmsnorm_crash(exc):
+    raised = _raised(exc)
+    if raised and _broadcast_sizes(raised[1]) and raised[2] == "forward":
+        return ("the statistic lost its last dimension (keepdim=True is missing), so it cannot broadcast "
+                "against x", "mean(-1, keepdim=True) gives shape (..., 1), which divides every feature of a vector")
+    return None
+
+
+def lm_crash(V, C):
+    """A head that multiplies by the (V, C) embedding matrix without transposing it."""
+    def explain(exc):
+        raised = _raised(exc)
+        m = re.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", raised[1]) if raised else None
+        if m and (int(m.group(2)), int(m.group(3)), int(m.group(4))) == (C, V, C):
+            return ("the output head multiplies by embed_tokens.weight (vocab_size, hidden_size) without "
+                    "transposing it", "use self.lm_head(x): nn.Linear computes x @ weight.T, and lm_head.weight "
+                    "is the tied (V, C) embedding matrix")
+        return None
+    return explain
+
+
+# Where each assembly's stand-ins must sit: submodule name -> the stand-in class expected there.
+STANDIN_SLOTS = {
+    "TransformerBlock": {"input_layernorm": "RMSNorm", "self_attn": "CausalSelfAttention",
+                         "post_attention_layernorm": "RMSNorm", "mlp": "FeedForward"},
+    "TransformerDecoder": {"blocks.0": "TransformerBlock", "norm": "RMSNorm"},
+    "TransformerLM": {"decoder.blocks.0": "TransformerBlock", "decoder.norm": "RMSNorm"},
+}
+
+
+def bypassed(sub, module, target, init, standins, patch):
+    """An explainer: the assembly built a component of its own where the grader put a stand-in.
+
+    Then its checks cannot judge the wiring alone; say exactly what was bypassed and how to let the
+    grader swap it, instead of blaming the wiring.
+    """
+    from ..harness import only
+
+    def explain(exc):
+        got = only(sub, module, target, f"the structure of {target}", init=init, standins=standins, patch=patch,
+                   want=["structure"])
+        slots = STANDIN_SLOTS[target]
+        found = {name: (kind, origin) for name, kind, _, origin in got["structure"]["modules"]}
+        own = [(name, *found[name]) for name in slots if name in found and found[name][1] != "standin"]
+        if not own:
+            return None
+        name, kind, origin = own[0]
+        api = slots[name]
+        where = f"defined in {origin}" if origin.endswith(".py") else f"from {origin}"
+        return (f"your {target} builds {name} from its own class {kind} ({where}), so the grader could not put its "
+                f"stand-in {api} there: this check then judges your own component together with the wiring",
+                f"build {name} with the name {api}, imported from its own file (from .{_file_of(api)} import {api}) "
+                f"or defined under that name; the checks of {_file_of(api)}.py grade that component")
+    return explain
+
+
+def _file_of(cls):
+    return {"RMSNorm": "rmsnorm", "CausalSelfAttention": "attention", "FeedForward": "block",
+            "TransformerBlock": "block"}[cls]

@@ -1,0 +1,432 @@
+"""What each known mistake would output: the wrong variants the diagnosis compares against.
+
+Each family takes the inputs and weights of one check and returns ``{mistake: (make, hint)}``:
+``make()`` computes what that mistake outputs on them. When a submission's output is wrong,
+``compare.assert_close`` tries them and names the one it matches (a ``likely:`` line).
+
+These formulas include the correct ones (each variant is the right computation with one
+switch flipped), so this file never ships to students: the release carries the variants'
+outputs on the published inputs instead (grader/snapshot.py). Checks reach the families only
+through ``ref.variants(family, **inputs)`` (grader/reference.py).
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..harness import standin_block_parts, standin_stack
+
+
+def residual(x, weight):
+    """Residual(Shift) on x, where the sublayer is tanh(x @ weight^T)."""
+    def f(x):
+        return torch.tanh(x @ weight.T)
+    return {
+        "Residual returns sublayer(x) alone (the skip path is missing)":
+            (lambda: f(x), "add the input back: return x + self.sublayer(x)"),
+        "Residual returns x alone (the sublayer is skipped)":
+            (lambda: x.clone(), "add the sublayer's output: return x + self.sublayer(x)"),
+        "Residual returns x + x (the sublayer's output is not used)":
+            (lambda: 2 * x, "call the sublayer: return x + self.sublayer(x)"),
+    }
+
+
+def residual_arguments(x, weight):
+    """Residual(Shift)(x, 0.5, scale=2.0) with the extra arguments dropped."""
+    return {"the extra arguments were dropped": (lambda: x + torch.tanh(x @ weight.T),
+                                                 "pass *args and **kwargs on to the sublayer")}
+
+
+def rmsnorm(x, weight, eps):
+    w = weight
+    xf = x.float()
+    ms = xf.pow(2).mean(-1, keepdim=True)
+
+    def out(t):
+        return t.type_as(x) * w
+    return {
+        "RMSNorm subtracts the mean (that is LayerNorm)":
+            (lambda: out((xf - xf.mean(-1, keepdim=True)) * torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + eps)),
+             "RMSNorm only rescales: divide x itself by its root mean square, do not centre it"),
+        "eps is added outside the square root: x / (sqrt(mean(x**2)) + eps)":
+            (lambda: out(xf / (ms.sqrt() + eps)), "put eps inside: torch.rsqrt(mean + eps)"),
+        "eps is added after the reciprocal square root: x * (rsqrt(mean(x**2)) + eps)":
+            (lambda: out(xf * (torch.rsqrt(ms) + eps)), "put eps inside: torch.rsqrt(mean + eps)"),
+        "eps is left out": (lambda: out(xf * torch.rsqrt(ms)), "add eps inside the square root: torch.rsqrt(mean + eps)"),
+        "the statistic is taken over dimension 0 instead of the last one":
+            (lambda: out(xf * torch.rsqrt(xf.pow(2).mean(0, keepdim=True) + eps)),
+             "normalise each vector over its features: mean(dim=-1, keepdim=True)"),
+        "the statistic is taken over dimension 1 (the sequence) instead of the last one":
+            (lambda: out(xf * torch.rsqrt(xf.pow(2).mean(1, keepdim=True) + eps)),
+             "normalise each vector over its features: mean(dim=-1, keepdim=True)"),
+        "the weight is not applied":
+            (lambda: (xf * torch.rsqrt(ms + eps)).type_as(x) * torch.ones_like(w),
+             "multiply by self.weight at the end"),
+        "the sum of squares is used instead of the mean":
+            (lambda: out(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)),
+             "use mean(x**2, dim=-1), not sum: RMS is a root *mean* square"),
+        "x is multiplied by the root mean square instead of divided by it (sqrt instead of rsqrt)":
+            (lambda: out(xf * torch.sqrt(ms + eps)),
+             "divide by the RMS: x * torch.rsqrt(mean + eps), r for reciprocal"),
+        "x is divided by the mean square, not by its square root":
+            (lambda: out(xf / (ms + eps)), "take the square root: torch.rsqrt(mean + eps)"),
+        "x is divided by its standard deviation (torch.std)":
+            (lambda: out(xf / (xf.std(-1, keepdim=True) + eps)),
+             "the root mean square is sqrt(mean(x**2)), not the standard deviation"),
+        "the statistics are computed in bfloat16 (no float32 upcast)":
+            (lambda: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)) * w,
+             "compute on x.float() and cast back with .type_as(x): squares in bfloat16 lose precision"),
+    }
+
+
+def rmsnorm_eps_argument(x, weight, eps):
+    """RMSNorm(dim, eps=eps): the eps mistakes with ``eps``, and the argument ignored (the default 1e-6 used)."""
+    ignored = {"the eps argument is ignored (the default 1e-6 is used)":
+               (rmsnorm(x, weight, 1e-6)["eps is left out"][0],
+                "store the argument in __init__ (self.eps = eps) and use self.eps in forward")}
+    return {**ignored, **rmsnorm(x, weight, eps)}
+
+
+# --- RoPE and attention ----------------------------------------------------------
+
+def rope_tables(head_dim, T, theta=10000.0, exponent="2i/d", start=0, layout="half"):
+    """RoPE tables with the knobs students get wrong: the exponent, the first position, the layout."""
+    i = torch.arange(0, head_dim, 2, dtype=torch.float32)
+    if exponent == "2i/d":
+        inv = theta ** (-i / head_dim)
+    elif exponent == "i/d":  # i counts 0..d/2-1 but the 2 is dropped
+        inv = theta ** (-(i / 2) / head_dim)
+    elif exponent == "+2i/d":  # the minus sign is dropped
+        inv = theta ** (i / head_dim)
+    elif exponent == "4i/d":  # the step of 2 is applied twice
+        inv = theta ** (-2 * i / head_dim)
+    pos = torch.arange(start, start + T, dtype=torch.float32)
+    ang = torch.outer(pos, inv)
+    ang = torch.cat([ang, ang], -1) if layout == "half" else ang.repeat_interleave(2, -1)
+    return ang.cos(), ang.sin()
+
+
+def rotate(x, cos, sin, layout="half"):
+    if layout == "half":
+        x1, x2 = x.chunk(2, -1)
+        rot = torch.cat([-x2, x1], -1)
+    elif layout == "half_flipped":  # (x2, -x1): rotates the other way
+        x1, x2 = x.chunk(2, -1)
+        rot = torch.cat([x2, -x1], -1)
+    else:  # interleaved pairs (2i, 2i+1), as in the RoFormer paper
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        rot = torch.stack([-x2, x1], -1).flatten(-2)
+    return x * cos + rot * sin
+
+
+def attention(x, sd, num_heads, num_kv_heads=None, theta=10000.0, rope="half", rope_on=("q", "k"),
+              exponent="2i/d", start=0, scale="head_dim", mask="causal", softmax_dim=-1, kv_repeat="interleave",
+              merge="transpose", o_proj=True, softmax_dtype="float32"):
+    """The attention forward pass with one switch per classic mistake; the defaults are correct."""
+    B, T, C = x.shape
+    H, Hkv = num_heads, num_kv_heads or num_heads
+    D = C // H
+    x = x.float()
+    q = (x @ sd["q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)
+    k = (x @ sd["k_proj.weight"].T).view(B, T, Hkv, D).transpose(1, 2)
+    v = (x @ sd["v_proj.weight"].T).view(B, T, Hkv, D).transpose(1, 2)
+    if rope == "bthd":  # rotated before the transpose: rows of the tables along the heads, not the positions
+        cos, sin = rope_tables(D, T, theta)
+        if H > T:
+            raise ValueError("this mistake crashes when there are more heads than positions")
+        q = rotate(q.transpose(1, 2), cos[:H], sin[:H]).transpose(1, 2)
+        k = rotate(k.transpose(1, 2), cos[:Hkv], sin[:Hkv]).transpose(1, 2)
+    elif rope != "none":
+        layout = "interleaved" if rope == "interleaved" else "half"
+        cos, sin = rope_tables(D, T, theta, exponent, start, layout)
+        how = {"half": "half", "interleaved": "interleaved", "flipped": "half_flipped"}[rope]
+        q = rotate(q, cos, sin, how) if "q" in rope_on else q
+        k = rotate(k, cos, sin, how) if "k" in rope_on else k
+        v = rotate(v, cos, sin, how) if "v" in rope_on else v
+    n = H // Hkv
+    if kv_repeat == "interleave":
+        k, v = k.repeat_interleave(n, 1), v.repeat_interleave(n, 1)
+    elif kv_repeat == "tile":
+        k, v = k.repeat(1, n, 1, 1), v.repeat(1, n, 1, 1)
+    div = {"head_dim": math.sqrt(D), "hidden": math.sqrt(C), "none": 1.0, "head_dim_nosqrt": D}[scale]
+    s = q @ k.transpose(-2, -1) / div
+    if mask in ("causal", "diagonal", "shifted"):
+        offset = {"causal": 1, "diagonal": 0, "shifted": 2}[mask]
+        m = torch.ones(T, T, dtype=torch.bool).triu(offset)
+        s = s.masked_fill(m, float("-inf"))  # with the diagonal masked, row 0 is all -inf: NaN, as the bug gives
+    if mask == "lower":
+        s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+    a = torch.softmax(s, dim=softmax_dim)
+    if mask == "after_softmax":  # future weights zeroed after the softmax: rows no longer sum to one
+        a = a.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), 0.0)
+    y = a @ v  # (B, H, T, D)
+    if merge == "transpose":
+        y = y.transpose(1, 2).reshape(B, T, H * D)
+    elif merge == "reshape":  # heads and time mixed up: reshape without transpose
+        y = y.reshape(B, T, H * D)
+    return y @ sd["o_proj.weight"].T if o_proj else y
+
+
+def rope_table_variants(head_dim, max_seq_len, theta=10000.0):
+    """torch.stack(precompute_rope(...)) with the exponent, the first position or the layout wrong."""
+    args = (head_dim, max_seq_len, theta)
+    out = {f"the exponent is {e}": (lambda e=e: torch.stack(rope_tables(*args, exponent=e)),
+                                    "inv_freq[i] = theta ** (-2i / head_dim), i.e. "
+                                    "theta ** (-torch.arange(0, head_dim, 2) / head_dim)")
+           for e in ("i/d", "+2i/d", "4i/d")}
+    out["positions start at 1"] = (lambda: torch.stack(rope_tables(*args, start=1)),
+                                   "positions = torch.arange(max_seq_len), starting at 0")
+    out["the interleaved layout (each angle repeated twice in a row)"] = (
+        lambda: torch.stack(rope_tables(*args, layout="interleaved")),
+        "rotate-half layout: cat([angles, angles], dim=-1)")
+    return out
+
+
+def apply_rope_variants(x, cos, sin):
+    """apply_rope's mistakes; ``cos`` and ``sin`` may hold more rows than x has positions (the first T are used)."""
+    T = x.shape[-2]
+    c, s = cos[:T], sin[:T]
+    out = {"rotate_half returns cat([x2, -x1]) (the rotation runs backwards)":
+           (lambda: rotate(x, c, s, "half_flipped"), "rotate_half(x) = cat([-x2, x1], dim=-1)"),
+           "pairs are interleaved (2i, 2i+1) instead of (i, i + d/2)":
+           (lambda: rotate(x, c, s, "interleaved"), "split x into halves: x1, x2 = x.chunk(2, -1)"),
+           "x * cos - rotate_half(x) * sin":
+           (lambda: x * c - rotate(x, c, s, "half") + x * c, "add the rotated part: + rotate_half(x) * sin")}
+    if cos.shape[0] > T:
+        out["the last T rows of the tables are used instead of the first T"] = (
+            lambda: rotate(x, cos[-T:], sin[-T:], "half"), "row t of the tables rotates position t: cos[:T], sin[:T]")
+    return out
+
+
+def attention_variants(x, sd, H, Hkv=None, theta=10000.0):
+    """Each entry: what the mistake would output on x with weights sd."""
+    def v(hint, **knobs):
+        return (lambda: attention(x, sd, H, Hkv, theta, **knobs), hint)
+    return {
+        "no causal mask (every position sees the future)":
+            v("mask the scores above the diagonal with -inf before the softmax: triu(ones(T, T), diagonal=1)",
+              mask="none"),
+        "the mask also hides the diagonal (a token cannot attend to itself)":
+            v("mask strictly above the diagonal: torch.triu(..., diagonal=1), not diagonal=0", mask="diagonal"),
+        "the mask is shifted: position t also sees t + 1":
+            v("mask strictly above the diagonal: torch.triu(..., diagonal=1)", mask="shifted"),
+        "the mask hides the past instead of the future (tril instead of triu)":
+            v("keys after the query (s > t) are masked: triu, not tril", mask="lower"),
+        "the mask is applied after the softmax (the weights of each query no longer sum to one)":
+            v("mask the scores with -inf *before* the softmax, so it renormalises over the visible keys",
+              mask="after_softmax"),
+        "scores are scaled by sqrt(hidden_size) instead of sqrt(head_dim)":
+            v("divide by math.sqrt(self.head_dim): each head's dot product has head_dim terms", scale="hidden"),
+        "scores are not scaled":
+            v("divide the scores by math.sqrt(head_dim) before the softmax", scale="none"),
+        "scores are divided by head_dim instead of sqrt(head_dim)":
+            v("divide by math.sqrt(head_dim), not head_dim", scale="head_dim_nosqrt"),
+        "softmax over the query axis (dim=-2) instead of the keys":
+            v("softmax(scores, dim=-1): each query's weights over the keys sum to one", softmax_dim=-2),
+        "RoPE in the interleaved layout (pairs 2i, 2i+1) instead of rotate-half":
+            v("pair channel i with i + head_dim/2: rotate_half(x) = cat([-x2, x1]) on the two halves",
+              rope="interleaved"),
+        "RoPE rotates the wrong way (rotate_half returns cat([x2, -x1]))":
+            v("rotate_half(x) = cat([-x2, x1], dim=-1)", rope="flipped"),
+        "RoPE is applied to q and k in the (B, T, H, head_dim) layout, before the transpose":
+            v("split the heads and transpose first: q = q_proj(x).view(B, T, H, D).transpose(1, 2), then "
+              "apply_rope(q, cos, sin): the tables' rows are positions", rope="bthd"),
+        "RoPE is missing":
+            v("apply apply_rope to q and k after splitting the heads", rope="none"),
+        "RoPE is applied to q only":
+            v("rotate both q and k: their dot product then depends on the offset only", rope_on=("q",)),
+        "RoPE is also applied to v":
+            v("rotate q and k only; v carries content, not position", rope_on=("q", "k", "v")),
+        "RoPE frequencies use theta ** (-i / head_dim) (the factor 2 is missing)":
+            v("inv_freq = theta ** (-torch.arange(0, head_dim, 2) / head_dim)", exponent="i/d"),
+        "RoPE frequencies use theta ** (+2i / head_dim) (the minus sign is missing)":
+            v("inv_freq = theta ** (-2i / head_dim): frequencies fall from 1 towards 1/theta", exponent="+2i/d"),
+        "RoPE frequencies use theta ** (-4i / head_dim) (arange(0, d, 2) doubled again)":
+            v("torch.arange(0, head_dim, 2) already holds 2i: divide by head_dim only", exponent="4i/d"),
+        "RoPE positions start at 1 instead of 0":
+            v("positions are torch.arange(T): the first token is rotated by 0", start=1),
+        "k/v heads repeated with .repeat (0, 1, 0, 1) instead of repeat_interleave (0, 0, 1, 1)":
+            v("query head i reads kv head i // (num_heads // num_kv_heads): use repeat_interleave(n, dim=1)",
+              kv_repeat="tile"),
+        "heads merged without transposing back (reshape of (B, H, T, D) to (B, T, C))":
+            v("y.transpose(1, 2).reshape(B, T, C): bring T next to B before merging the heads", merge="reshape"),
+        "o_proj is not applied":
+            v("finish with self.o_proj(y)", o_proj=False),
+    }
+
+
+# --- block and decoder assembly ------------------------------------------------
+
+def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
+    """Wrong assemblies of a block, over the stand-in components (what the hybrid check runs)."""
+    p = standin_block_parts(sd, C, H, Hkv, T, eps, theta)
+    no_eps = standin_block_parts(sd, C, H, Hkv, T, theta=theta)
+    no_theta = standin_block_parts(sd, C, H, Hkv, T, eps)
+    default = standin_block_parts(sd, C, H, Hkv, T)
+    n1, attn, n2, mlp = p["n1"], p["attn"], p["n2"], p["mlp"]
+
+    def v(fn, hint):
+        def make():
+            with torch.no_grad():
+                return fn(x)
+        return (make, hint)
+
+    def post_norm(x):
+        h = n1(x + attn(x))
+        return n2(h + mlp(h))
+
+    def no_res1(x):
+        h = attn(n1(x))
+        return h + mlp(n2(h))
+
+    def no_res2(x):
+        h = x + attn(n1(x))
+        return mlp(n2(h))
+
+    def shared_norm(x):
+        h = x + attn(n1(x))
+        return h + mlp(n1(h))
+
+    def ffn_first(x):
+        h = x + mlp(n2(x))
+        return h + attn(n1(h))
+
+    def ffn_first_norms_in_order(x):
+        h = x + mlp(n1(x))
+        return h + attn(n2(h))
+
+    def res_from_normed(x):
+        a = n1(x)
+        h = a + attn(a)
+        b = n2(h)
+        return b + mlp(b)
+
+    def parallel(x):
+        return x + attn(n1(x)) + mlp(n2(x))
+
+    def norm2_on_x(x):
+        h = x + attn(n1(x))
+        return h + mlp(n2(x))
+
+    def no_norms(x):
+        h = x + attn(x)
+        return h + mlp(h)
+
+    def wired(q):
+        def fn(x):
+            h = x + q["attn"](q["n1"](x))
+            return h + q["mlp"](q["n2"](h))
+        return fn
+
+    def one_norm_object(x):  # post_attention_layernorm = input_layernorm: the weights loaded last win
+        h = x + attn(n2(x))
+        return h + mlp(n2(h))
+
+    return {
+        "a post-norm block: norm(x + sublayer(x))": v(post_norm,
+            "pre-norm: the norm goes *inside* the branch, h = x + self_attn(input_layernorm(x)); "
+            "the residual stream itself is never normalised"),
+        "the first residual (around attention) is missing": v(no_res1, "h = x + self_attn(input_layernorm(x))"),
+        "the second residual (around the MLP) is missing": v(no_res2, "out = h + mlp(post_attention_layernorm(h))"),
+        "input_layernorm is used for both sublayers": v(shared_norm,
+            "each sublayer has its own norm: the MLP reads post_attention_layernorm(h)"),
+        "the MLP runs before attention": v(ffn_first,
+            "attention first (gather from other positions), then the MLP (process each position)"),
+        "the MLP runs before attention (norms in the order they were built)": v(ffn_first_norms_in_order,
+            "attention first, then the MLP"),
+        "the residual is added to the normalised input, not to x": v(res_from_normed,
+            "add the sublayer's output to the un-normalised stream: x + self_attn(input_layernorm(x))"),
+        "a parallel block: both sublayers read x": v(parallel,
+            "sequential: the MLP reads h = x + attention output, not x"),
+        "post_attention_layernorm is applied to x instead of h": v(norm2_on_x,
+            "the MLP branch reads post_attention_layernorm(h), where h already includes attention"),
+        "the norms are not used": v(no_norms, "normalise the input of each sublayer: self_attn(input_layernorm(x))"),
+        "one RMSNorm object serves as both norms (post_attention_layernorm = input_layernorm)": v(one_norm_object,
+            "build two RMSNorm objects: each sublayer's norm has its own weight"),
+        "rms_norm_eps and rope_theta are not passed on to the components": v(wired(default),
+            "pass the block's arguments on: RMSNorm(hidden_size, eps=rms_norm_eps), "
+            "CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta)"),
+        "rms_norm_eps is not passed on to the norms (they use the default eps)": v(wired(no_eps),
+            "RMSNorm(hidden_size, eps=rms_norm_eps) for both norms"),
+        "rope_theta is not passed on to the attention": v(wired(no_theta),
+            "CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta)"),
+    }
+
+
+def ffn_variants(x, sd):
+    gw, uw, dw = sd["gate_proj.weight"], sd["up_proj.weight"], sd["down_proj.weight"]
+    g, u = x @ gw.T, x @ uw.T
+
+    def v(fn, hint):
+        return (lambda: fn() @ dw.T, hint)
+    return {
+        "gate_proj and up_proj are swapped (silu applied to up_proj)": v(lambda: F.silu(u) * g,
+            "silu goes on the gate: down_proj(silu(gate_proj(x)) * up_proj(x))"),
+        "ReLU instead of SiLU": v(lambda: F.relu(g) * u, "SwiGLU uses F.silu (x * sigmoid(x)), not relu"),
+        "GELU instead of SiLU": v(lambda: F.gelu(g) * u, "SwiGLU uses F.silu, not gelu"),
+        "sigmoid instead of SiLU": v(lambda: g.sigmoid() * u, "silu(x) = x * sigmoid(x), not sigmoid(x)"),
+        "no gate: down_proj(silu(up_proj(x)))": v(lambda: F.silu(u),
+            "multiply by the gate: down_proj(silu(gate_proj(x)) * up_proj(x))"),
+        "silu applied to the product: silu(gate * up)": v(lambda: F.silu(g * u), "silu on the gate only"),
+        "gate and up added instead of multiplied": v(lambda: F.silu(g) + u, "multiply: silu(gate) * up"),
+    }
+
+
+def decoder_variants(x, sd, num_layers, C, H, T=16):
+    """Wrong stackings, over stand-in blocks and the stand-in final norm."""
+    blocks, norm = standin_stack(sd, "", num_layers, C, H, T)
+
+    def v(fn, hint):
+        def make():
+            with torch.no_grad():
+                return fn(x)
+        return (make, hint)
+
+    def stack(x, order, final=True, each=False):
+        for i in order:
+            x = blocks[i](x)
+            if each:
+                x = norm(x)
+        return norm(x) if final and not each else x
+
+    L = list(range(num_layers))
+    return {
+        "the final norm is missing": v(lambda x: stack(x, L, final=False), "end with x = self.norm(x)"),
+        "the blocks run in reverse order": v(lambda x: stack(x, L[::-1]), "for block in self.blocks: x = block(x)"),
+        "one block (the last) is applied num_layers times": v(lambda x: stack(x, [L[-1]] * num_layers),
+            "build num_layers separate blocks: nn.ModuleList([TransformerBlock(...) for _ in range(num_layers)])"),
+        "one block (the first) is applied num_layers times": v(lambda x: stack(x, [0] * num_layers),
+            "build num_layers separate blocks in a list comprehension, not [block] * num_layers"),
+        "only the last block's output is used (each block reads the input)": v(lambda x: norm(blocks[-1](x)),
+            "feed each block the previous block's output: x = block(x)"),
+        "the final norm is applied before the blocks": v(lambda x: stack(norm(x), L, final=False),
+            "apply self.norm once, after the last block"),
+        "the norm is applied after every block": v(lambda x: stack(x, L, each=True),
+            "apply self.norm once, after the last block"),
+        "one block is missing": v(lambda x: stack(x, L[:-1]), "iterate over all of self.blocks"),
+    }
+
+
+def lm_variants(idx, sd, num_layers, C, H, T=16):
+    """Wrong language models around the stand-in decoder (what the scored LM checks run)."""
+    blocks, norm = standin_stack(sd, "decoder.", num_layers, C, H, T)
+    emb = sd["embed_tokens.weight"]
+
+    def decode(x):
+        for b in blocks:
+            x = b(x)
+        return norm(x)
+
+    def v(fn, hint):
+        def make():
+            with torch.no_grad():
+                return fn()
+        return (make, hint)
+    return {
+        "the embeddings are multiplied by sqrt(hidden_size) (a habit from the original Transformer)":
+            v(lambda: decode(emb[idx] * math.sqrt(C)) @ emb.T,
+              "use the embeddings as they are: x = self.embed_tokens(idx); the tied head reads the same scale"),
+        "the decoder is skipped: lm_head reads the embeddings directly":
+            v(lambda: emb[idx] @ emb.T, "logits = lm_head(decoder(embed_tokens(idx)))"),
+    }
+

@@ -1,0 +1,241 @@
+"""What travels between the grader and an implementation: requests, and the answers they must get.
+
+A request asks one implementation to build a module and run it:
+
+    {"module": "block", "target": "TransformerBlock",
+     "standins": ["rmsnorm", "attention"],   # modules of the implementation replaced by the grader's stand-ins
+     "patch": ["FeedForward"],                # names in the tested module bound to the stand-in of that name
+     "init": {"args": [...], "kwargs": {...}}, "load": state_dict, "dtype": "bfloat16", "train": False,
+     "want": ["params", "structure"], "attrs": ["eps"],
+     "calls": [{"args": [...], "kwargs": {...}, "grad": dy, "method": None, "same_as": None}]}
+
+Arguments may be tensors, plain values, or modules built in the worker
+(``{"__obj__": "torch.nn.Linear"}``, ``{"__obj__": "standin:sublayers.Shift"}``).
+
+The answer is ``{"error": E}`` (the code raised before any call; ``keys`` may come with it) or
+
+    {"keys": {name: [shape, dtype]},          # exactly when the request has "init"
+     "params": {...}, "structure": {...},    # exactly when asked for in "want"
+     "attrs": {name: value},                  # exactly the names asked for
+     "results": [R, ...]}                     # exactly one per call
+
+with each ``R`` either ``{"error": E}`` or ``{"output": V, "inputs_after": [...]}`` (one entry per
+argument) and, for a call with ``grad``, ``input_grads`` and ``param_grads`` or a ``grad_error``.
+
+``validate`` holds every answer from the worker to this, and to size limits, before any check
+reads it: an answer that is missing, extra, malformed or oversized raises ``Malformed``, which
+fails the check that asked (never passes it). Every string in an answer is made safe to print
+(``kit.text``).
+"""
+from dataclasses import dataclass, field
+
+from kit.text import clean, one_line
+
+MAX_FRAME = 64 << 20  # bytes of one answer: the largest legitimate one (logits of a batch of windows) is a few MB
+MAX_ELEMENTS = 8 << 20  # tensor elements in one answer
+DTYPES = ("float32", "float64", "bfloat16", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
+STAGES = ("import", "init", "load")
+# torch is imported only when an answer is read: the sandbox starts its worker first, so both import it at once
+
+
+class Malformed(Exception):
+    """An answer that does not fit its request. ``str()`` says what, in plain words."""
+
+
+def call(*args, grad=None, method=None, same_as=None, input_grad=True, **kwargs):
+    """One call in a request: ``obj(*args, **kwargs)`` (or ``obj.method(...)``), backward with ``grad`` if given.
+
+    ``same_as=i`` passes the very tensors of call ``i`` again instead of fresh copies, so a change made
+    in place by call ``i`` shows in this one's output; ``input_grad=False`` backpropagates to the
+    parameters only (the inputs do not require a gradient).
+    """
+    return {"args": list(args), "kwargs": kwargs, "grad": grad, "method": method, "same_as": same_as,
+            "input_grad": input_grad}
+
+
+@dataclass
+class Request:
+    module: str
+    target: str
+    init: tuple = None  # (args, kwargs)
+    load: dict = None
+    calls: list = field(default_factory=list)
+    standins: tuple = ()
+    patch: tuple = ()
+    dtype: str = None
+    want: tuple = ()
+    attrs: tuple = ()
+    train: bool = False
+    folder: str = None  # a folder inside the sandbox's own (the kit's tests grade many from one worker)
+
+    def wire(self):
+        """The request as the worker reads it."""
+        return {"module": self.module, "target": self.target, "standins": list(self.standins), "folder": self.folder,
+                "patch": list(self.patch),
+                "init": None if self.init is None else {"args": list(self.init[0]), "kwargs": dict(self.init[1])},
+                "load": self.load, "dtype": self.dtype, "train": self.train, "want": list(self.want),
+                "attrs": list(self.attrs), "calls": list(self.calls)}
+
+
+# --- validation -------------------------------------------------------------------------------
+
+class _Budget:
+    def __init__(self):
+        self.elements = 0
+
+    def tensor(self, t, what):
+        if str(t.dtype).removeprefix("torch.") not in DTYPES:
+            raise Malformed(f"{what} is a tensor of dtype {t.dtype}")
+        self.elements += t.numel()
+        if self.elements > MAX_ELEMENTS:
+            raise Malformed(f"the answer holds more than {MAX_ELEMENTS:,} numbers")
+        return t
+
+
+def _value(v, budget, what, depth=0):
+    """An output value: tensors, plain values, lists and string-keyed dicts of them."""
+    import torch
+    if depth > 8:
+        raise Malformed(f"{what} is nested too deeply")
+    if isinstance(v, torch.Tensor):
+        return budget.tensor(v, what)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, list):
+        if len(v) > 4096:
+            raise Malformed(f"{what} is a list of {len(v):,} items")
+        return [_value(x, budget, what, depth + 1) for x in v]
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v) or len(v) > 4096:
+            raise Malformed(f"{what} is not a mapping of names")
+        return {k: _value(x, budget, what, depth + 1) for k, x in v.items()}
+    raise Malformed(f"{what} holds a {type(v).__name__}")
+
+
+def _error(e, what):
+    if not isinstance(e, dict) or not {"stage", "type", "message"} <= set(e):
+        raise Malformed(f"{what}: a malformed error report")
+    where = e.get("where")
+    if where is not None and not (isinstance(where, list) and len(where) == 4 and isinstance(where[1], int)):
+        raise Malformed(f"{what}: a malformed error location")
+    stage = e["stage"]
+    if not isinstance(stage, str) or not (stage in STAGES or stage.startswith(("call ", "backward "))):
+        raise Malformed(f"{what}: an error at an unknown stage")
+    return {"stage": stage, "type": one_line(e["type"], 80), "message": one_line(e["message"], 600),
+            "where": clean(where, 160) if where else None,
+            "inside": one_line(e["inside"], 80) if isinstance(e.get("inside"), str) else None,
+            "not_implemented": e.get("not_implemented") is True, "refused": e.get("refused") is True}
+
+
+def _keys(k, what):
+    if not isinstance(k, dict) or len(k) > 4096:
+        raise Malformed(f"{what}: malformed parameter names")
+    out = {}
+    for name, v in k.items():
+        if not (isinstance(name, str) and isinstance(v, list) and len(v) == 2 and isinstance(v[0], list)
+                and all(isinstance(s, int) and s >= 0 for s in v[0]) and isinstance(v[1], str)):
+            raise Malformed(f"{what}: malformed parameter names")
+        out[one_line(name, 120)] = [list(v[0]), one_line(v[1], 20)]
+    return out
+
+
+def validate(req, answer):
+    """``answer`` checked against ``req`` (a Request); returns it with its strings made safe; raises Malformed."""
+    import torch
+    if not isinstance(answer, dict):
+        raise Malformed("the answer is not a mapping")
+    budget = _Budget()
+    if "error" in answer:
+        if not set(answer) <= {"error", "keys"}:
+            raise Malformed("an error report with other entries")
+        out = {"error": _error(answer["error"], "the error report")}
+        if "keys" in answer:
+            out["keys"] = _keys(answer["keys"], "the parameter names")
+        return out
+    want = {"results"} | ({"keys"} if req.init is not None else set()) | set(req.want) | (
+        {"attrs"} if req.attrs else set())
+    if set(answer) != want:
+        extra, missing = sorted(set(answer) - want), sorted(want - set(answer))
+        raise Malformed("the answer " + "; ".join(
+            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unasked {', '.join(extra)}"] if extra else [])))
+    out = {}
+    if "keys" in want:
+        out["keys"] = _keys(answer["keys"], "the parameter names")
+    if "params" in want:
+        p = answer["params"]
+        if not isinstance(p, dict) or set(p) != set(answer["keys"]):
+            raise Malformed("the parameters sent back are not the module's")
+        if not all(isinstance(v, torch.Tensor) for v in p.values()):
+            raise Malformed("a parameter sent back is not a tensor")
+        out["params"] = {one_line(k, 120): budget.tensor(v, "a parameter") for k, v in p.items()}
+    if "structure" in want:
+        out["structure"] = _structure(answer["structure"])
+    if "attrs" in want:
+        a = answer["attrs"]
+        if not isinstance(a, dict) or set(a) != set(req.attrs):
+            raise Malformed("the attributes sent back are not the ones asked for")
+        out["attrs"] = {k: _value(v, budget, f"attribute {k}") for k, v in a.items()}
+    results = answer["results"]
+    if not isinstance(results, list) or len(results) != len(req.calls):
+        n = len(results) if isinstance(results, list) else "no list of"
+        raise Malformed(f"the answer has {n} results for {len(req.calls)} calls")
+    out["results"] = [_result(c, r, budget, i) for i, (c, r) in enumerate(zip(req.calls, results))]
+    return clean(out)
+
+
+def _structure(s):
+    if not (isinstance(s, dict) and set(s) == {"modules", "params"} and isinstance(s["modules"], list)
+            and isinstance(s["params"], list) and len(s["modules"]) < 4096 and len(s["params"]) < 4096):
+        raise Malformed("a malformed module structure")
+    for m in s["modules"]:
+        if not (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and isinstance(m[1], str)
+                and isinstance(m[2], int) and isinstance(m[3], str)):
+            raise Malformed("a malformed module structure")
+    for p in s["params"]:
+        if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], int)
+                and isinstance(p[2], list)):
+            raise Malformed("a malformed parameter list")
+    return s
+
+
+def _result(c, r, budget, i):
+    import torch
+    what = f"the result of call {i + 1}"
+    if not isinstance(r, dict):
+        raise Malformed(f"{what} is not a mapping")
+    if "error" in r:
+        if set(r) != {"error"}:
+            raise Malformed(f"{what}: an error report with other entries")
+        return {"error": _error(r["error"], what)}
+    n_args = len(c.get("args", [])) if c.get("same_as") is None else None
+    grad = c.get("grad") is not None
+    allowed = {"output", "inputs_after"} | ({"input_grads", "param_grads", "grad_error"} if grad else set())
+    if not {"output", "inputs_after"} <= set(r) or not set(r) <= allowed:
+        raise Malformed(f"{what} does not hold what was asked for")
+    if grad and not ({"input_grads", "param_grads"} <= set(r) or ("grad_error" in r and "input_grads" not in r)):
+        raise Malformed(f"{what} has no gradients")
+    out = {"output": _value(r["output"], budget, f"the output of call {i + 1}")}
+    after = r["inputs_after"]
+    if not isinstance(after, list) or (n_args is not None and len(after) != n_args):
+        raise Malformed(f"{what}: its inputs are not sent back")
+    out["inputs_after"] = [budget.tensor(a, "an input") if isinstance(a, torch.Tensor) else None for a in after]
+    if "grad_error" in r:
+        out["grad_error"] = one_line(r["grad_error"], 200)
+    if "input_grads" in r:
+        ig, pg = r["input_grads"], r["param_grads"]
+        if not isinstance(ig, list) or len(ig) != len(after) or not isinstance(pg, dict):
+            raise Malformed(f"{what}: malformed gradients")
+        out["input_grads"] = [budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else None for g in ig]
+        out["param_grads"] = {one_line(k, 120): budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else None
+                              for k, g in pg.items()}
+    return out
+
+
+def changed(before, after):
+    """Whether a call changed its input tensor, judged with the grader's own torch."""
+    import torch
+    if not isinstance(before, torch.Tensor):
+        return False
+    if not isinstance(after, torch.Tensor) or after.shape != before.shape or after.dtype != before.dtype:
+        return True
+    return not torch.equal(before, after)

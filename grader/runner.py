@@ -1,0 +1,152 @@
+"""Grade one folder in a process of its own: the one runner behind batch grading, the Gradescope
+runner and the notebooks' checks.
+
+``run(folder, work, ...)`` starts ``python -m grader --record`` on the folder with a wall-clock
+limit for the whole grading, reads the exit status as ``grader/__main__.py`` defines it, and
+returns an ``Outcome``: the status, the Grading read back from the record (values, not text), a
+one-line message, the seconds it took and the grader's output. Every wait has a deadline; a
+grading past its limit is killed with its whole process group (its sandbox dies with it), and
+its temporary folders, which it keeps under ``work``, go with ``work``.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kit.outcome import Kind
+
+KIT = Path(__file__).resolve().parent.parent
+# exit status of python -m grader -> status (0 and 1 also need the record)
+STATUS = {0: "graded", 1: "graded", 2: "invalid", 3: "grader-error", 4: "refused"}
+OUTPUT_LIMIT = 1 << 20  # bytes of the grader's output kept for the staff
+
+
+@dataclass
+class Outcome:
+    status: str  # graded, invalid, grader-error, refused, timeout, crashed, interrupted
+    grading: object  # grader.run.Grading, or None
+    message: str
+    seconds: float
+    output: str = ""
+
+    @property
+    def grader_errors(self):
+        return [] if self.grading is None else [r for r in self.grading.results
+                                                if r.failure is not None and r.failure.kind is Kind.GRADER_ERROR]
+
+
+class Processes:
+    """The gradings running now, so that an interrupt can stop them all."""
+
+    def __init__(self):
+        self.procs, self.lock, self.stopping = set(), threading.Lock(), False
+
+    def add(self, proc):
+        with self.lock:
+            if self.stopping:
+                kill(proc)
+                return False
+            self.procs.add(proc)
+            return True
+
+    def discard(self, proc):
+        with self.lock:
+            self.procs.discard(proc)
+
+    def kill_all(self):
+        with self.lock:
+            self.stopping = True
+            procs = list(self.procs)
+        for p in procs:
+            kill(p)
+
+
+def kill(proc):
+    """SIGKILL a grading and everything in its process group (its sandbox dies with it); wait, with a deadline."""
+    try:
+        if os.name == "posix":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def _last_line(text):
+    lines = [x.strip() for x in (text or "").splitlines() if x.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=None, user=None, seed=None,
+        untrusted=True, allow_weak=False, threads=None, python=sys.executable, registry=None, corpus=None):
+    """Grade ``folder`` in a fresh process, writing only under ``work``; return an Outcome."""
+    work = Path(work)
+    tmp = work / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    record = work / "record.json"
+    # the grading runs in the kit's folder: every path it is given must not depend on this one's
+    folder = Path(folder).resolve()
+    checkpoint = None if checkpoint is None else Path(checkpoint).resolve()
+    corpus = None if corpus is None else Path(corpus).resolve()
+    cmd = [python, "-m", "grader", "--impl", str(folder), "--record", str(record), "--no-color",
+           "--timeout", str(call_timeout)]
+    if units:
+        cmd += ["--only", *units]
+    if checkpoint is not None:
+        cmd += ["--checkpoint", str(checkpoint)]
+    if corpus is not None:
+        cmd += ["--corpus", str(corpus)]
+    if user:
+        cmd += ["--user", user]
+    if untrusted:
+        cmd.append("--untrusted")
+    if allow_weak:
+        cmd.append("--allow-weak-sandbox")
+    env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
+    if seed:
+        env["GRADER_SEED"] = seed
+    if threads:
+        env.update(GRADER_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    t0 = time.monotonic()
+    with open(work / "output.txt", "w+", encoding="utf-8", errors="replace") as log:
+        proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=os.name == "posix")
+        if registry is not None and not registry.add(proc):
+            return Outcome("interrupted", None, "not graded: interrupted", 0.0)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill(proc)
+            code = None
+        finally:
+            if registry is not None:
+                registry.discard(proc)
+        seconds = time.monotonic() - t0
+        log.seek(0)
+        output = log.read(OUTPUT_LIMIT)
+    if code is None:
+        return Outcome("timeout", None, f"killed after {timeout:g} s (the limit for one grading)", seconds, output)
+    if registry is not None and registry.stopping and code < 0:
+        return Outcome("interrupted", None, "not graded: interrupted", seconds, output)
+    status = STATUS.get(code, "crashed")
+    if status == "graded":
+        from .run import Grading
+        try:
+            grading = Grading.from_dict(json.loads(record.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return Outcome("crashed", None, f"the grading process left no readable record ({type(e).__name__})",
+                           seconds, output)
+        return Outcome("graded", grading, "", seconds, output)
+    if status == "crashed":
+        return Outcome("crashed", None, f"the grading process exited with status {code}: {_last_line(output)}",
+                       seconds, output)
+    return Outcome(status, None, _last_line(output), seconds, output)

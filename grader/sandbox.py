@@ -1,0 +1,585 @@
+"""The sandbox: the worker process that runs submitted code, its fences, its framing, its limits.
+
+``Sandbox(folder)`` starts ``grader/worker.py`` on one submission folder and answers
+``run(request)`` (grader/protocol.py) with the worker's validated answer, or raises
+``WorkerFailure`` carrying a Failure (timed out, crashed, killed, a malformed answer). The
+worker is restarted on the next request after a failure, and the same target is not tried
+again (one endless loop costs its time limit once, not once per check; a module whose import
+hangs or kills the worker costs it once for the whole module).
+
+Isolation, strongest first (``Isolation`` says which was in force; the report's first line
+shows it):
+
+1. **bubblewrap** (Linux, where user namespaces work): new user, PID, network, IPC, UTS and
+   mount namespaces; read-only binds of the Python installation, the system's libraries, the
+   worker's private runtime copy and the submission only; a private size-capped ``/tmp``; a
+   minimal ``/dev`` (no disks); it dies with the grader, and every process inside dies with it.
+2. **another OS user** (``user=``, as root): the kernel refuses that user the kit's files.
+3. **this process's user**: only the fences below.
+
+Inside every level the worker adds Landlock, resource limits and the audit hook (grader/fence.py).
+Grading untrusted code (``untrusted=True``: batch, Gradescope, nbgrader autograde) with neither 1
+nor 2 raises ``SandboxRefused`` unless ``allow_weak=True``.
+
+Every wait has a deadline; a stopped sandbox leaves no process and no temporary folder behind
+(a grading killed from outside leaves its folders to the next one's sweep: ``kit_tmp``).
+"""
+import json
+import os
+import queue
+import shutil
+import signal
+import site
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit import tensorpack
+from kit.outcome import Failure, Kind
+from kit.text import one_line
+
+from .protocol import MAX_FRAME, Malformed, validate
+
+KIT = Path(__file__).resolve().parent.parent
+RUNTIME_FILES = {"worker.py": KIT / "grader" / "worker.py", "fence.py": KIT / "grader" / "fence.py",
+                 "loader.py": KIT / "kit" / "loader.py", "tensorpack.py": KIT / "kit" / "tensorpack.py"}
+STANDINS = KIT / "grader" / "standins"
+DENY_MODULES = ["solutions", "grader", "lab", "classroom", "tests", "exercises", "kit"]
+MAX_REQUEST = 256 << 20  # what the worker accepts from the grader (a checkpoint's weights fit)
+TMP_MB = 64  # the worker's private /tmp under bubblewrap
+SANDBOX_UID = 65534  # "nobody" inside the user namespace
+
+
+class WorkerFailure(Exception):
+    """The worker could not answer. ``failure`` says how (a Failure without ``checked``, filled by the check)."""
+
+    def __init__(self, kind, got, hint=None):
+        super().__init__(got)
+        self.kind, self.got, self.hint = kind, got, hint
+
+    def failure(self, checked):
+        return Failure(self.kind, checked, got=self.got, hint=self.hint)
+
+
+class SandboxRefused(Exception):
+    """No sandbox strong enough for untrusted code could start here: one line saying why and what to do."""
+
+
+@dataclass
+class Isolation:
+    level: str  # "bubblewrap", "user", "process"
+    parts: list = field(default_factory=list)
+
+    @property
+    def strong(self):
+        return self.level in ("bubblewrap", "user")
+
+    def describe(self):
+        names = {"bubblewrap": "bubblewrap sandbox", "user": "a separate OS user", "process": "a separate process"}
+        return names[self.level] + (f" ({', '.join(self.parts)})" if self.parts else "")
+
+
+def _env_int(name, default):
+    try:
+        return int(os.environ.get(name, "")) or default
+    except ValueError:
+        return default
+
+
+# --- temporary folders that outlive a killed grading get swept ---------------------------------
+
+def kit_tmp():
+    """The folder holding the kit's temporary folders (one per grading process), stale ones removed."""
+    root = Path(tempfile.gettempdir()) / f"transformer-kit-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+    root.mkdir(mode=0o700, exist_ok=True)
+    for d in root.iterdir():
+        try:
+            pid = int(d.name.split("-")[1])
+        except (IndexError, ValueError):
+            continue
+        if pid != os.getpid() and not _alive(pid, d):
+            shutil.rmtree(d, ignore_errors=True)
+    return root
+
+
+def _start_time(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid, folder):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        pass
+    owner = folder / ".owner"
+    started = _start_time(pid)
+    return not (owner.is_file() and started is not None and owner.read_text().strip() != started)
+
+
+def private_dir(prefix):
+    """A new folder for this process, swept by the next grading if this one is killed."""
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=kit_tmp()))
+    (d / ".owner").write_text(_start_time(os.getpid()) or "")
+    return d
+
+
+# --- choosing the isolation ----------------------------------------------------------------------
+
+def _ro_binds():
+    """``(source, dest)`` pairs the worker needs to read: the system's libraries and the Python installation."""
+    paths = []
+    for p in ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin"):
+        if os.path.islink(p):
+            paths.append(("symlink", os.readlink(p), p))
+        elif os.path.isdir(p):
+            paths.append(("bind", p, p))
+    for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/ssl/certs"):
+        if os.path.exists(f):
+            paths.append(("bind", f, f))
+    for p in {os.path.realpath(x) for x in (sys.prefix, sys.base_prefix, sys.exec_prefix,
+                                            os.path.dirname(os.path.realpath(sys.executable)),
+                                            *site.getsitepackages())}:
+        if os.path.isdir(p) and not any(p.startswith(q + "/") for q in ("/usr",)):
+            paths.append(("bind", p, p))
+    if os.path.isdir("/sys/devices/system/cpu"):
+        paths.append(("bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"))
+    return paths
+
+
+def bwrap_command(reads, python_args, env, threads):
+    """The bubblewrap command line that runs ``python_args`` with ``reads`` bound read-only (see the docstring)."""
+    cmd = [shutil.which("bwrap"), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
+           "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+           "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    # the private /tmp first, then the binds, parents before what lies inside them (a later mount hides
+    # what an earlier one put below it): a submission or runtime under /tmp stays visible
+    cmd += ["--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
+    binds, bound = _ro_binds() + [("bind", r, r) for r in reads], []
+    for kind, src, dest in sorted(binds, key=lambda b: (b[2].count("/"), b[2])):
+        if kind == "symlink":
+            cmd += ["--symlink", src, dest]
+        elif not any(dest == b or (dest.startswith(b + "/") and src == dest) for b in bound):
+            bound.append(dest)  # a folder inside one already bound onto itself is there already
+            cmd += ["--ro-bind", src, dest]
+    cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
+    for k, v in {**env, "HOME": "/tmp", "TMPDIR": "/tmp", "KIT_IN_SANDBOX": "1", "OMP_NUM_THREADS": str(threads)
+                 }.items():
+        cmd += ["--setenv", k, v]
+    return cmd + ["--", *python_args]
+
+
+_BWRAP_WORKS = {}
+
+
+def bwrap_works(user=None):
+    """Whether bubblewrap can start Python here (user namespaces allowed, the interpreter readable)."""
+    if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
+        return False
+    if os.environ.get("KIT_NO_BWRAP"):  # the kit's tests of the fallbacks
+        return False
+    key = user
+    if key not in _BWRAP_WORKS:
+        cmd = bwrap_command([], [sys.executable, "-I", "-c", "print(6 * 7)"], {"PATH": "/usr/bin:/bin"}, 1)
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
+                               **({"user": user} if user is not None else {}))
+            _BWRAP_WORKS[key] = p.returncode == 0 and p.stdout.strip() == "42"
+        except (OSError, subprocess.SubprocessError):
+            _BWRAP_WORKS[key] = False
+    return _BWRAP_WORKS[key]
+
+
+def landlock_abi():
+    """The Landlock ABI a fresh process can enforce here, 0 for none (probed in a throwaway process)."""
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import fence; "
+             "print(fence.landlock([sys.prefix, sys.base_prefix], [], []))")
+    try:
+        out = subprocess.run([sys.executable, "-I", "-c", probe, str(KIT / "grader")], capture_output=True,
+                             text=True, timeout=60)
+        return int(out.stdout.strip() or 0)
+    except (subprocess.SubprocessError, ValueError, OSError):
+        return 0
+
+
+def user_problem(name):
+    """Why ``--user name`` cannot work here (one line), or None."""
+    try:
+        import pwd
+        uid = pwd.getpwnam(name).pw_uid
+    except ImportError:
+        return f"--user {name}: this platform has no OS users to switch to"
+    except KeyError:
+        return f"--user {name}: no such user"
+    if os.geteuid() not in (0, uid):
+        return f"--user {name}: only root can run code as another user"
+    try:
+        p = subprocess.run([sys.executable, "-I", "-c", "import torch, safetensors"], capture_output=True, timeout=120,
+                           user=name, cwd="/")
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"--user {name}: cannot start Python as that user ({e})"
+    if p.returncode != 0:
+        blocked = next((str(d) for d in [*Path(sys.executable).parents] if not _readable_by(d, uid)), None)
+        where = f" ({blocked} is not readable by {name})" if blocked else ""
+        return (f"--user {name}: that user cannot run {sys.executable} with torch{where}; install the kit's "
+                "virtual environment where that user can read it, as the Gradescope bundle does (/opt/kit-venv)")
+    return None
+
+
+def _readable_by(path, uid):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if st.st_uid == uid:
+        return bool(st.st_mode & 0o500)
+    return bool(st.st_mode & 0o005)
+
+
+# --- the sandbox -------------------------------------------------------------------------------------
+
+class Sandbox:
+    """One submission folder, run only inside a worker process. See the module docstring.
+
+    Limits default to the environment's ``GRADER_MEMORY_MB`` and ``GRADER_THREADS`` (or
+    ``OMP_NUM_THREADS``) where set, so that batch grading can share out the machine.
+    """
+
+    def __init__(self, folder, call_timeout=20.0, start_timeout=120.0, memory_mb=None, output_mb=16, threads=None,
+                 user=None, cpu_s=1800, untrusted=False, allow_weak=False, bubblewrap=None):
+        self.folder = Path(folder).resolve()
+        self.call_timeout, self.start_timeout = call_timeout, start_timeout
+        self.memory_mb = memory_mb or _env_int("GRADER_MEMORY_MB", 4096)
+        self.output_mb, self.cpu_s, self.user = output_mb, cpu_s, user
+        self.threads = threads or _env_int("GRADER_THREADS", _env_int("OMP_NUM_THREADS", min(2, os.cpu_count() or 1)))
+        self.bubblewrap = bwrap_works(user) if bubblewrap is None else bubblewrap
+        level = "bubblewrap" if self.bubblewrap else "user" if _another_user(user) else "process"
+        self.isolation = Isolation(level)
+        if untrusted and not self.isolation.strong and not allow_weak:
+            raise SandboxRefused(
+                "refusing to grade untrusted code with no sandbox: bubblewrap cannot start here (install the "
+                "`bubblewrap` package, or allow user namespaces) and no --user was given; run as root with --user "
+                "NAME (an unprivileged user), or pass --allow-weak-sandbox to grade anyway (docs/threat-model.md)")
+        self.proc = None
+        self.dir = None  # private: runtime copy (read by the worker), log, and without bubblewrap its temp folder
+        self.log = None
+        self.frames = None
+        self._ready = False
+        self._dead_targets = {}  # (module, target, standins) -> the failure that killed it
+        self._dead_modules = {}  # (module, standins) -> the failure, when the import itself hung or killed the worker
+
+    # -- the process -------------------------------------------------------------------------
+
+    def _prepare(self):
+        self.dir = private_dir("sandbox")
+        os.chmod(self.dir, 0o755)
+        runtime = self.dir / "runtime"
+        (runtime / "standins").mkdir(parents=True)
+        for name, src in RUNTIME_FILES.items():
+            shutil.copy(src, runtime / name)
+        for f in STANDINS.glob("*.py"):
+            shutil.copy(f, runtime / "standins" / f.name)
+        for root, dirs, files in os.walk(runtime):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        self.runtime = runtime
+        if not self.bubblewrap:
+            self.tmp = self.dir / "tmp"
+            self.tmp.mkdir()
+            if self.user is not None:
+                shutil.chown(self.tmp, user=self.user)
+
+    def start(self):
+        if self.proc is not None:
+            return
+        if self.dir is None:
+            self._prepare()
+        if self.log is not None:
+            self.log.close()
+        # an unlinked file: the worker writes through the descriptor, and there is no path to swap
+        self.log = tempfile.TemporaryFile(dir=self.dir)
+        tmp = "/tmp" if self.bubblewrap else str(self.tmp)
+        reads = [str(self.folder), str(self.runtime)]
+        cfg = {"log_fd": self.log.fileno(), "folder": str(self.folder), "threads": self.threads,
+               "parent": os.getpid(), "deny_read": [str(KIT)], "allow_read": [*reads, *_python_paths()],
+               "allow_write": [tmp], "deny_modules": DENY_MODULES, "memory_mb": self.memory_mb,
+               "output_mb": self.output_mb, "cpu_s": self.cpu_s, "max_request": MAX_REQUEST,
+               "nproc": 64 if self.bubblewrap else 0}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.threads),
+               **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+        args = [sys.executable, "-I", "-X", "faulthandler", str(self.runtime / "worker.py"), json.dumps(cfg)]
+        kwargs = {"user": self.user} if self.user is not None else {}
+        if self.bubblewrap:
+            cmd, cwd = bwrap_command(reads, args, env, self.threads), "/"
+        else:
+            cmd, cwd = args, tmp
+            env.update(HOME=tmp, TMPDIR=tmp)
+        posix = os.name == "posix"
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     cwd=cwd, env=env, pass_fds=(self.log.fileno(),) if posix else (),
+                                     start_new_session=posix, **kwargs)
+        self.frames = queue.Queue()
+        threading.Thread(target=_reader, args=(self.proc.stdout, self.frames), daemon=True).start()
+        self._ready = False
+
+    def _await_ready(self):
+        if not self._ready:
+            hello = self._next(self.start_timeout, "starting the worker")
+            if "ready" not in hello or not isinstance(hello.get("fence"), dict):
+                self.stop()
+                raise WorkerFailure(Kind.MALFORMED, "the process running your code did not start properly")
+            self._describe_fence(hello["fence"])
+            self._ready = True
+
+    def _describe_fence(self, fence):
+        parts = []
+        if self.bubblewrap:
+            parts.append("user, PID, network, IPC and mount namespaces")
+        if self.user is not None:
+            parts.append(f"user {self.user}")
+        if fence.get("landlock"):
+            parts.append(f"Landlock ABI {int(fence['landlock'])}")
+        if fence.get("limits"):
+            parts.append("resource limits")
+        if fence.get("audit"):
+            parts.append("audit hook")
+        self.isolation.parts = parts
+
+    def stop(self):
+        """Kill the worker (and, inside bubblewrap, everything it started); wait for it, with a deadline."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if os.name == "posix":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                proc.kill()
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (proc.stdin, proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self.user is not None and not self.bubblewrap:
+            _kill_user(self.user)  # children that left the process group (double fork, setsid)
+
+    def close(self):
+        self.stop()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def output_tail(self, n=300):
+        """The last characters the submission printed (to help explain a crash), on one line."""
+        if self.log is None:
+            return ""
+        try:
+            size = os.fstat(self.log.fileno()).st_size
+            data = os.pread(self.log.fileno(), n, max(0, size - n))
+            return one_line(data.decode("utf-8", "replace").strip(), n)
+        except (OSError, AttributeError):
+            return ""
+
+    # -- messaging ---------------------------------------------------------------------------
+
+    def _next(self, timeout, doing, progress=None):
+        """The worker's next answer; ``progress`` frames it sends on the way are added to that set."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kind, value = self.frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise WorkerFailure(Kind.TIMED_OUT, f"timed out: no answer after {timeout:.0f} s while {doing}",
+                                    "look for an endless loop, or far too much work (at import time too)") from None
+            if kind == "eof":
+                raise self._death(doing)
+            if kind == "bad":
+                self.stop()
+                raise WorkerFailure(Kind.MALFORMED, f"the answer could not be read while {doing} ({value}); "
+                                    "nothing was graded", MALFORMED_HINT)
+            if isinstance(value, dict) and set(value) == {"progress"}:
+                if progress is not None:
+                    progress.add(str(value["progress"]))
+                continue
+            return value
+
+    def _death(self, doing):
+        proc = self.proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = None
+        self.stop()
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            why = {"SIGKILL": "killed (out of memory?)", "SIGSEGV": "crashed (segmentation fault)",
+                   "SIGXCPU": "stopped: it used more than its CPU time limit",
+                   "SIGXFSZ": "stopped: it wrote more than the output limit"}.get(name, f"killed by {name}")
+            msg = f"the process running your code was {why} while {doing}"
+        else:
+            msg = (f"the process running your code exited with code {code} while {doing} "
+                   "(os._exit or a crash inside a library?)")
+        tail = self.output_tail()
+        return WorkerFailure(Kind.CRASHED, msg + (f"; its last output: {tail}" if tail else ""),
+                             "make the code finish without exiting or crashing")
+
+    def _send(self, obj):
+        data = tensorpack.pack(obj)
+        self.proc.stdin.write(struct.pack("<Q", len(data)))
+        self.proc.stdin.write(data)  # not concatenated: a request with a checkpoint's weights is 13 MB
+        self.proc.stdin.flush()
+
+    def within(self, folder):
+        """This sandbox, for a folder inside its own: the same worker grades it (the kit's tests grade many)."""
+        return _Within(self, os.path.relpath(Path(folder).resolve(), self.folder))
+
+    def run(self, req, timeout=None, doing=None):
+        """Run one Request in the worker; return its validated answer or raise WorkerFailure."""
+        key = (req.folder, req.module, req.target, tuple(req.standins), tuple(req.patch))
+        mkey = (req.folder, req.module, tuple(req.standins))
+        doing = doing or f"running {req.target} from {req.module}.py"
+        if mkey in self._dead_modules:
+            kind, got = self._dead_modules[mkey]
+            raise WorkerFailure(Kind.NOT_RUN, f"not run: importing {req.module}.py already failed this way: {got}")
+        if key in self._dead_targets:
+            kind, got = self._dead_targets[key]
+            raise WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}")
+        progress = set()
+        try:
+            self.start()
+            self._await_ready()
+            try:
+                self._send(req.wire())
+            except (BrokenPipeError, OSError):
+                raise self._death(doing) from None
+            answer = self._next(timeout or self.call_timeout, doing, progress)
+            try:
+                return validate(req, answer)
+            except Malformed as e:
+                self.stop()  # a worker that answers out of turn is not asked again
+                raise WorkerFailure(Kind.MALFORMED, f"the answer does not fit the request: {e}; nothing was graded",
+                                    MALFORMED_HINT) from None
+        except WorkerFailure as e:
+            if e.kind in (Kind.TIMED_OUT, Kind.CRASHED, Kind.MALFORMED):
+                if self._ready and "imported" not in progress:
+                    self._dead_modules[mkey] = (e.kind, e.got)
+                self._dead_targets[key] = (e.kind, e.got)
+            raise
+
+
+class _Within:
+    """A sandbox's worker, asked about a folder inside the sandbox's own (see ``Sandbox.within``)."""
+
+    def __init__(self, sandbox, folder):
+        self.sandbox, self.folder = sandbox, folder
+
+    def __getattr__(self, name):
+        return getattr(self.sandbox, name)
+
+    def run(self, req, timeout=None, doing=None):
+        from dataclasses import replace
+        return self.sandbox.run(replace(req, folder=self.folder), timeout, doing)
+
+    def start(self):
+        self.sandbox.start()
+
+    def close(self):
+        pass  # the sandbox's owner closes it
+
+
+MALFORMED_HINT = ("the process running your code sent back something else than the results of the calls asked "
+                  "for: this happens when code replaces the grader's own functions in that process; only "
+                  "compute in your modules")
+
+
+def _reader(stream, frames):
+    """Read length-prefixed frames into ``frames`` until EOF; a frame over the limit or unreadable stops it."""
+    fd = stream.fileno()
+
+    def exact(n):
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = os.read(fd, min(n - len(buf), 1 << 20))
+            except OSError:
+                chunk = b""
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return bytes(buf)
+
+    try:
+        while True:
+            (n,) = struct.unpack("<Q", exact(8))
+            if n > MAX_FRAME:
+                frames.put(("bad", f"an answer of {n:,} bytes, over the limit of {MAX_FRAME >> 20} MB"))
+                return
+            try:
+                frames.put(("ok", tensorpack.unpack(exact(n), MAX_FRAME)))
+            except tensorpack.PackError as e:
+                frames.put(("bad", str(e)))
+                return
+    except EOFError:
+        frames.put(("eof", None))
+
+
+def _another_user(name):
+    """Whether ``name`` is an OS user other than this process's (running as oneself isolates nothing)."""
+    if name is None:
+        return False
+    try:
+        import pwd
+        return pwd.getpwnam(name).pw_uid != os.geteuid()
+    except (ImportError, KeyError):
+        return False
+
+
+def _python_paths():
+    return sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *site.getsitepackages())})
+
+
+def _kill_user(user):
+    """SIGKILL every process of ``user`` (the unprivileged grading user: nothing else runs as it)."""
+    try:
+        import pwd
+        uid = pwd.getpwnam(user).pw_uid
+    except (ImportError, KeyError):
+        return
+    if uid == os.getuid():
+        return
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if d.stat().st_uid == uid:
+                    os.kill(int(d.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass

@@ -1,0 +1,135 @@
+"""A training run's configuration, decided once.
+
+``resolve(args, state)`` turns the command line and, on ``--resume``, the checkpoint into one
+``RunConfig``: what the run *is* (its hyperparameters, the model, the schedule's length: from the
+checkpoint when resuming, so that it continues exactly) and where it *runs* (device, compute
+dtype, optimizer, compile: decided here, each with its reason). Everything after reads the
+RunConfig; nothing re-derives a choice. ``upgrade(state)`` is the one place that reads checkpoints
+written by earlier versions of the kit.
+"""
+import shutil
+from dataclasses import dataclass, field
+
+import torch
+
+from kit.machine import cpu_has_bf16
+
+SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_800}  # measured on 2 CPU cores: BENCHMARKS.md
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISION = {v: k for k, v in DTYPES.items()}
+# Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
+RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
+            "eval_windows", "schedule_steps", "optimizer")
+
+
+def upgrade(state):
+    """A checkpoint written by any earlier version of the kit, as this one reads it (returns a new dict).
+
+    Before ``--optimizer`` a run was AdamW with a 10,000-step schedule; before ``precision`` it was
+    float32; before the divergence guard there was no learning-rate scale and no rollback.
+    """
+    state = dict(state)
+    args = dict(state.get("args") or {})
+    args.setdefault("optimizer", "adamw")
+    args.setdefault("schedule_steps", SCHEDULE_STEPS["adamw"])
+    state["args"] = args
+    state.setdefault("precision", "fp32")
+    state.setdefault("lr_scale", 1.0)
+    state.setdefault("rollbacks", 0)
+    state.setdefault("metrics", [])
+    return state
+
+
+def pick_device(name):
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_optimizer(name, device):
+    """Muon on a CPU, where it gets under the target in about half AdamW's time (BENCHMARKS.md); AdamW on
+    a GPU or MPS, where the recipe was measured with it and Muon has not been."""
+    if name != "auto":
+        return name
+    return "muon" if device == "cpu" else "adamw"
+
+
+def pick_precision(name, device):
+    """bf16 autocast where the device computes bf16 natively (a CUDA GPU that has it; a CPU with AVX512-BF16
+    or AMX: products ~3x faster); float32 elsewhere, where bf16 is emulated and far slower, and on MPS."""
+    if name != "auto":
+        return name
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def resume_precision(saved, asked, device):
+    """A resumed run keeps its checkpoint's precision, so it continues exactly, unless the command line
+    names one, or the checkpoint is bf16 and this device has no native bf16 (emulated: ~20x slower)."""
+    if asked != "auto":
+        return asked
+    if saved == "bf16" and pick_precision("auto", device) == "fp32":
+        return "fp32"
+    return saved
+
+
+def pick_compile(name, device):
+    """torch.compile pays off (+6-8% tokens/s on the 2-core CPU, BENCHMARKS.md) once it has compiled (20-30 s
+    the first time); on a CPU it needs a C++ compiler at run time; MPS is left eager."""
+    if name != "auto":
+        return name == "on"
+    return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs to know, decided once (see the module docstring)."""
+    args: object  # the parsed command line (paths, budget, evaluation settings, the run's hyperparameters)
+    model: dict  # TransformerLM's keyword arguments
+    device: str
+    dtype: torch.dtype  # the compute dtype of the forward pass (autocast when bfloat16)
+    optimizer: str
+    schedule_steps: int
+    compile: bool
+    notes: list = field(default_factory=list)  # the decisions worth saying in the run's first lines
+
+    @property
+    def precision(self):
+        return PRECISION[self.dtype]
+
+    @property
+    def ns_dtype(self):
+        """Muon's Newton-Schulz runs in the compute dtype: bf16 only where the forward pass is (native there)."""
+        return "bfloat16" if self.dtype == torch.bfloat16 else "float32"
+
+
+def resolve(args, state=None):
+    """The RunConfig of ``args`` (parsed ``lab.train`` options) and, when resuming, the checkpoint ``state``."""
+    device = pick_device(args.device)
+    notes = []
+    if state is not None:
+        state = upgrade(state)
+        for k in RUN_ARGS:
+            setattr(args, k, state["args"].get(k, getattr(args, k)))
+        model = dict(state["config"])
+        saved = state["precision"]
+        precision = resume_precision(saved, args.precision, device)
+        if precision != saved:
+            why = "" if args.precision != "auto" else f" (no native bf16 on this {device})"
+            notes.append(f"note: {args.out} trained in {saved}; resuming in {precision}{why}")
+    else:
+        args.optimizer = pick_optimizer(args.optimizer, device)
+        if args.schedule_steps is None:
+            args.schedule_steps = SCHEDULE_STEPS[args.optimizer]
+        model = {"num_layers": args.layers, "hidden_size": args.hidden, "num_heads": args.heads,
+                 "max_seq_len": args.seq_len}
+        precision = pick_precision(args.precision, device)
+    return RunConfig(args, model, device, DTYPES[precision], args.optimizer, args.schedule_steps,
+                     pick_compile(args.compile, device), notes)
