@@ -20,7 +20,9 @@ install-nbgrader:  ## add nbgrader (for `make nbgrader` and its tests; pulls the
 	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-nbgrader.txt
 
 check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
-	$(PY) -m grader --impl $(IMPL) --checkpoint $(CKPT) $(if $(ONLY),--only $(ONLY))
+	@mkdir -p runs
+	$(PY) -m grader --impl $(IMPL) --checkpoint $(CKPT) $(if $(ONLY),--only $(ONLY)) \
+		--html runs/report.html
 
 test:  ## the kit's own tests
 	$(PY) -m pytest -q tests

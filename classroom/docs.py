@@ -4,16 +4,23 @@ Blocks between ``<!-- generated:NAME -->`` and ``<!-- /generated:NAME -->`` in t
 written from their one source (the points table from kit/syllabus.py); ``--check`` exits 1 when a
 block is stale (tests/test_layout.py runs it).
 """
-import argparse
 import re
 import sys
 from pathlib import Path
 
 from kit import syllabus
+from kit.cli import ArgumentParser
 from kit.files import write_text
 
 KIT = Path(__file__).resolve().parent.parent
-BLOCKS = {"points": syllabus.points_table}
+PLATFORMS = KIT / "classroom" / "templates" / "platforms.md"  # also in the student release's README
+
+
+def platforms():
+    return PLATFORMS.read_text(encoding="utf-8")
+
+
+BLOCKS = {"points": syllabus.points_table, "platforms": platforms}
 FILES = [KIT / "README.md"]
 
 
@@ -28,7 +35,7 @@ def render(text):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m classroom.docs", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m classroom.docs", description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="only report whether the generated blocks are current")
     args = p.parse_args(argv)
     stale = []

@@ -9,10 +9,10 @@ itself (kit/syllabus.py), so nothing here repeats it.
 
 ``python -m classroom.release --github`` puts the same text at ``.github/workflows/classroom.yml``.
 """
-import argparse
 import sys
 from pathlib import Path
 
+from kit.cli import ArgumentParser
 from kit.syllabus import TOTAL
 
 CHECKOUT = "actions/checkout@v4"
@@ -86,7 +86,7 @@ jobs:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m classroom.github", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m classroom.github", description=__doc__.splitlines()[0])
     p.add_argument("--out", help="write the workflow here (default: print it)")
     args = p.parse_args(argv)
     if not args.out:

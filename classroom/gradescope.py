@@ -19,7 +19,6 @@ root-only), then ``run_autograder`` for every submission, which calls
 temporary folder), ``KIT_PYTHON`` the interpreter, ``AUTOGRADER_USER`` the student user ("" for
 none), ``REFERENCE_VISIBILITY``, ``GRADING_TIMEOUT`` and ``LEADERBOARD`` the build's choices.
 """
-import argparse
 import os
 import secrets
 import shutil
@@ -29,6 +28,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from kit.cli import ArgumentParser
 from kit.syllabus import FILES
 
 KIT = Path(__file__).resolve().parent.parent
@@ -184,7 +184,8 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
         os.chmod(folder, 0o755)
         for name, path in found.items():
             _copy_regular(path, folder / name)
-        out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT, user=user,
+        out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT,
+                         checkpoint_shown=f"{CHECKPOINT} (in your upload)", user=user,
                          seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
                          python=python)
         print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
@@ -197,6 +198,9 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
             if CHECKPOINT not in found:
                 notes.append(f"No {CHECKPOINT} in your upload: the final TinyShakespeare check needs your trained "
                              f"checkpoint (runs/final.pt, uploaded as {CHECKPOINT}).")
+            if out.starved:
+                notes.append(f"{len(out.starved)} check(s) stopped because the grading machine ran short of memory: "
+                             "this is not a verdict on your code; please tell the course staff.")
             if out.grader_errors:
                 notes.append(f"{len(out.grader_errors)} check(s) hit a fault of the grader, not of your code: please "
                              "tell the course staff.")
@@ -218,6 +222,7 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
 def run(root):
     """run_autograder's work: grade, then write results.json atomically whatever happened."""
     import pwd
+
     from grader.report import write_json
     root = Path(root)
     user = os.environ.get("AUTOGRADER_USER", STUDENT)  # "" runs the code as the grader's own user
@@ -243,10 +248,10 @@ def run(root):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
-        p = argparse.ArgumentParser(prog="python -m classroom.gradescope run")
+        p = ArgumentParser(prog="python -m classroom.gradescope run")
         p.add_argument("--root", default=os.environ.get("AUTOGRADER_ROOT", "/autograder"))
         return run(p.parse_args(argv[1:]).root)
-    p = argparse.ArgumentParser(prog="python -m classroom.gradescope", description="Build the Gradescope bundle.")
+    p = ArgumentParser(prog="python -m classroom.gradescope", description="Build the Gradescope bundle.")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write the zip (default: %(default)s)")
     p.add_argument("--reference-visibility", "--hidden-visibility", dest="visibility", default="visible",
                    choices=VISIBILITIES, help="when students see the checks that compare with the reference "

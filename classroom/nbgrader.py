@@ -25,18 +25,22 @@ final project. A module's notebook is made of
 Nothing here is edited by hand: change the solutions, the checks or the text,
 then run ``make nbgrader``.
 """
-import argparse
 import ast
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from classroom.notebook import CHECKPOINT, MAX_MINUTES as TRAIN_MAX_MINUTES
+from classroom.notebook import CHECKPOINT
+from classroom.notebook import MAX_MINUTES as TRAIN_MAX_MINUTES
 from classroom.regions import has_region, header, join_parts, notebook_parts
+from kit.cli import ArgumentParser
 from kit.syllabus import ASSIGNMENT, MODULES, POINTS, unit
 
 KIT = Path(__file__).resolve().parent.parent
@@ -394,6 +398,29 @@ def cell_timeout(cell):
 c.Execute.timeout = CELL_TIMEOUT
 c.Execute.timeout_func = cell_timeout
 c.Execute.interrupt_on_timeout = True  # a timed-out cell is interrupted (training saves), the next cells run
+
+
+# generate_feedback copies every file of an autograded submission into the student's feedback folder. The
+# trained checkpoint ({CHECKPOINT}, 26-40 MB; the student has it) is left out: nbgrader has one ignore
+# list for every step, and autograde needs the checkpoint, so only the feedback step gets the longer list.
+def _feedback_without_checkpoints():
+    from nbgrader.converters import GenerateFeedback
+    if getattr(GenerateFeedback, "_kit_skips_checkpoints", False):
+        return
+    copy_files = GenerateFeedback.init_assignment
+
+    def init_assignment(self, assignment_id, student_id):
+        ignore = list(self.coursedir.ignore)
+        self.coursedir.ignore = ignore + ["*.pt", "*.pt.part"]
+        try:
+            copy_files(self, assignment_id, student_id)
+        finally:
+            self.coursedir.ignore = ignore
+    GenerateFeedback.init_assignment = init_assignment
+    GenerateFeedback._kit_skips_checkpoints = True
+
+
+_feedback_without_checkpoints()
 '''
 
 
@@ -422,7 +449,7 @@ def code_of(nb_json, module):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m classroom.nbgrader", description="Build the nbgrader course folder.")
+    p = ArgumentParser(prog="python -m classroom.nbgrader", description="Build the nbgrader course folder.")
     p.add_argument("--out", default=str(KIT / "dist" / "nbgrader"), help="course folder (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="only report whether the course folder is up to date")
     args = p.parse_args(argv)
@@ -442,14 +469,26 @@ def main(argv=None):
             return 1
         print(f"{out} matches the sources")
         return 0
-    for f in extra:
-        (out / f).unlink()
-    for f, text in files.items():
-        path = out / f
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+    # every file is written beside the course folder first, then renamed into place: a full or read-only
+    # disk leaves the course folder as it was, and no half-built one
+    staging = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        for f, text in files.items():
+            (staging / f).parent.mkdir(parents=True, exist_ok=True)
+            (staging / f).write_text(text, encoding="utf-8")
+        for f in files:
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f, out / f)
+        for f in extra:
+            (out / f).unlink()
+    except OSError as e:
+        print(f"error: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     print(f"wrote {len(files)} files to {out}: nbgrader_config.py and source/{ASSIGNMENT}/ "
           f"({', '.join(unit(m).notebook for m in [*MODULES, 'final'])})")
     print(f"next: cd {out} && nbgrader generate_assignment {ASSIGNMENT}  (see docs/nbgrader.md)")

@@ -14,7 +14,6 @@ Which files ship is computed from the imports reachable from the command line, t
 notebooks' runtime; ``WITHHELD`` files stay behind with everything that imports them, ``OPTIONAL``
 ones stay behind alone (the code that imports them does so only where the reference is present).
 """
-import argparse
 import ast
 import io
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 from classroom.regions import lines as region_lines
 from classroom.stubs import generate
 from kit import syllabus
+from kit.cli import ArgumentParser
 
 KIT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -82,6 +82,12 @@ FOLDERS = ["grader/checks/properties", "grader/checks/reference", "grader/standi
 # solutions/ANSWERS.md); what the experiments measured and the benchmarks the guides quote (no code).
 DOCS = ["docs/guide-residual.md", "docs/guide-rmsnorm.md", "docs/guide-attention.md", "docs/guide-block.md",
         "docs/guide-decoder.md", "docs/experiments.md", "BENCHMARKS.md"]
+# A line put on top of a shipped doc: what in it is not part of this release
+NOTES = {"BENCHMARKS.md": "> Measured on the course's full kit: the commands below (`make bench`, `make test`, ...) "
+                          "are its own, not this release's.\n\n",
+         "docs/experiments.md": "> The experiments' code comes with a later release (your instructor hands it out "
+                                "after the due date); until then `make experiments` says so, and this page shows "
+                                "what the reference measured.\n\n"}
 # With --with-experiments (after the due date, say) the experiments' code ships too.
 EXPERIMENTS = ["lab/variants.py", "lab/experiments"]
 DATA = ["data/tinyshakespeare.txt", "grader/checks/pytest.ini", "requirements.txt"]
@@ -216,10 +222,14 @@ def render_makefile(shipped):
     phony = []
     for block in blocks:
         mods = re.findall(r"-m (lab(?:\.\w+)+)", block)
+        m = re.match(r"([a-z][\w-]*):", block)
         if any(_module_file(m) is None or str(_module_file(m).relative_to(KIT)) not in shipped for m in mods):
+            if m:  # the target stays, and says why it cannot run here (the docs mention it)
+                out.append(f"{m.group(1)}:  ## comes with a later release\n\t@echo \"error: make {m.group(1)} needs "
+                           "code that is not in this release yet: your instructor hands it out later\" >&2; exit 2\n")
+                phony.append(m.group(1))
             continue
         out.append(block)
-        m = re.match(r"([a-z][\w-]*):", block)
         if m:
             phony.append(m.group(1))
     return "\n".join(out).replace("@PHONY@", " ".join(phony))
@@ -227,7 +237,9 @@ def render_makefile(shipped):
 
 def render_readme():
     """The student README: the template with the syllabus's points table put in."""
-    return (TEMPLATES / "README.md.tmpl").read_text().replace("@POINTS@", syllabus.points_table().rstrip("\n"))
+    from classroom.docs import platforms
+    return (TEMPLATES / "README.md.tmpl").read_text().replace("@POINTS@", syllabus.points_table().rstrip("\n")).replace(
+        "@PLATFORMS@", platforms().rstrip("\n"))
 
 
 def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
@@ -251,6 +263,11 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
         for rel in files + DATA + DOCS + [str(p.relative_to(KIT)) for p in sorted((KIT / "docs" / "img").glob("*"))]:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(KIT / rel, stage / rel)
+            note = NOTES.get(rel) if not (experiments and rel == "docs/experiments.md") else None
+            if note:
+                text = (stage / rel).read_text(encoding="utf-8")
+                title, _, rest = text.partition("\n\n")
+                (stage / rel).write_text(f"{title}\n\n{note}{rest}", encoding="utf-8")
         _, recorded = record(path=stage / "grader" / "snapshots" / "published.pack")
         (stage / "exercises").mkdir()
         for name, text in generate().items():
@@ -289,7 +306,7 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m classroom.release", description="Build the student release.")
+    p = ArgumentParser(prog="python -m classroom.release", description="Build the student release.")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="where to write it (default: %(default)s)")
     p.add_argument("--github", action="store_true",
                    help="add the GitHub Classroom workflow as .github/workflows/classroom.yml")

@@ -7,10 +7,10 @@ signatures, given code) is copied.
     python -m classroom.stubs            # write exercises/
     python -m classroom.stubs --check    # exit 1 if exercises/ differs from what would be written
 """
-import argparse
 import sys
 from pathlib import Path
 
+from kit.cli import ArgumentParser
 from kit.syllabus import FILES
 
 from .regions import stub
@@ -29,7 +29,7 @@ def render(solutions=KIT / "solutions"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m classroom.stubs", description="Write exercises/ from solutions/.")
+    p = ArgumentParser(prog="python -m classroom.stubs", description="Write exercises/ from solutions/.")
     p.add_argument("--check", action="store_true", help="only report whether exercises/ is up to date")
     p.add_argument("--out", default=str(KIT / "exercises"), help="where to write (default: %(default)s)")
     args = p.parse_args(argv)

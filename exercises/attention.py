@@ -21,10 +21,12 @@ heads share one key/value head; query head i reads kv head
 multi-head attention.
 
 Traps: mask *strictly* above the diagonal (a token may attend to itself);
-scale by sqrt(head_dim), not sqrt(hidden_size); softmax over the last axis
-(the keys); apply RoPE to q and k only, never to v; repeat kv heads with
-``repeat_interleave`` (head 0, 0, 1, 1, ...), not ``repeat`` (0, 1, 0, 1, ...);
-merge heads back with ``transpose(1, 2)`` *before* ``reshape``.
+scale the scores by sqrt(head_dim), not sqrt(hidden_size), and *before* the
+softmax (its weights must sum to one); softmax over the last axis (the keys);
+apply RoPE to q and k only, never to v, with ``cos`` on x and ``sin`` on its
+rotated half; repeat kv heads with ``repeat_interleave`` (head 0, 0, 1, 1, ...),
+not ``repeat`` (0, 1, 0, 1, ...); merge heads back with ``transpose(1, 2)``
+*before* ``reshape``. No dropout: the same input must give the same output.
 """
 import math
 

@@ -25,7 +25,13 @@ Shapes: ``(B, T, C) -> (B, T, C)`` for both modules.
 
 Traps: two *separate* norms (one per sublayer, each with its own weight); add
 the residual to the un-normalised stream (``x``, not ``input_layernorm(x)``);
-silu on the gate only.
+silu on the gate only; the default intermediate_size at every hidden size
+(128 for 32 and 48, 320 for 100).
+
+Build the components with the API's names, ``RMSNorm``, ``CausalSelfAttention``
+and ``FeedForward`` (imported as below, or defined in this file under those
+names): the grader checks the block's wiring by swapping its own stand-ins in
+for those names, and cannot for a class of another name.
 """
 import math
 

@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from kit import syllabus
-
-from .cli import UsageError, positive, writable
+from kit.cli import ArgumentParser, UsageError, positive, writable
 
 KIT = Path(__file__).resolve().parent.parent
 VISIBILITIES = ["visible", "after_published", "after_due_date", "hidden"]
@@ -27,18 +26,22 @@ EXIT_FULL, EXIT_FAILED, EXIT_USAGE, EXIT_GRADER, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m grader", description="Grade the five exercise files in a folder.")
+    p = ArgumentParser(prog="python -m grader", description="Grade the five exercise files in a folder.")
     p.add_argument("--impl", default="exercises", help="folder holding the five files (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="UNIT", choices=syllabus.NAMES,
                    help="grade only these: " + " ".join(syllabus.NAMES))
     p.add_argument("--checkpoint", metavar="PATH", help="checkpoint for the final check (default: runs/final.pt)")
+    p.add_argument("--checkpoint-shown", metavar="NAME", help=argparse.SUPPRESS)  # the runners: the name students know
     p.add_argument("--corpus", metavar="PATH", help="corpus for the final check (default: data/tinyshakespeare.txt)")
     p.add_argument("--json", metavar="PATH", help="also write Gradescope's results.json here")
     p.add_argument("--record", metavar="PATH", help="also write the grading as the kit's own JSON (for the runners)")
     p.add_argument("--classroom", metavar="PATH", help="also write GitHub Classroom's grading-reporter results here")
+    p.add_argument("--html", metavar="PATH", help="also write a report with pictures of what failed (attention "
+                                                 "weights, gradient norms) here: one self-contained HTML file")
     p.add_argument("--timeout", type=positive, default=20.0, help="seconds allowed per call into the submission")
     p.add_argument("--seed", default=os.environ.get("GRADER_SEED", ""),
-                   help="the course's grading seed (default: $GRADER_SEED, else the published inputs)")
+                   help="the course's grading seed (default: $GRADER_SEED, else the published inputs; with --untrusted "
+                        "a fresh secret one)")
     p.add_argument("--no-color", action="store_true", help="plain output")
     p.add_argument("--user", metavar="NAME",
                    help="run the submitted code as this OS user (needs root; the Gradescope bundle uses it)")
@@ -73,7 +76,7 @@ def check_input(args):
         raise UsageError(f"--checkpoint {args.checkpoint}: is a folder; give the checkpoint file (runs/final.pt)")
     return folder, [f for f in syllabus.FILES if f not in present], {
         "json": writable("--json", args.json), "record": writable("--record", args.record),
-        "classroom": writable("--classroom", args.classroom)}
+        "classroom": writable("--classroom", args.classroom), "html": writable("--html", args.html, "report.html")}
 
 
 def main(argv=None):
@@ -95,16 +98,30 @@ def main(argv=None):
     except SandboxRefused as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_REFUSED
+    if args.untrusted and not args.seed and (KIT / "solutions").is_dir():
+        # someone else's code, and no course seed: never the published inputs, whose answers ship with the release
+        import secrets
+        args.seed = secrets.token_hex(16)
+        print("grader: no --seed or $GRADER_SEED: the inputs come from a fresh secret seed (give one to regrade on "
+              "the same inputs)", file=sys.stderr)
     sandbox.start()  # first: the worker imports torch while this process does
     try:
         from .report import classroom, gradescope, terminal, write_json
-        from .run import GraderError, grade
+        from .run import GraderError, grade, reference_for
         try:
+            reference = reference_for(seed=args.seed)
             grading = grade(folder, only=args.only, checkpoint=args.checkpoint, corpus=args.corpus, sandbox=sandbox,
-                            seed=args.seed)
+                            checkpoint_shown=args.checkpoint_shown, seed=args.seed, reference=reference)
         except GraderError as e:
             print(f"grader error: {e}", file=sys.stderr)
             return EXIT_GRADER
+        pictures = None
+        if outputs["html"]:  # while the worker is still up: the pictures ask it one more question or two
+            from .diagnose.pictures import collect
+            try:
+                pictures = collect(grading, sandbox, reference)
+            except Exception as e:  # noqa: BLE001 - no picture is no reason to lose the grading
+                grading.errors.append(f"pictures: {type(e).__name__}: {e}")
     finally:
         sandbox.close()
     for line in grading.errors:  # staff only (stderr: Gradescope hides it from students)
@@ -119,6 +136,13 @@ def main(argv=None):
         write_json(outputs["record"], grading.to_dict())
     if outputs["classroom"]:
         write_json(outputs["classroom"], classroom(grading))
+    if outputs["html"]:
+        from kit.files import write_text
+
+        from .report import html
+        write_text(outputs["html"], html(grading, title, pictures))
+        drawn = pictures is not None and (pictures.attention is not None or pictures.gradients)
+        print(f"{'report with pictures of what failed' if drawn else 'report'}: {outputs['html']}")
     score = sum(r.score for r in grading.results)
     total = sum(r.points for r in grading.results)
     return EXIT_FULL if score == total else EXIT_FAILED

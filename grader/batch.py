@@ -15,12 +15,12 @@ results.json (Gradescope's format, with every failure's message) and the grader'
 ``--results`` (default: next to the CSV). Running the same command again resumes: a submission whose
 files, options and grader are unchanged since it was graded is not graded again.
 """
-import argparse
 import csv
 import hashlib
 import io
 import json
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -29,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from kit import syllabus
+from kit.cli import ArgumentParser, UsageError, positive, writable
 from kit.files import write_text
 
 from . import runner
-from .cli import UsageError, positive, writable
 from .report import csv_row, gradescope, write_json
 
 KIT = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ FINAL_STATUSES = ("graded", "invalid")
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m grader batch",
+    p = ArgumentParser(prog="python -m grader batch",
                                 description="Grade every subfolder of a folder of submissions into one CSV.")
     p.add_argument("submissions", nargs="?", help="folder with one subfolder per submission")
     p.add_argument("--csv", metavar="PATH", help="where to write the grades")
@@ -58,7 +58,8 @@ def parse(argv):
     p.add_argument("--fresh", action="store_true", help="grade everything again, ignoring earlier results")
     p.add_argument("--user", metavar="NAME", help="run the submitted code as this OS user (needs root)")
     p.add_argument("--seed", default=os.environ.get("GRADER_SEED", ""),
-                   help="the course's grading seed (default: $GRADER_SEED)")
+                   help="the course's grading seed (default: $GRADER_SEED, else the one kept beside the CSV, "
+                        "made on the first run)")
     p.add_argument("--allow-weak-sandbox", action="store_true",
                    help="grade even where no real sandbox can start (bubblewrap or --user)")
     p.add_argument("--bench", type=int, metavar="N", help="time N copies of the solutions and print submissions/minute")
@@ -66,7 +67,7 @@ def parse(argv):
     if args.bench is None and (not args.submissions or not args.csv):
         p.error("give SUBMISSIONS_DIR and --csv PATH (or --bench N)")
     if args.jobs < 1:
-        p.error("--jobs must be at least 1")
+        p.error(f"argument --jobs: must be at least 1, not {args.jobs}")
     return args
 
 
@@ -103,6 +104,30 @@ def write_csv(path, rows, units):
 def symlinks(folder):
     """The submission's files that are symbolic links (to another student's work, or the kit's)."""
     return [f for f in [*syllabus.FILES, CHECKPOINT] if (Path(folder) / f).is_symlink()]
+
+
+def batch_seed(csv_path):
+    """The seed kept beside the CSV (``grades-seed.txt``, readable by its owner only), made on the first run.
+
+    Never the published seed: its inputs, and the reference's answers to them, ship with the student
+    release, and a submission that replays them would pass every check it can recognise. Kept, so
+    that a resumed or repeated batch grades on the same inputs."""
+    path = Path(csv_path).with_name(Path(csv_path).stem + "-seed.txt")
+    try:
+        seed = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        seed = ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read the batch's grading seed ({e.__class__.__name__}); give --seed") from None
+    if seed:
+        return seed, path, False
+    seed = secrets.token_hex(16)
+    try:
+        write_text(path, seed + "\n")
+        os.chmod(path, 0o600)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot keep the batch's grading seed there ({e.strerror or e})") from None
+    return seed, path, True
 
 
 def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, units=None, results_dir=None,
@@ -146,7 +171,8 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
     def one(folder, key):
         work = work_root / folder.name
         work.mkdir()
-        out = runner.run(folder, work, units, timeout, call_timeout, checkpoint=folder / CHECKPOINT, user=user,
+        out = runner.run(folder, work, units, timeout, call_timeout, checkpoint=folder / CHECKPOINT,
+                         checkpoint_shown=f"{folder.name}/{CHECKPOINT}", user=user,
                          seed=seed, untrusted=True, allow_weak=allow_weak, threads=threads, registry=registry)
         message = out.message or (f"{len(out.grader_errors)} check(s) hit a grader error: see {folder.name}.txt"
                                   if out.grader_errors else "")
@@ -214,11 +240,19 @@ def main(argv=None):
         else [f"{root} has no submission subfolders"] if not any(
             p.is_dir() and not p.name.startswith(".") for p in root.iterdir()) else []
     try:
-        writable("--csv", args.csv)
+        writable("--csv", args.csv, "grades.csv")
         if args.results and Path(args.results).exists() and not Path(args.results).is_dir():
             raise UsageError(f"--results {args.results}: not a folder")
     except UsageError as e:
         problems.append(str(e))
+    seed = args.seed
+    if not problems and not seed:
+        try:
+            seed, seed_path, made = batch_seed(args.csv)
+            if made:
+                print(f"grading seed: new, kept in {seed_path} (keep it private: a rerun reuses it)", file=sys.stderr)
+        except UsageError as e:
+            problems.append(str(e))
     if args.user and not problems:
         problem = user_problem(args.user)
         if problem:
@@ -233,7 +267,7 @@ def main(argv=None):
         return 4
     try:
         rows = run_batch(root, args.csv, jobs=args.jobs, timeout=args.timeout, call_timeout=args.call_timeout,
-                         units=args.only, results_dir=args.results, fresh=args.fresh, user=args.user, seed=args.seed,
+                         units=args.only, results_dir=args.results, fresh=args.fresh, user=args.user, seed=seed,
                          allow_weak=args.allow_weak_sandbox)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the grades so far are in {args.csv}; run the same command again to resume",

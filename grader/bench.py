@@ -8,7 +8,6 @@
           touch), and the same grading inside a 768 MB and a 512 MB limit (cgroup v1, as root)
 - batch:  submissions graded per minute by `python -m grader batch`
 """
-import argparse
 import os
 import statistics
 import subprocess
@@ -17,6 +16,7 @@ import time
 from pathlib import Path
 
 from kit.benchmarks import OUT, write_section
+from kit.cli import ArgumentParser
 from kit.syllabus import MODULES
 
 KIT = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def bench_batch(n=6, jobs=2):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m grader.bench", description="Measure and record the grader's speed.")
+    p = ArgumentParser(prog="python -m grader.bench", description="Measure and record the grader's speed.")
     p.add_argument("--only", nargs="+", choices=["grader", "whole", "memory", "batch"],
                    default=["grader", "whole", "memory", "batch"])
     p.add_argument("--checkpoint", default=str(KIT / "runs" / "final.pt"), help="checkpoint for the final check")

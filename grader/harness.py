@@ -18,6 +18,7 @@ from .compare import assert_close, fmt_shape, keys_message, require
 from .protocol import Request, call  # noqa: F401  (re-exported for the checks)
 from .sandbox import WorkerFailure
 
+
 def check(points):
     """Mark a function as a graded check worth ``points`` (its folder says whether it needs the reference)."""
     return pytest.mark.check(points=points)
@@ -201,6 +202,7 @@ def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variant
 
 def standin_module(name):
     from kit import loader
+
     from .sandbox import STANDINS
     return loader.import_module(STANDINS, name)
 

@@ -35,6 +35,8 @@ MAX_FRAME = 64 << 20  # bytes of one answer: the largest legitimate one (logits 
 MAX_ELEMENTS = 8 << 20  # tensor elements in one answer
 DTYPES = ("float32", "float64", "bfloat16", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 STAGES = ("import", "init", "load")
+ENTRIES = {"keys": "the parameter names", "params": "the parameters", "structure": "the module structure",
+           "attrs": "the attributes", "results": "the results of the calls", "error": "an error report"}
 # torch is imported only when an answer is read: the sandbox starts its worker first, so both import it at once
 
 
@@ -42,15 +44,16 @@ class Malformed(Exception):
     """An answer that does not fit its request. ``str()`` says what, in plain words."""
 
 
-def call(*args, grad=None, method=None, same_as=None, input_grad=True, **kwargs):
+def call(*args, grad=None, method=None, same_as=None, input_grad=True, capture=False, **kwargs):
     """One call in a request: ``obj(*args, **kwargs)`` (or ``obj.method(...)``), backward with ``grad`` if given.
 
     ``same_as=i`` passes the very tensors of call ``i`` again instead of fresh copies, so a change made
     in place by call ``i`` shows in this one's output; ``input_grad=False`` backpropagates to the
-    parameters only (the inputs do not require a gradient).
+    parameters only (the inputs do not require a gradient); ``capture=True`` also sends back the
+    attention probabilities the call computed last (``attention``: a (maps, T, T) tensor, or None).
     """
     return {"args": list(args), "kwargs": kwargs, "grad": grad, "method": method, "same_as": same_as,
-            "input_grad": input_grad}
+            "input_grad": input_grad, **({"capture": True} if capture else {})}
 
 
 @dataclass
@@ -156,8 +159,9 @@ def validate(req, answer):
         {"attrs"} if req.attrs else set())
     if set(answer) != want:
         extra, missing = sorted(set(answer) - want), sorted(want - set(answer))
+        words = lambda names: ", ".join(ENTRIES.get(n, "something else") for n in names)  # noqa: E731
         raise Malformed("the answer " + "; ".join(
-            ([f"lacks {', '.join(missing)}"] if missing else []) + ([f"has unasked {', '.join(extra)}"] if extra else [])))
+            ([f"lacks {words(missing)}"] if missing else []) + ([f"has {words(extra)} not asked for"] if extra else [])))
     out = {}
     if "keys" in want:
         out["keys"] = _keys(answer["keys"], "the parameter names")
@@ -209,8 +213,10 @@ def _result(c, r, budget, i):
         return {"error": _error(r["error"], what)}
     n_args = len(c.get("args", [])) if c.get("same_as") is None else None
     grad = c.get("grad") is not None
-    allowed = {"output", "inputs_after"} | ({"input_grads", "param_grads", "grad_error"} if grad else set())
-    if not {"output", "inputs_after"} <= set(r) or not set(r) <= allowed:
+    capture = bool(c.get("capture"))
+    allowed = {"output", "inputs_after"} | ({"input_grads", "param_grads", "grad_error"} if grad else set()) | (
+        {"attention"} if capture else set())
+    if not {"output", "inputs_after"} <= set(r) or not set(r) <= allowed or capture != ("attention" in r):
         raise Malformed(f"{what} does not hold what was asked for")
     if grad and not ({"input_grads", "param_grads"} <= set(r) or ("grad_error" in r and "input_grads" not in r)):
         raise Malformed(f"{what} has no gradients")
@@ -219,6 +225,12 @@ def _result(c, r, budget, i):
     if not isinstance(after, list) or (n_args is not None and len(after) != n_args):
         raise Malformed(f"{what}: its inputs are not sent back")
     out["inputs_after"] = [budget.tensor(a, "an input") if isinstance(a, torch.Tensor) else None for a in after]
+    if capture:
+        a = r["attention"]
+        if a is not None and not (isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[1] == a.shape[2]
+                                  and a.dtype == torch.float32):
+            raise Malformed(f"{what}: its attention weights are not (maps, T, T) float32")
+        out["attention"] = None if a is None else budget.tensor(a, "attention weights")
     if "grad_error" in r:
         out["grad_error"] = one_line(r["grad_error"], 200)
     if "input_grads" in r:

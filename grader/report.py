@@ -140,5 +140,61 @@ def notebook(result):
     return f"{result.title} ({points})\n" + failure_text(result.failure)
 
 
+_STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}
+.pass{color:#1a7f37}.fail{color:#c62828}.info{color:#0277bd}pre{background:#f6f8fa;padding:.6em;white-space:pre-wrap}
+img{max-width:100%;border:1px solid #eee}h2{margin-top:1.6em}.note{color:#666}"""
+
+
+def html(grading, title, pictures=None):
+    """One self-contained HTML page: the table, every failure, and the pictures the failures call for
+    (grader/diagnose/pictures.py), embedded as images."""
+    from html import escape
+
+    from .figures import attention_figure, gradient_figure
+    results = grading.results
+    got, total = totals(results)
+    out = [f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title><style>{_STYLE}</style>",
+           f"<h1>{escape(title)}</h1><p>Total <b>{num(got)}/{num(total)}</b> &middot; isolation: "
+           f"{escape(grading.isolation)}</p>"]
+    if grading.reference == "snapshot":
+        out.append(f"<p class=note>{escape(SNAPSHOT_NOTE)}</p>")
+    if pictures is not None and pictures.attention is not None:
+        a = pictures.attention
+        out.append("<h2>Attention weights</h2><p>CausalSelfAttention(32, 4) on one input of "
+                   f"{a['T']} positions, loaded with the same weights on both sides: one map per head, query "
+                   "positions down, key positions across, bright = weight near 1. The reference is zero above "
+                   "the diagonal (no position sees the future) and every row sums to 1.</p>")
+        if a.get("note"):
+            out.append(f"<p class=fail>{escape(a['note'])}</p>")
+        out.append(f'<img alt="attention weights, yours and the reference\'s" src="{attention_figure(a)}">')
+    for unit, norms in (pictures.gradients.items() if pictures is not None else ()):
+        out.append(f"<h2>Gradients: {escape(unit)}</h2><p>One backward pass through the module with the "
+                   "same weights, input and output gradient on both sides: a bar that differs names the "
+                   "parameter whose gradient is wrong; a missing one was never used.</p>")
+        if norms.get("note"):
+            out.append(f"<p class=fail>{escape(norms['note'])}</p>")
+        out.append(f'<img alt="gradient norms of {escape(unit)}" src="{gradient_figure(unit, norms)}">')
+    for unit, rows in by_unit_results(results).items():
+        u_got, u_total = totals(rows)
+        out.append(f"<h2>{escape(unit)} ({num(u_got)}/{num(u_total)})</h2><table>")
+        for r in rows:
+            mark, cls = ("INFO", "info") if r.points == 0 else ("PASS", "pass") if r.passed else ("FAIL", "fail")
+            out.append(f"<tr><td class={cls}>{mark}</td><td>{num(r.score)}/{num(r.points)}</td>"
+                       f"<td>{escape(r.title)}</td></tr>")
+        out.append("</table>")
+        for r in rows:
+            if r.failure is not None:
+                out.append(f"<h3>{escape(r.title)}</h3><pre>{escape(failure_text(r.failure))}</pre>")
+    return "\n".join(out) + "\n"
+
+
+def by_unit_results(results):
+    groups = {}
+    for r in results:
+        groups.setdefault(r.unit, []).append(r)
+    return groups
+
+
 def write_json(path, data):
     write_text(path, json.dumps(data, indent=2) + "\n")

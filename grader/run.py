@@ -64,9 +64,12 @@ def check_files(units, reference=True):
 class Collector:
     """pytest plugin: hands the checks their sandbox and reference, gathers one Result per check."""
 
-    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed=""):
+    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed="", checkpoint_shown=None):
         self.sandbox, self.reference, self.seed = sandbox, reference, seed
         self.checkpoint = Path(checkpoint) if checkpoint else KIT / "runs" / "final.pt"
+        # what messages call it: the name the student knows (runs/final.pt, the upload's final.pt), not a path
+        # of the grading machine
+        self.checkpoint_shown = checkpoint_shown or (str(checkpoint) if checkpoint else "runs/final.pt")
         self.corpus = corpus
         self.results, self.errors, self._items = [], [], {}
         self.current, self._notes, self._measured = None, {}, {}
@@ -160,7 +163,7 @@ def points_of(results):
 
 
 def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, reference=REFERENCE, call_timeout=20.0,
-          user=None, seed="", untrusted=False, allow_weak=False):
+          user=None, seed="", untrusted=False, allow_weak=False, checkpoint_shown=None):
     """Grade ``folder``; return a Grading (missing files fail their checks, with a message)."""
     from .sandbox import Sandbox
     units = syllabus.in_order(only or syllabus.NAMES)
@@ -168,13 +171,11 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     own = sandbox is None
     sandbox = sandbox or Sandbox(folder, call_timeout=call_timeout, user=user, untrusted=untrusted,
                                  allow_weak=allow_weak)
-    try:
-        ref, kind = (reference, "live") if not isinstance(reference, (str, Path)) else _reference(reference, seed)
-    except FileNotFoundError as e:
-        raise GraderError(str(e)) from None
+    ref = reference_for(reference, seed) if isinstance(reference, (str, Path)) else reference
+    kind = "live" if getattr(ref, "live", False) else "snapshot"
     if own:
         sandbox.start()  # the worker imports torch while pytest starts up here
-    plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed)
+    plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown)
     args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "--assert=plain",
             "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(units)]
     try:
@@ -191,10 +192,14 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     return Grading(plugin.results, sandbox.isolation.describe(), time.monotonic() - t0, seed, kind, plugin.errors)
 
 
-def _reference(folder, seed):
-    """The live reference where ``folder`` holds it; else the published snapshot (which knows one seed only)."""
+def reference_for(folder=REFERENCE, seed=""):
+    """The live reference where ``folder`` holds it; else the published snapshot (which knows one seed only).
+    Raises GraderError when there is neither."""
     from .reference import Live
     if (Path(folder) / "decoder.py").is_file():
-        return Live(folder), "live"
+        return Live(folder)
     from .snapshot import Snapshot
-    return Snapshot.load(seed), "snapshot"
+    try:
+        return Snapshot.load(seed)
+    except FileNotFoundError as e:
+        raise GraderError(str(e)) from None

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.host import host
 from kit.outcome import Kind
 
 KIT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,12 @@ class Outcome:
     message: str
     seconds: float
     output: str = ""
+
+    @property
+    def starved(self):
+        """The checks that stopped because the grading machine ran short of memory (not the code's fault)."""
+        return [] if self.grading is None else [r for r in self.grading.results
+                                                if r.failure is not None and r.failure.kind is Kind.STARVED]
 
     @property
     def grader_errors(self):
@@ -69,7 +76,7 @@ class Processes:
 def kill(proc):
     """SIGKILL a grading and everything in its process group (its sandbox dies with it); wait, with a deadline."""
     try:
-        if os.name == "posix":
+        if host().process_groups:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             proc.kill()
@@ -87,8 +94,13 @@ def _last_line(text):
 
 
 def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=None, user=None, seed=None,
-        untrusted=True, allow_weak=False, threads=None, python=sys.executable, registry=None, corpus=None):
-    """Grade ``folder`` in a fresh process, writing only under ``work``; return an Outcome."""
+        untrusted=True, allow_weak=False, threads=None, python=sys.executable, registry=None, corpus=None,
+        checkpoint_shown=None):
+    """Grade ``folder`` in a fresh process, writing only under ``work``; return an Outcome.
+
+    ``checkpoint_shown``: what the messages call the checkpoint (default: ``checkpoint`` as given, which the
+    grading, running in the kit's folder, sees resolved)."""
+    shown = checkpoint_shown or (None if checkpoint is None else str(checkpoint))
     work = Path(work)
     tmp = work / "tmp"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -102,7 +114,7 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
     if units:
         cmd += ["--only", *units]
     if checkpoint is not None:
-        cmd += ["--checkpoint", str(checkpoint)]
+        cmd += ["--checkpoint", str(checkpoint), "--checkpoint-shown", shown]
     if corpus is not None:
         cmd += ["--corpus", str(corpus)]
     if user:
@@ -119,7 +131,7 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
     t0 = time.monotonic()
     with open(work / "output.txt", "w+", encoding="utf-8", errors="replace") as log:
         proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=os.name == "posix")
+                                env=env, start_new_session=host().process_groups)
         if registry is not None and not registry.add(proc):
             return Outcome("interrupted", None, "not graded: interrupted", 0.0)
         try:

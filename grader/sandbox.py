@@ -27,6 +27,7 @@ Every wait has a deadline; a stopped sandbox leaves no process and no temporary 
 import json
 import os
 import queue
+import secrets
 import shutil
 import signal
 import site
@@ -39,7 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit import tensorpack
+from kit import machine, tensorpack
+from kit.host import host
 from kit.outcome import Failure, Kind
 from kit.text import one_line
 
@@ -53,6 +55,7 @@ DENY_MODULES = ["solutions", "grader", "lab", "classroom", "tests", "exercises",
 MAX_REQUEST = 256 << 20  # what the worker accepts from the grader (a checkpoint's weights fit)
 TMP_MB = 64  # the worker's private /tmp under bubblewrap
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
+TOKEN = "KIT_SANDBOX_TOKEN"  # the worker's environment variable that its children inherit
 
 
 class WorkerFailure(Exception):
@@ -115,6 +118,11 @@ def _start_time(pid):
 
 
 def _alive(pid, folder):
+    if os.name != "posix":  # os.kill(pid, 0) would end the process on Windows: sweep only what is a day old
+        try:
+            return time.time() - folder.stat().st_mtime < 86400
+        except OSError:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -183,7 +191,7 @@ _BWRAP_WORKS = {}
 
 def bwrap_works(user=None):
     """Whether bubblewrap can start Python here (user namespaces allowed, the interpreter readable)."""
-    if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
+    if host().name != "linux" or shutil.which("bwrap") is None:
         return False
     if os.environ.get("KIT_NO_BWRAP"):  # the kit's tests of the fallbacks
         return False
@@ -255,8 +263,9 @@ class Sandbox:
     """
 
     def __init__(self, folder, call_timeout=20.0, start_timeout=120.0, memory_mb=None, output_mb=16, threads=None,
-                 user=None, cpu_s=1800, untrusted=False, allow_weak=False, bubblewrap=None):
+                 user=None, cpu_s=1800, untrusted=False, allow_weak=False, bubblewrap=None, audit_hook=True):
         self.folder = Path(folder).resolve()
+        self.host = host()  # what this OS offers; each missing piece has its fallback below (kit/host.py)
         self.call_timeout, self.start_timeout = call_timeout, start_timeout
         self.memory_mb = memory_mb or _env_int("GRADER_MEMORY_MB", 4096)
         self.output_mb, self.cpu_s, self.user = output_mb, cpu_s, user
@@ -269,6 +278,8 @@ class Sandbox:
                 "refusing to grade untrusted code with no sandbox: bubblewrap cannot start here (install the "
                 "`bubblewrap` package, or allow user namespaces) and no --user was given; run as root with --user "
                 "NAME (an unprivileged user), or pass --allow-weak-sandbox to grade anyway (docs/threat-model.md)")
+        self.audit_hook = audit_hook  # False only in the kit's tests of the kernel's fences (a hook switched off)
+        self.token = secrets.token_hex(8)  # in the worker's environment: finds its children that left its group
         self.proc = None
         self.dir = None  # private: runtime copy (read by the worker), log, and without bubblewrap its temp folder
         self.log = None
@@ -276,6 +287,7 @@ class Sandbox:
         self._ready = False
         self._dead_targets = {}  # (module, target, standins) -> the failure that killed it
         self._dead_modules = {}  # (module, standins) -> the failure, when the import itself hung or killed the worker
+        self._oom_kills = 0
 
     # -- the process -------------------------------------------------------------------------
 
@@ -306,16 +318,20 @@ class Sandbox:
             self._prepare()
         if self.log is not None:
             self.log.close()
-        # an unlinked file: the worker writes through the descriptor, and there is no path to swap
-        self.log = tempfile.TemporaryFile(dir=self.dir)
+        if self.host.pass_fds:  # an unlinked file: the worker writes through the descriptor, no path to swap
+            self.log, log_path = tempfile.TemporaryFile(dir=self.dir), None
+        else:  # no descriptors to hand over (Windows): a file the worker opens by name
+            log_path = str(self.dir / f"worker-{secrets.token_hex(4)}.log")
+            self.log = open(log_path, "w+b")
         tmp = "/tmp" if self.bubblewrap else str(self.tmp)
         reads = [str(self.folder), str(self.runtime)]
-        cfg = {"log_fd": self.log.fileno(), "folder": str(self.folder), "threads": self.threads,
+        cfg = {"log_fd": None if log_path else self.log.fileno(), "log_path": log_path, "folder": str(self.folder),
+               "threads": self.threads, "rlimits": self.host.rlimits, "kernel_fences": self.host.kernel_fences,
                "parent": os.getpid(), "deny_read": [str(KIT)], "allow_read": [*reads, *_python_paths()],
                "allow_write": [tmp], "deny_modules": DENY_MODULES, "memory_mb": self.memory_mb,
                "output_mb": self.output_mb, "cpu_s": self.cpu_s, "max_request": MAX_REQUEST,
-               "nproc": 64 if self.bubblewrap else 0}
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.threads),
+               "nproc": 64 if self.bubblewrap else 0, "audit": self.audit_hook}
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.threads), TOKEN: self.token,
                **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
         args = [sys.executable, "-I", "-X", "faulthandler", str(self.runtime / "worker.py"), json.dumps(cfg)]
         kwargs = {"user": self.user} if self.user is not None else {}
@@ -324,10 +340,9 @@ class Sandbox:
         else:
             cmd, cwd = args, tmp
             env.update(HOME=tmp, TMPDIR=tmp)
-        posix = os.name == "posix"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     cwd=cwd, env=env, pass_fds=(self.log.fileno(),) if posix else (),
-                                     start_new_session=posix, **kwargs)
+                                     cwd=cwd, env=env, pass_fds=() if log_path else (self.log.fileno(),),
+                                     start_new_session=self.host.process_groups, **kwargs)
         self.frames = queue.Queue()
         threading.Thread(target=_reader, args=(self.proc.stdout, self.frames), daemon=True).start()
         self._ready = False
@@ -361,7 +376,7 @@ class Sandbox:
         if proc is None:
             return
         try:
-            if os.name == "posix":
+            if self.host.process_groups:
                 os.killpg(proc.pid, signal.SIGKILL)
             else:
                 proc.kill()
@@ -376,8 +391,11 @@ class Sandbox:
                 f.close()
             except OSError:
                 pass
-        if self.user is not None and not self.bubblewrap:
-            _kill_user(self.user)  # children that left the process group (double fork, setsid)
+        if not self.bubblewrap:  # inside bubblewrap the PID namespace dies with the worker, children and all
+            if self.user is not None:
+                _kill_user(self.user)  # children that left the process group (double fork, setsid)
+            if self.host.proc:
+                _kill_marked(self.token)
 
     def close(self):
         self.stop()
@@ -401,7 +419,11 @@ class Sandbox:
             return ""
         try:
             size = os.fstat(self.log.fileno()).st_size
-            data = os.pread(self.log.fileno(), n, max(0, size - n))
+            if hasattr(os, "pread"):
+                data = os.pread(self.log.fileno(), n, max(0, size - n))
+            else:  # Windows
+                self.log.seek(max(0, size - n))
+                data = self.log.read(n)
             return one_line(data.decode("utf-8", "replace").strip(), n)
         except (OSError, AttributeError):
             return ""
@@ -415,7 +437,11 @@ class Sandbox:
             try:
                 kind, value = self.frames.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
+                short = self._starved()  # asked while the worker still holds its memory
                 self.stop()
+                if short:
+                    raise WorkerFailure(Kind.STARVED, f"no answer after {timeout:.0f} s while {doing}, and the grading "
+                                        f"machine is short of memory ({short})", STARVED_HINT) from None
                 raise WorkerFailure(Kind.TIMED_OUT, f"timed out: no answer after {timeout:.0f} s while {doing}",
                                     "look for an endless loop, or far too much work (at import time too)") from None
             if kind == "eof":
@@ -430,6 +456,12 @@ class Sandbox:
                 continue
             return value
 
+    def _starved(self):
+        """Why the machine (its memory cgroup) is short of memory now, or None."""
+        if machine.oom_kills() > self._oom_kills:
+            return "the system killed a process for lack of memory"
+        return machine.memory_short()
+
     def _death(self, doing):
         proc = self.proc
         code = None
@@ -439,6 +471,10 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 code = None
         self.stop()
+        if code == -signal.SIGKILL and machine.oom_kills() > self._oom_kills:
+            return WorkerFailure(Kind.STARVED, f"the system killed the process running your code for lack of memory "
+                                 f"while {doing}: the grading machine has too little memory for this grading, or "
+                                 "your code allocates far more than the task needs", STARVED_HINT)
         if code is not None and code < 0:
             name = signal.Signals(-code).name
             why = {"SIGKILL": "killed (out of memory?)", "SIGSEGV": "crashed (segmentation fault)",
@@ -474,6 +510,7 @@ class Sandbox:
             kind, got = self._dead_targets[key]
             raise WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}")
         progress = set()
+        self._oom_kills = machine.oom_kills()
         try:
             self.start()
             self._await_ready()
@@ -516,6 +553,8 @@ class _Within:
         pass  # the sandbox's owner closes it
 
 
+STARVED_HINT = ("this is not a verdict on correct code: the course staff can give the grading more memory "
+                "(docs/classroom.md, Resources); if your code builds large tensors, make them smaller")
 MALFORMED_HINT = ("the process running your code sent back something else than the results of the calls asked "
                   "for: this happens when code replaces the grader's own functions in that process; only "
                   "compute in your modules")
@@ -580,6 +619,22 @@ def _kill_user(user):
         if d.name.isdigit():
             try:
                 if d.stat().st_uid == uid:
+                    os.kill(int(d.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+
+def _kill_marked(token):
+    """SIGKILL every process whose environment holds this sandbox's token (Linux: the children of a worker
+    that left its process group without bubblewrap)."""
+    needle = f"{TOKEN}={token}".encode()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for d in proc.iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if needle in (d / "environ").read_bytes().split(b"\0"):
                     os.kill(int(d.name), signal.SIGKILL)
             except (OSError, ProcessLookupError):
                 pass

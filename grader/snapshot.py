@@ -175,6 +175,7 @@ class Snapshot:
 def record(seed="", path=PUBLISHED):
     """Grade the solutions on ``seed`` with a Recorder and write the snapshot; return (its size, Recorder)."""
     from kit.syllabus import CURRICULUM, MODULES
+
     from .diagnose.probe import staged_attention
     from .reference import Live
     from .run import REFERENCE, grade
@@ -186,6 +187,11 @@ def record(seed="", path=PUBLISHED):
         failed = [r.check for r in grading.results if not r.passed]
         if failed:
             raise RuntimeError(f"the solutions fail {', '.join(failed)}: no snapshot written")
+        # the report's pictures are drawn only on a failure: record their questions too
+        from .diagnose.pictures import attention_maps, gradient_norms
+        attention_maps(sub, rec, seed)
+        for unit in ("rmsnorm", "attention", "block", "decoder"):
+            gradient_norms(sub, rec, unit, seed)
         # the staged probe runs only on a failure: record its questions for every attention the checks build
         for cfg in ((32, 4, None, 10000.0), (48, 3, None, 100.0), (32, 4, 2, 10000.0), (32, 4, 1, 10000.0)):
             if staged_attention(sub, rec, *cfg, 16) is not None:

@@ -225,13 +225,16 @@ def _run_call(obj, call, i, ctx, inputs):
     if grad is not None:
         if isinstance(obj, torch.nn.Module):
             obj.zero_grad(set_to_none=True)
-    with torch.set_grad_enabled(grad is not None):
+    captured = [] if call.get("capture") else None
+    with torch.set_grad_enabled(grad is not None), _capturing(captured):
         fn = getattr(obj, call["method"]) if call.get("method") else obj
         try:
             y = _guard(f"call {i}", ctx, fn, *args, **call.get("kwargs", {}))
         except StageError as e:
             return {"error": _describe(e)}
     res = {"output": _plain(y), "inputs_after": [_plain(a) if isinstance(a, torch.Tensor) else None for a in args]}
+    if captured is not None:
+        res["attention"] = _attention_of(captured)
     if grad is not None:
         if not isinstance(y, torch.Tensor) or y.shape != grad.shape:
             res["grad_error"] = "output is not a tensor of the expected shape"
@@ -248,6 +251,60 @@ def _run_call(obj, call, i, ctx, inputs):
             if isinstance(obj, torch.nn.Module):
                 res["param_grads"] = {n: _plain(p.grad) for n, p in obj.named_parameters()}
     return res
+
+
+class _capturing:
+    """While it is active, every softmax and fused attention records its probabilities into ``store`` (for the
+    report's pictures of attention weights: ``call(..., capture=True)``); a None store records nothing."""
+
+    def __init__(self, store):
+        self.store, self.saved = store, []
+
+    def __enter__(self):
+        if self.store is None:
+            return self
+        import torch
+        import torch.nn.functional as F
+        store = self.store
+
+        def keep(p):
+            if isinstance(p, torch.Tensor) and p.dim() >= 2 and p.shape[-1] == p.shape[-2] and len(store) < 8:
+                store.append(p.detach().float().reshape(-1, *p.shape[-2:])[:64].clone())
+            return p
+
+        def wrap(f):
+            return lambda *a, **k: keep(f(*a, **k))
+
+        def sdpa(sdpa_f):
+            def fused(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False, **kw):
+                with torch.no_grad():
+                    kk = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3) if (
+                        k.dim() >= 3 and q.shape[-3] != k.shape[-3]) else k
+                    w = (q @ kk.transpose(-2, -1)).float() * (scale or q.shape[-1] ** -0.5)
+                    if is_causal:
+                        w = w.masked_fill(torch.ones(w.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+                    if attn_mask is not None:
+                        w = w.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else w + attn_mask
+                    keep(torch.softmax(w, -1))
+                extra = {"enable_gqa": enable_gqa} if enable_gqa else {}
+                return sdpa_f(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+                              **extra, **kw)
+            return fused
+        for owner, name, make in ((torch, "softmax", wrap), (F, "softmax", wrap), (torch.Tensor, "softmax", wrap),
+                                  (F, "scaled_dot_product_attention", sdpa)):
+            original = getattr(owner, name)
+            self.saved.append((owner, name, original))
+            setattr(owner, name, make(original))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, original in self.saved:
+            setattr(owner, name, original)
+
+
+def _attention_of(captured):
+    """The last probabilities recorded, as (maps, T, T) float32, or None."""
+    return captured[-1] if captured else None
 
 
 def _describe(e):
@@ -285,7 +342,9 @@ def main():
     cfg = json.loads(sys.argv[1])
     here = os.path.dirname(os.path.abspath(__file__))
     rpc_in, rpc_out = os.dup(0), os.dup(1)
-    log = cfg["log_fd"]  # opened by the parent: the worker never names a file it could swap
+    # opened by the parent, so the worker never names a file it could swap; by name where no descriptor can be
+    # handed over (Windows)
+    log = cfg["log_fd"] if cfg.get("log_fd") is not None else os.open(cfg["log_path"], os.O_WRONLY | os.O_APPEND)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(log, 1)

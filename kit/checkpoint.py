@@ -36,16 +36,17 @@ def save(state, path):
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def _open(path):
+def _open(path, shown=None):
     path = Path(path)
+    name = shown or path
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
+        raise CheckpointError(f"{name} is a folder, not a checkpoint file")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
+        raise CheckpointError(f"{name}: no such checkpoint")
     try:
         return open(path, "rb")
     except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+        raise CheckpointError(f"{name}: cannot be read ({e.strerror or e})") from None
 
 
 def _validated(state, path):
@@ -124,55 +125,56 @@ def _without_tensors(node, depth=0):
     return node
 
 
-def read_model(path, expected):
+def read_model(path, expected, shown=None):
     """``(the checkpoint's other entries, its weights)`` for a model whose weights must be exactly ``expected``.
 
     ``expected`` maps each weight's name to its shape. Raises CheckpointError, naming what differs,
     before reading any tensor data when a name, shape or dtype (float32 or bfloat16) is not the
-    expected model's.
+    expected model's. Messages name the file ``shown`` (as the user knows it), else ``path``.
     """
-    with _open(path) as f:
+    label = shown or path
+    with _open(path, shown) as f:
         try:
             first = f.read(8)
             if first[:4] == b"PK\x03\x04":
-                raise CheckpointError(f"{path}: written in the kit's older format; convert it with "
-                                      f"`{UPGRADE} {path}`")
+                raise CheckpointError(f"{label}: written in the kit's older format; convert it with "
+                                      f"`{UPGRADE} {label}`")
             if len(first) < 8 or struct.unpack("<Q", first)[0] > MAX_HEADER:
-                raise CheckpointError(f"{path}: not a readable checkpoint (no valid header)")
+                raise CheckpointError(f"{label}: not a readable checkpoint (no valid header)")
             n = struct.unpack("<Q", first)[0]
             head = first + f.read(n)
             size = Path(path).stat().st_size
         except OSError as e:
-            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+            raise CheckpointError(f"{label}: cannot be read ({e.strerror or e})") from None
     try:
         entries, meta = parse_header(head, size)
         tree = json.loads(meta.get("tree", "null"))
     except (PackError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        raise CheckpointError(f"{label}: not a readable checkpoint ({e})") from None
     names = _model_refs(tree)
     if names is None:
-        raise CheckpointError(f"{path}: not a checkpoint of this kit (no model weights in it)")
+        raise CheckpointError(f"{label}: not a checkpoint of this kit (no model weights in it)")
     missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
     if missing or extra:
         parts = ([f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")] if missing else []) + \
                 ([f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else "")] if extra else [])
-        raise CheckpointError(f"{path}: its weights are not the curriculum's model ({'; '.join(parts)})")
+        raise CheckpointError(f"{label}: its weights are not the curriculum's model ({'; '.join(parts)})")
     for name, shape in expected.items():
         if names[name] not in entries:
-            raise CheckpointError(f"{path}: not a readable checkpoint (weight {name} has no data)")
+            raise CheckpointError(f"{label}: not a readable checkpoint (weight {name} has no data)")
         dtype, got, _ = entries[names[name]]
         if tuple(got) != tuple(shape):
-            raise CheckpointError(f"{path}: {name} has shape {tuple(got)}, the curriculum's model has {tuple(shape)}")
+            raise CheckpointError(f"{label}: {name} has shape {tuple(got)}, the curriculum's model has {tuple(shape)}")
         if dtype not in ("F32", "BF16"):
-            raise CheckpointError(f"{path}: {name} is {dtype}, not float32 or bfloat16")
+            raise CheckpointError(f"{label}: {name} is {dtype}, not float32 or bfloat16")
     from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as st:
             weights = {name: st.get_tensor(names[name]) for name in expected}
     except Exception as e:  # noqa: BLE001 - the library's own validation of the file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"{label}: not a readable checkpoint ({type(e).__name__})") from None
     info = _without_tensors(tree)
-    info = _validated({**(info if isinstance(info, dict) else {}), "model": {}}, path)
+    info = _validated({**(info if isinstance(info, dict) else {}), "model": {}}, label)
     info.pop("model")
     return info, weights
 

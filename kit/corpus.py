@@ -8,6 +8,7 @@ before a file is used or moved into place, so a wrong or partial file never coun
 import hashlib
 import os
 import shutil
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -66,12 +67,18 @@ def _install(fill, dest, sha256):
 def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):
     """Make sure ``dest`` holds the verified corpus; return its path.
 
-    Source order: ``src``; ``$TINYSHAKESPEARE``; an already verified ``dest``; ``url``.
+    Source order: ``src``; ``$TINYSHAKESPEARE``; an already verified ``dest``; the copy the repository
+    ships (``data/``); ``url``. Where ``dest`` cannot be written is found before any download.
     """
     dest = Path(dest)
     if dest.is_dir():
         raise DataError(f"--dest {dest} is a folder: give the file to write, e.g. {dest / DEFAULT_PATH.name}")
     src = src or os.environ.get(ENV_VAR)
+    if not src and not dest.is_file() and dest.resolve() != DEFAULT_PATH.resolve():
+        try:
+            src = verify(DEFAULT_PATH, sha256)
+        except DataError:
+            src = None
     if src:
         src = Path(src)
         verify(src, sha256)  # a bad source fails before dest is touched
@@ -83,6 +90,14 @@ def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):
             return verify(dest, sha256)
         except DataError:
             pass  # a stale or damaged copy: fetch a fresh one, replacing it only once verified
+
+    try:  # a read-only or full disk says so now, not after the download
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=f".{dest.name}.", suffix=".probe") as f:
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+    except OSError as e:
+        raise DataError(f"cannot write {dest}: {e.strerror or e}") from None
 
     def download(tmp):
         try:

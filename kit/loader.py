@@ -13,6 +13,7 @@ import sys
 import types
 from pathlib import Path
 
+
 def package_name(folder, overrides=None):
     """A package name unique to this folder and override set, so several implementations coexist."""
     key = str(Path(folder).resolve()) + repr(sorted((k, str(Path(v).resolve())) for k, v in (overrides or {}).items()))

@@ -46,3 +46,62 @@ def describe(device="cpu"):
     bf16 = "native bf16" if cpu_has_bf16() else "no native bf16"
     return (f"{cpu_model()}, {os.cpu_count()} cores, {bf16} (flags: {' '.join(flags) or 'none of avx2/avx512'}), "
             f"{platform.system()} {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}")
+
+
+# -- memory: is the machine (its memory cgroup) short of it? ------------------------------------------
+
+def _memory_cgroup():
+    """(version, folder) of this process's memory cgroup, or None."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+            return (1, folder) if folder.is_dir() else None
+    for line in lines:
+        if line.startswith("0::"):
+            folder = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+            return (2, folder) if (folder / "memory.max").is_file() else None
+    return None
+
+
+def _read(path):
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def oom_kills():
+    """How many processes the kernel has killed for lack of memory in this process's cgroup so far (0: unknown)."""
+    found = _memory_cgroup()
+    if found is None:
+        return 0
+    version, folder = found
+    text = _read(folder / ("memory.events" if version == 2 else "memory.oom_control"))
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+def memory_short(margin=0.95):
+    """A line saying how short of memory the machine is, or None: the cgroup at its limit, or the kernel
+    stalling every task on memory (PSI)."""
+    found = _memory_cgroup()
+    if found is not None:
+        version, folder = found
+        limit = _read(folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")).strip()
+        used = _read(folder / ("memory.current" if version == 2 else "memory.usage_in_bytes")).strip()
+        if limit.isdigit() and used.isdigit() and int(limit) < 1 << 50 and int(used) >= margin * int(limit):
+            return f"its memory limit of {int(limit) >> 20} MB is reached"
+    for line in _read("/proc/pressure/memory").splitlines():
+        if line.startswith("full "):
+            fields = dict(kv.split("=") for kv in line.split()[1:])
+            if float(fields.get("avg10", 0)) > 20.0:
+                return "it spends most of its time waiting for memory"
+    return None

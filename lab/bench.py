@@ -10,7 +10,6 @@ Each section of BENCHMARKS.md is replaced by the new measurement; the others sta
 sections are named after the device (``throughput-cuda``), so the CPU's numbers stay beside them.
 (the grader's own timings come from `python -m grader.bench`).
 """
-import argparse
 import os
 import statistics
 import subprocess
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from kit import benchmarks
+from kit.cli import ArgumentParser
 from kit.syllabus import CURRICULUM
 
 from .config import pick_optimizer, pick_precision
@@ -89,6 +89,7 @@ def _trainer_tokens_per_s(device, precision, steps, warmup):
 def bench_throughput(device="cpu", steps=12, precision="auto"):
     """The plain loop against the trainer's own step, and the alternatives the kit's choice was made from."""
     from kit.loader import load_impl
+
     from .model import build
     impl = load_impl(KIT / "solutions")
     d = parse([])
@@ -214,7 +215,7 @@ def report_target(hist, minutes, wall, tokens_per_step, device, optimizer, preci
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab.bench", description="Measure and record the kit's speed.")
+    p = ArgumentParser(prog="python -m lab.bench", description="Measure and record the kit's speed.")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=["throughput"],
                    help="what to measure (default: throughput; `target` takes up to --minutes)")
     p.add_argument("--minutes", type=float, default=120.0, help="time cap of the `target` run (lab.train's default)")

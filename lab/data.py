@@ -5,14 +5,14 @@ and, when it is missing or damaged, installs a fresh copy: from ``--src``, else 
 in ``$TINYSHAKESPEARE``, else downloaded from the char-rnn URL. A wrong or partial file is
 never moved into place (kit/corpus.py).
 """
-import argparse
 import sys
 
+from kit.cli import ArgumentParser
 from kit.corpus import DEFAULT_PATH, DataError, fetch
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab.data", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m lab.data", description=__doc__.splitlines()[0])
     p.add_argument("--src", help="a local copy of input.txt to verify and install")
     p.add_argument("--dest", default=str(DEFAULT_PATH), help="where the verified copy goes (default: %(default)s)")
     args = p.parse_args(argv)

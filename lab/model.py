@@ -11,6 +11,7 @@ def load(folder):
     """The implementation in ``folder`` (``impl.decoder.TransformerLM``, ...), or ImplementationError in one line."""
     import traceback
     from pathlib import Path
+
     from kit.syllabus import FILES
     folder = Path(folder)
     if not folder.is_dir():

@@ -3,13 +3,12 @@
     python -m lab.sample [--checkpoint runs/final.pt] [--prompt "ROMEO:"] [--length 500]
                          [--temperature 0.8] [--top-k 40] [--seed 1] [--impl DIR]
 """
-import argparse
-import math
 import sys
 
 import torch
 
 from kit import checkpoint as ckpt
+from kit.cli import ArgumentParser, number
 from kit.corpus import CharTokenizer
 
 from .model import ImplementationError, build
@@ -32,36 +31,14 @@ def generate(model, idx, length, temperature=1.0, top_k=None, generator=None, ma
     return idx
 
 
-def _count(low):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
-        return v
-    return parse
-
-
-def _temperature(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
-    return v
-
-
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab.sample", description="Print text from a trained checkpoint.")
+    p = ArgumentParser(prog="python -m lab.sample", description="Print text from a trained checkpoint.")
     p.add_argument("--checkpoint", default="runs/final.pt")
     p.add_argument("--impl", help="implementation folder (default: the one the checkpoint was trained with)")
     p.add_argument("--prompt", default="\n")
-    p.add_argument("--length", type=_count(1), default=500, help="characters to generate")
-    p.add_argument("--temperature", type=_temperature, default=0.8, help="0 picks the most likely character")
-    p.add_argument("--top-k", type=_count(0), default=40, help="sample among the k most likely (0: all)")
+    p.add_argument("--length", type=number(int, 1), default=500, help="characters to generate")
+    p.add_argument("--temperature", type=number(float, 0), default=0.8, help="0 picks the most likely character")
+    p.add_argument("--top-k", type=number(int, 0), default=40, help="sample among the k most likely (0: all)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args(argv)
     try:

@@ -14,7 +14,7 @@ What a run is and where it runs (device, compute dtype, optimizer) is decided on
 ``lab/config.py``; the checks of the command line happen before any training, so a run is never
 lost to a bad option found at its end.
 """
-import argparse
+
 import copy
 import math
 import os
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from kit import checkpoint as ckpt
+from kit.cli import ArgumentParser, UsageError, number, writable
 from kit.corpus import CharTokenizer, DataError, find, split
 from kit.perplexity import TRAIN_CHARS, perplexity, windows
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
@@ -45,31 +46,11 @@ MAX_ROLLBACKS = 3
 CONFIRM_BELOW, STOP_BELOW = 1.03, 0.98
 
 
-class UsageError(Exception):
-    """A bad option: one line, exit status 2, before anything is trained."""
-
-
-def _number(kind, low=None, low_ok=True, high=None):
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
-        if kind is float and not math.isfinite(v):
-            raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
-        if low is not None and (v < low or (v == low and not low_ok)):
-            raise argparse.ArgumentTypeError(f"must be {'at least' if low_ok else 'more than'} {low:g}, not {text}")
-        if high is not None and v > high:
-            raise argparse.ArgumentTypeError(f"must be at most {high:g}, not {text}")
-        return v
-    return parse
-
-
-POSITIVE, COUNT, FRACTION = _number(float, 0, False), _number(int, 1), _number(float, 0, True, 1)
+POSITIVE, COUNT, FRACTION = number(float, 0, False), number(int, 1), number(float, 0, True, 1)
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python -m lab.train", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m lab.train", description=__doc__.splitlines()[0])
     p.add_argument("--impl", default="exercises", help="implementation folder (default: %(default)s)")
     p.add_argument("--out", default="runs/final.pt", help="checkpoint path (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from --out")
@@ -93,9 +74,9 @@ def parse(argv=None):
                         "CPU, adamw on a GPU, as measured in BENCHMARKS.md (default: %(default)s)")
     p.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (default: %(default)s)")
     p.add_argument("--min-lr-ratio", type=FRACTION, default=0.1, help="final learning rate as a fraction of the peak")
-    p.add_argument("--warmup", type=_number(int, 0), default=100, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=_number(float, 0), default=0.0)
-    p.add_argument("--grad-clip", type=_number(float, 0), default=1.0)
+    p.add_argument("--warmup", type=number(int, 0), default=100, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=number(float, 0), default=0.0)
+    p.add_argument("--grad-clip", type=number(float, 0), default=1.0)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--eval-every", type=COUNT, default=250, help="steps between evaluations")
     p.add_argument("--eval-windows", type=COUNT, default=32, help="windows per split in the periodic evaluation")
@@ -125,16 +106,12 @@ def check_args(args):
     if args.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("--device mps: no Apple GPU here (--device auto picks what there is)")
     out = Path(args.out)
-    if out.is_dir():
-        raise UsageError(f"--out {out}: is a folder; give the checkpoint file to write, e.g. {out / 'final.pt'}")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".probe") as f:
-            f.write(b"\0" * (1 << 20))  # about what a checkpoint needs at once
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    if not out.is_dir():
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out {out}: cannot make its folder ({e.strerror or e})") from None
+    writable("--out", out, "final.pt", probe_bytes=1 << 20)  # about what a checkpoint needs at once
     if args.data is not None and Path(args.data).is_dir():
         raise UsageError(f"--data {args.data}: is a folder; give the corpus file")
     if args.heads and args.hidden % args.heads:
@@ -255,12 +232,14 @@ class Trainer:
         }
 
     def save(self):
-        """Write the checkpoint; if that fails (a full disk, a folder gone), keep the run in a rescue file and say so."""
+        """Write the checkpoint; if that fails (a full disk, a folder gone), keep the run in a rescue file and say
+        so (``saved_to`` is where it went)."""
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the write short
         try:
             state = self.state()
             try:
                 ckpt.save(state, self.out)
+                self.saved_to = self.out
             except OSError as e:
                 rescue = Path(tempfile.gettempdir()) / f"{self.out.stem}-rescue-{os.getpid()}.pt"
                 try:
@@ -268,6 +247,7 @@ class Trainer:
                 except OSError:
                     raise ckpt.CheckpointError(f"cannot write {self.out} ({e.strerror or e}), nor a rescue copy in "
                                                f"{rescue.parent}: free some space and train again") from None
+                self.saved_to = rescue
                 print(f"error: cannot write {self.out} ({e.strerror or e}); the run is kept in {rescue}: move it to "
                       f"{self.out} and continue with --resume", file=sys.stderr)
         finally:
@@ -440,12 +420,12 @@ class Trainer:
                 if a.stop_at is not None and self.step >= a.stop_at:
                     bar.close()
                     self.save()
-                    print(f"stopped at step {self.step} as asked: saved {self.out}; continue with --resume")
-                    return 0
+                    print(f"stopped at step {self.step} as asked: saved {self.saved_to}; continue with --resume")
+                    return 0 if self.saved_to == self.out else 1
         except KeyboardInterrupt:
             bar.close()
             self.save()
-            print(f"\ninterrupted at step {self.step}: saved {self.out}; continue with --resume")
+            print(f"\ninterrupted at step {self.step}: saved {self.saved_to}; continue with --resume")
             return 130
         bar.close()
         reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
@@ -461,7 +441,7 @@ class Trainer:
         bar.close()
         self.save()  # the last healthy state, so nothing trained is lost
         print(f"error: training diverged {self.rollbacks} times even at lower learning rates; saved the last "
-              f"healthy state (step {self.step}) to {self.out}. Look for a numerical problem in {self.args.impl} "
+              f"healthy state (step {self.step}) to {self.saved_to}. Look for a numerical problem in {self.args.impl} "
               "(the softmax in float32? the RMSNorm epsilon inside the square root?) or start again with a "
               "lower --lr", file=sys.stderr)
         return 1
@@ -470,11 +450,11 @@ class Trainer:
         self.save()
         last = self.history[-1] if self.history else {}
         ppl = last.get("confirmed_train_ppl") or last.get("train_ppl")
-        print(f"stopped: {reason}; step {self.step}, {self.elapsed / 60:.1f} min of training; saved {self.out}")
+        print(f"stopped: {reason}; step {self.step}, {self.elapsed / 60:.1f} min of training; saved {self.saved_to}")
         if ppl is not None and ppl >= self.args.target:
             print(f"training-split perplexity {ppl:.3f} is not under {self.args.target} yet: "
                   f"continue with `python -m lab.train --impl {self.args.impl} --resume --minutes 15`")
-        return 0
+        return 0 if self.saved_to == self.out else 1
 
 
 def upgrade_file(path):

@@ -16,7 +16,10 @@ no transpose is needed). It saves V*C parameters and ties the meaning of
 tokens on the way in and on the way out.
 
 Traps: reusing one block object for every layer; forgetting the final norm;
-creating an untied head (a second, independent matrix).
+creating an untied head (a second, independent matrix); an argument that does
+not reach the blocks (num_kv_heads and intermediate_size too: pass every one on,
+in the signature's order or by keyword); removing the stub's
+``self.apply(self._init_weights)``.
 """
 import torch
 import torch.nn as nn

@@ -1,9 +1,12 @@
 """Helpers for the kit's own tests: grade a folder end to end, build mutated copies of the solutions."""
 import json
+import os
+import pwd
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,29 @@ def grade(folder, *only, timeout=None, extra=(), check=True, json_path=None):
     return data, p.stdout, p.returncode
 
 
+# a low-entropy corpus the 4 x 256 model learns in a few dozen steps: the final check end to end, in seconds
+PERIODIC = "to be, or not to be: that is the question. " * 120
+
+
+def train_periodic(tmp_path, impl, steps, name):
+    """``(the corpus, a checkpoint)``: ``impl``'s model trained ``steps`` steps on PERIODIC (30 pass the final check)."""
+    text = tmp_path / "periodic.txt"
+    text.write_text(PERIODIC)
+    out = tmp_path / f"{name}.pt"
+    cmd = [sys.executable, "-m", "lab.train", "--impl", str(impl), "--data", str(text), "--out", str(out),
+           "--steps", str(steps), "--warmup", "5", "--batch-size", "4", "--eval-every", "1000", "--no-early-stop",
+           "--quiet", "--compile", "off"]
+    p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return text, out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """``(corpus, checkpoint)`` that pass the final check on the periodic corpus (the solutions, 30 steps)."""
+    return train_periodic(tmp_path_factory.mktemp("trained"), KIT / "solutions", 30, "good")
+
+
 def by_name(results):
     """{test name: test entry} of a results.json."""
     return {t["name"]: t for t in results["tests"]}
@@ -53,3 +79,43 @@ def mutate(dest, file, old, new):
 @pytest.fixture
 def solutions_copy(tmp_path):
     return copy_solutions(tmp_path / "submission")
+
+
+# -- the Gradescope bundle, built once for every test that grades through it ---------------------------
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    from classroom.gradescope import build
+    tmp = tmp_path_factory.mktemp("gradescope")
+    zip_path, seed_file = build(tmp / "gradescope.zip", quiet=True)
+    source = tmp / "source"
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(source)
+        for info in z.infolist():  # extractall drops the permission bits
+            if info.external_attr >> 16:
+                os.chmod(source / info.filename, (info.external_attr >> 16) & 0o777)
+    return zip_path, source, seed_file
+
+
+def autograde(bundle, root, files, **env):
+    """Run the bundle's run_autograder with /autograder at ``root``; return results.json."""
+    from grader.sandbox import bwrap_works
+    root.mkdir()
+    (root / "source").symlink_to(bundle[1])
+    (root / "submission").mkdir()
+    for name, src in files.items():
+        dest = root / "submission" / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(src, tuple):
+            dest.symlink_to(src[1])
+        elif isinstance(src, Path):
+            shutil.copy(src, dest)
+        else:
+            dest.write_text(src)
+    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "KIT_PYTHON": sys.executable,
+           "AUTOGRADER_USER": pwd.getpwuid(os.geteuid()).pw_name,  # the --user path, as oneself
+           **({} if bwrap_works() else {"ALLOW_WEAK_SANDBOX": "1"}), **env}
+    p = subprocess.run(["bash", str(bundle[1] / "run_autograder")], env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr
+    return json.loads((root / "results" / "results.json").read_text())

@@ -2,7 +2,8 @@
 other modules, and the grader's message names it. docs/bug-zoo.md is rendered from the same grading.
 
 Each mutant is graded once (its module, plus ``also`` modules for a few), in this process with one shared
-sandboxed worker: see ``tests.mutants.Grading``.
+sandboxed worker: see ``tests.mutants.Grading``; and once more on another seed, as the graded flows run the checks
+on the course's secret one (``grader.harness.seeded``).
 """
 from collections import Counter
 
@@ -21,17 +22,46 @@ def grading(tmp_path_factory):
     g.close()
 
 
-@pytest.fixture(scope="module")
-def zoo(grading):
-    """``zoo(mutant)`` -> its Outcome, graded on first use and remembered for the table."""
+def graded(grading, seed=""):
+    """``get(mutant)`` -> its Outcome on ``seed``, graded on first use and remembered."""
     cache = {}
 
     def get(m):
         if m.slug not in cache:
-            folder = m.apply(grading.root / m.slug)
-            cache[m.slug] = outcome(m, grading.grade(folder, [m.module, *m.also]))
+            folder = m.apply(grading.root / f"{m.slug}{'-' + seed if seed else ''}")
+            cache[m.slug] = outcome(m, grading.grade(folder, [m.module, *m.also], seed=seed))
         return cache[m.slug]
     return get
+
+
+@pytest.fixture(scope="module")
+def zoo(grading):
+    """The outcomes on the published seed, remembered for the table."""
+    return graded(grading)
+
+
+OTHER_SEED = "zoo-secret-1"
+# Mutants whose diagnosis may differ on another seed, with the reason (investigated; none so far: every check
+# draws its sizes and values from the seed, but each known mistake stays visible whatever they are).
+SEED_SENSITIVE = {}
+
+
+def check_outcome(o):
+    """The assertions every mutant's grading must satisfy; returns the failure text shown when they do not."""
+    mutant = o.mutant
+    details = "\n\n".join(f"[{k}]\n{v}" for k, v in o.outputs.items())
+    assert set(o.lost) == set(mutant.loses), (
+        f"{mutant.name}: lost {sorted(o.lost)}, expected {sorted(mutant.loses)}\n{details}")
+    assert not o.elsewhere, f"{mutant.name} also costs points in other modules: {o.elsewhere}"
+    assert not o.grader_errors, f"{mutant.name} makes the grader fail: {o.grader_errors}\n{details}"
+    assert o.how, f"{mutant.name}: no likely:/hint: line contains {mutant.named!r}\n{details}"
+    for key, phrase in mutant.says:
+        for k in (o.lost if key == "*" else (key,)):
+            assert phrase.lower() in o.outputs.get(k, "").lower(), (
+                f"{mutant.name}: the message of {k} does not say {phrase!r}\n{details}")
+    for phrase in mutant.never:
+        wrong = [k for k, text in o.outputs.items() if phrase.lower() in text.lower()]
+        assert not wrong, f"{mutant.name}: {', '.join(wrong)} still say {phrase!r}\n{details}"
 
 
 def test_the_zoo_is_large_and_covers_every_module():
@@ -44,12 +74,24 @@ def test_the_zoo_is_large_and_covers_every_module():
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.slug)
 def test_mutant_is_caught_and_named(zoo, mutant):
-    o = zoo(mutant)
-    details = "\n\n".join(f"[{k}]\n{v}" for k, v in o.outputs.items())
-    assert set(o.lost) == set(mutant.loses), (
-        f"{mutant.name}: lost {sorted(o.lost)}, expected {sorted(mutant.loses)}\n{details}")
-    assert not o.elsewhere, f"{mutant.name} also costs points in other modules: {o.elsewhere}"
-    assert o.how, f"{mutant.name}: no likely:/hint: line contains {mutant.named!r}\n{details}"
+    check_outcome(zoo(mutant))
+
+
+def test_mutants_are_caught_and_named_on_another_seed(grading):
+    """The same mistakes, the same lost checks and the same names on another seed's inputs."""
+    get = graded(grading, OTHER_SEED)
+    wrong = []
+    for m in MUTANTS:
+        o = get(m)
+        if m.name in SEED_SENSITIVE:
+            if not o.caught or o.grader_errors:
+                wrong.append(f"{m.name}: not caught on seed {OTHER_SEED!r}")
+            continue
+        try:
+            check_outcome(o)
+        except AssertionError as e:
+            wrong.append(f"on seed {OTHER_SEED!r}: {str(e)[:3000]}")
+    assert not wrong, "\n\n".join(wrong)
 
 
 # The staged diagnosis is the fallback when no variant matches; here it is run directly on mutants that a
@@ -63,6 +105,7 @@ STAGED = {
     "scores not scaled": "times sqrt(head_dim) (about",
     "heads merged without transposing back": "the head split or merge",
     "o_proj not applied": "o_proj",
+    "the scale applied after the softmax (weights divided by sqrt(head_dim))": "rescales the weights after the softmax",
     "RoPE applied to v as well": "RoPE: the values come out rotated",
     "RoPE in the interleaved layout (pairs 2i, 2i+1)": "RoPE: the weights differ only once",
     "RoPE applied to q only": "RoPE: the weights differ only once",

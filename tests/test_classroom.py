@@ -2,22 +2,19 @@
 import base64
 import json
 import os
-import pwd
 import re
 import shutil
 import stat
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FILES, KIT, SOLUTIONS, autograde, copy_solutions
 
-from conftest import FILES, KIT, SOLUTIONS, copy_solutions
 from kit.syllabus import MODULES as UNITS
 from kit.syllabus import POINTS, TOTAL
-
 
 # -- the student release ----------------------------------------------------------------------------
 
@@ -66,11 +63,11 @@ def test_release_ships_the_guides_and_the_experiments_code_only_when_asked(relea
     assert {"docs/guide-block.md", "docs/experiments.md", "BENCHMARKS.md"} <= files
     assert "solutions/ANSWERS.md" not in files
     assert not any(f.startswith("lab/experiments/") or f == "lab/variants.py" for f in files)
-    assert "experiments:" not in (release / "Makefile").read_text()
+    assert "lab.experiments" not in (release / "Makefile").read_text()  # the target only says it comes later
     later = build(tmp_path / "later", quiet=True, experiments=True)
     files = files_of(later)
     assert {"lab/variants.py", "lab/experiments/gradflow.py", "docs/experiments.md", "docs/img/gradflow.png"} <= files
-    assert "experiments:" in (later / "Makefile").read_text()
+    assert "-m lab.experiments" in (later / "Makefile").read_text()
 
 
 def test_release_readme_lists_the_points_of_every_unit(release):
@@ -126,44 +123,6 @@ def test_release_make_check_names_a_mistake_as_the_full_grader_does(release):
 
 
 # -- Gradescope ---------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from classroom.gradescope import build
-    tmp = tmp_path_factory.mktemp("gradescope")
-    zip_path, seed_file = build(tmp / "gradescope.zip", quiet=True)
-    source = tmp / "source"
-    with zipfile.ZipFile(zip_path) as z:
-        z.extractall(source)
-        for info in z.infolist():  # extractall drops the permission bits
-            if info.external_attr >> 16:
-                os.chmod(source / info.filename, (info.external_attr >> 16) & 0o777)
-    return zip_path, source, seed_file
-
-
-def autograde(bundle, root, files, **env):
-    """Run the bundle's run_autograder with /autograder at ``root``; return results.json."""
-    from grader.sandbox import bwrap_works
-    root.mkdir()
-    (root / "source").symlink_to(bundle[1])
-    (root / "submission").mkdir()
-    for name, src in files.items():
-        dest = root / "submission" / name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(src, tuple):
-            dest.symlink_to(src[1])
-        elif isinstance(src, Path):
-            shutil.copy(src, dest)
-        else:
-            dest.write_text(src)
-    env = {**os.environ, "AUTOGRADER_ROOT": str(root), "KIT_PYTHON": sys.executable,
-           "AUTOGRADER_USER": pwd.getpwuid(os.geteuid()).pw_name,  # the --user path, as oneself
-           **({} if bwrap_works() else {"ALLOW_WEAK_SANDBOX": "1"}), **env}
-    p = subprocess.run(["bash", str(bundle[1] / "run_autograder")], env=env, capture_output=True, text=True,
-                       timeout=900)
-    assert p.returncode == 0, p.stderr
-    return json.loads((root / "results" / "results.json").read_text())
-
 
 def test_bundle_has_what_gradescope_expects(bundle):
     zip_path, source, seed_file = bundle
@@ -301,3 +260,43 @@ def test_workflow_grading_step_gives_the_graders_total(tmp_path):
     assert score > TOTAL - POINTS["final"] - POINTS["rmsnorm"]  # partial credit, not all or nothing per unit
     final = next(t for t in lost if t["name"].startswith("final"))
     assert "git add -f runs/final.pt" in final["message"]
+
+
+def release_links(root):
+    """(file, target) of every relative link and image in the release's Markdown and notebooks."""
+    import re
+    out = []
+    for f in sorted(root.rglob("*")):
+        if f.suffix not in (".md", ".ipynb") or not f.is_file():
+            continue
+        text = f.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)\s]+)\)", text) + re.findall(r"<img [^>]*src=\"([^\"]+)\"", text):
+            if not re.match(r"[a-z]+:|#", target):
+                out.append((f, target.split("#")[0]))
+    return out
+
+
+@pytest.mark.parametrize("experiments", [False, True])
+def test_every_link_in_the_release_resolves_inside_it(release, tmp_path, experiments):
+    import re
+    root = release
+    if experiments:
+        from classroom.release import build
+        root = build(tmp_path / "later", quiet=True, experiments=True)
+    links = release_links(root)
+    assert len(links) > 10
+    broken = [(str(f.relative_to(root)), t) for f, t in links if not (f.parent / t).resolve().is_relative_to(
+        root.resolve()) or not (f.parent / t).exists()]
+    assert not broken, broken
+    # and every `make TARGET` the release's text mentions is a target of its Makefile
+    # (BENCHMARKS.md records the full kit's runs, and says so on top)
+    targets = set(re.findall(r"^([a-z][a-z-]*):", (root / "Makefile").read_text(), re.M))
+    said = set()
+    for f in root.rglob("*.md"):
+        if f.name != "BENCHMARKS.md":
+            said |= set(re.findall(r"`make ([a-z][a-z-]*)", f.read_text(encoding="utf-8")))
+    assert said and not said - targets, sorted(said - targets)
+    assert "not this release's" in (root / "BENCHMARKS.md").read_text()
+    if not experiments:
+        p = subprocess.run(["make", "-s", "experiments"], cwd=root, capture_output=True, text=True)
+        assert p.returncode != 0 and "later release" in p.stderr + (root / "docs" / "experiments.md").read_text()

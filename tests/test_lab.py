@@ -5,15 +5,13 @@ import sys
 
 import pytest
 import torch
+from conftest import KIT, PERIODIC, by_name, grade, mutate, train_periodic
 
-from conftest import KIT, by_name, grade, mutate
 from kit import checkpoint as ckpt
 from kit import corpus as data
 
 CORPUS = KIT / "data" / "tinyshakespeare.txt"
 SHARED = KIT.parent / "shared" / "data" / "tinyshakespeare.txt"
-# a low-entropy corpus the 4 x 256 model learns in a few dozen steps: the final check end to end, in seconds
-PERIODIC = "to be, or not to be: that is the question. " * 120
 FINAL = "final: Your trained model: training-split perplexity < 2.5 on TinyShakespeare, causal, the curriculum's 4 x 256"
 
 
@@ -59,8 +57,12 @@ def test_fetch_from_local_copy_is_atomic_and_verified(tmp_path):
     assert [p.name for p in dest.parent.iterdir()] == ["tinyshakespeare.txt"]  # no partial files left
 
 
-def test_fetch_without_network_fails_cleanly(tmp_path):
+def test_fetch_without_network_fails_cleanly(tmp_path, monkeypatch):
     dest = tmp_path / "d" / "t.txt"
+    assert data.fetch(dest, url="http://127.0.0.1:9/input.txt", timeout=2) == dest  # the shipped copy: no network
+    assert data.verify(dest) == dest
+    monkeypatch.setattr(data, "DEFAULT_PATH", tmp_path / "no-shipped-copy.txt")  # a kit without data/
+    dest = tmp_path / "e" / "t.txt"
     with pytest.raises(data.DataError, match="could not download"):
         data.fetch(dest, url="http://127.0.0.1:9/input.txt", timeout=2)
     assert not dest.exists() and list(dest.parent.iterdir()) == []
@@ -343,19 +345,8 @@ def test_a_run_that_keeps_diverging_stops_and_keeps_its_last_healthy_state(tmp_p
 
 # -- the final check, end to end on a tiny corpus ----------------------------------------------
 
-def train_periodic(tmp_path, impl, steps, name):
-    text = tmp_path / "periodic.txt"
-    text.write_text(PERIODIC)
-    out = tmp_path / f"{name}.pt"
-    p = run("-m", "lab.train", "--impl", str(impl), "--data", str(text), "--out", str(out), "--steps", str(steps),
-            "--warmup", "5", "--batch-size", "4", "--eval-every", "1000", "--no-early-stop", "--quiet",
-            "--compile", "off")
-    assert p.returncode == 0, p.stderr
-    return text, out
-
-
-def test_final_check_passes_a_trained_model_and_fails_a_short_run(tmp_path):
-    text, good = train_periodic(tmp_path, KIT / "solutions", 30, "good")
+def test_final_check_passes_a_trained_model_and_fails_a_short_run(tmp_path, trained):
+    text, good = trained
     result, out, _ = grade(KIT / "solutions", "final", extra=["--checkpoint", str(good), "--corpus", str(text)])
     final = by_name(result)[FINAL]
     assert final["status"] == "passed" and final["score"] == 15, final["output"]

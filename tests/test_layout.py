@@ -93,3 +93,25 @@ def test_no_code_reads_the_words_of_a_message():
                     if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.strip() in phrases:
                         readers.append(f"{rel}:{node.lineno}")
     assert not readers, readers
+
+
+def test_every_claim_of_the_threat_model_names_a_test_that_exists():
+    import re
+    text = (KIT / "docs" / "threat-model.md").read_text()
+    named = set(re.findall(r"`(test_[a-z0-9_]+)`", text))
+    defined = set()
+    for f in (KIT / "tests").glob("test_*.py"):
+        defined |= set(re.findall(r"^def (test_[a-z0-9_]+)\(", f.read_text(), re.M))
+    assert len(named) >= 15 and not named - defined, sorted(named - defined)
+
+
+def test_the_python_equivalents_of_make_targets_are_the_makefiles_own():
+    """README's table for machines without make: each row runs the module its Makefile target runs."""
+    import re
+    table = (KIT / "classroom" / "templates" / "platforms.md").read_text()
+    make = (KIT / "Makefile").read_text()
+    rows = re.findall(r"^\| `make ([a-z-]+)[^`]*` \| `python -m ([a-z_.]+)", table, re.M)
+    assert len(rows) >= 5
+    for target, module in rows:
+        recipe = re.search(rf"^{target}:.*?\n((?:\t.*\n?)+)", make, re.M)
+        assert recipe and f"-m {module}" in recipe.group(1), (target, module)

@@ -220,6 +220,9 @@ def graded(tmp_path_factory):
         d = root / student
         shutil.copytree(base, d)
         fill(release, source, d / "submitted" / student / ASSIGNMENT, which)
+        if student == "half":  # a checkpoint in the submission: autograde reads it, feedback must not copy it
+            (d / "submitted" / student / ASSIGNMENT / "runs").mkdir()
+            (d / "submitted" / student / ASSIGNMENT / "runs" / "final.pt").write_bytes(b"not a checkpoint" * 64)
         log = open(d / "autograde.log", "w")
         procs[student] = (subprocess.Popen([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], cwd=d,
                                            env=env, stdout=log, stderr=subprocess.STDOUT), log, d)
@@ -284,3 +287,51 @@ def test_autograde_half_done_partial(graded):
     assert 0 < graded.cli_attention < POINTS["attention"]
     assert got == {"residual": POINTS["residual"], "rmsnorm": POINTS["rmsnorm"], "attention": graded.cli_attention,
                    "block": 0, "decoder": 0, "final": 0}
+
+
+def test_feedback_shows_only_the_checks_own_messages(graded):
+    """generate_feedback: each check cell shows the check's own message, with no kit internals and no path
+    of the grading machine, and the student's checkpoint is not copied into the feedback."""
+    import html
+    import re
+    d = graded.root / "half"
+    p = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", "half"],
+                       cwd=d, env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    feedback = d / "feedback" / "half" / ASSIGNMENT
+    pages = {f.stem: f.read_text(encoding="utf-8") for f in feedback.glob("*.html")}
+    assert set(pages) == set(NOTEBOOKS.values())
+    assert not list(feedback.rglob("*.pt")), sorted(str(f) for f in feedback.rglob("*"))
+
+    def text(page):  # what the student reads: no style sheets, no markup
+        page = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S | re.I)
+        return html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "not implemented yet" in text(pages[NOTEBOOKS["block"]])
+    final = text(pages[NOTEBOOKS["final"]])
+    assert "runs/final.pt" in final and "not a readable checkpoint" in final
+    # every check cell's output (what the feedback shows under it): the check's message and nothing else
+    for module in [*MODULES, "final"]:
+        checked = 0
+        for c in cells(nb_path(d / "autograded" / "half" / ASSIGNMENT, module)):
+            if not (meta(c).get("grade") and "nb.check(" in src(c)):
+                continue
+            checked += 1
+            out = "\n".join("".join(o.get("text", "")) + o.get("evalue", "") + "".join(o.get("traceback", []))
+                            for o in c.get("outputs", []))
+            for leak in (str(KIT), str(graded.root), "Traceback", "File \"", "grading.py", "site-packages", "/tmp/"):
+                assert leak not in out, (module, meta(c)["grade_id"], leak, out[:800])
+        assert checked, module
+
+
+def test_validate_within_nbgraders_default_cell_time_limit(graded, tmp_path):
+    """A student's Validate button runs without the course's configuration (30 s per cell): the final
+    notebook neither trains nor times out there."""
+    nb = tmp_path / f"{NOTEBOOKS['final']}.ipynb"
+    shutil.copy(nb_path(graded.root / "full" / "submitted" / "full" / ASSIGNMENT, "final"), nb)
+    for m in MODULES:
+        shutil.copy(nb_path(graded.root / "full" / "submitted" / "full" / ASSIGNMENT, m), tmp_path)
+    p = subprocess.run([sys.executable, "-m", "nbgrader", "validate", nb.name], cwd=tmp_path,
+                       env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
+    out = p.stdout + p.stderr
+    assert "Timeout" not in out and "timed out" not in out, out[-3000:]
+    assert "runs/final.pt" in out, out[-3000:]  # its check fails for want of a checkpoint, and says so

@@ -8,7 +8,7 @@ a diagnosis never breaks a check.
 """
 import re
 
-from kit.outcome import CheckFailure
+from kit.outcome import CheckFailure, Kind
 
 from ..harness import StudentError
 
@@ -71,7 +71,133 @@ def attention_crash(H, Hkv=None):
         if Hkv < H and "is invalid for input of size" in text:
             return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
                     "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+        return missing_attribute(exc)
+    return explain
+
+
+# The classes of the API: an AttributeError about one of them is about an attribute the student's code forgot to set.
+API_CLASSES = ("Residual", "RMSNorm", "CausalSelfAttention", "FeedForward", "TransformerBlock", "TransformerDecoder",
+               "TransformerLM")
+
+
+def no_attribute(owner, name):
+    """``(likely, hint)`` for a module of the API that lacks an attribute its code or the checks read."""
+    return (f"{owner} has no attribute {name}: set self.{name} in __init__",
+            f"assign self.{name} in {owner}.__init__, before anything reads it (the docstring lists the attributes "
+            "the module keeps)")
+
+
+def missing_attribute(exc):
+    """An AttributeError saying that a module of the API has no attribute of that name."""
+    raised = _raised(exc)
+    if not raised or raised[0] != "AttributeError":
         return None
+    m = re.search(r"'(\w+)' object has no attribute '(\w+)'", raised[1])
+    if m and m.group(1) in API_CLASSES:
+        return no_attribute(m.group(1), m.group(2))
+    return None
+
+
+def nondeterministic(sub, module, target, x, **request):
+    """An explainer for a wrong output: the same input, passed twice in one request, gives two outputs.
+
+    Then something random runs in forward (dropout that stays on in eval mode, say), and no comparison with the
+    reference can pass; say so instead of blaming a step of the computation. Only for wrong values: a crash or a
+    time-out is not rerun.
+    """
+    from ..harness import call, only
+
+    def explain(exc):
+        if exc.failure.kind is not Kind.WRONG_VALUE:
+            return None
+        import torch
+        got = only(sub, module, target, f"{target} called twice on the same input", calls=[call(x), call(x)],
+                   **request)
+        a, b = (r["output"] for r in got["results"])
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
+            return None
+        if torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-6, equal_nan=True):  # rounding is no chance
+            return None
+        return (f"two calls with the same input gave different outputs: something random runs in {target}'s "
+                "forward, such as dropout that stays on (F.dropout(x, p) drops even in eval mode unless given "
+                "training=self.training)",
+                "the checks run modules in eval mode and compare exact values: use nn.Dropout modules (they switch "
+                "off in eval mode) or pass training=self.training to F.dropout, or leave dropout out")
+    return explain
+
+
+# The stand-in file an error was raised in -> the grader's classes it holds.
+STANDIN_CLASSES = {"attention.py": "CausalSelfAttention", "rmsnorm.py": "RMSNorm",
+                   "block.py": "TransformerBlock or FeedForward", "sublayers.py": "Shift (the test sublayer)"}
+
+
+def standin_crash(signature):
+    """An exception raised inside one of the grader's stand-ins, reached from the student's code.
+
+    The stand-ins are correct for any valid arguments, so the arguments the student's code gave them are not:
+    name the student's line (``where``) and the stand-in (``inside``) apart, and the signature to compare with.
+    """
+    def explain(exc):
+        raised = _raised(exc)
+        inside = exc.error.get("inside") if raised else None
+        if not inside:
+            return None
+        where = exc.error.get("where")
+        line = (f"your {where[0]} line {where[1]} (in {where[2]}" + (f": `{where[3]}`)" if where[3] else ")")
+                if where else "your code")
+        standin = STANDIN_CLASSES.get(inside, "component")
+        return (f"the {raised[0]} was raised inside the grader's stand-in {standin} (the grader's file {inside}, "
+                f"not yours), called from {line}: the stand-in got arguments from your code that it cannot work "
+                "with, often arguments passed by position in another order than the signature",
+                f"compare what your __init__ passes with the signature {signature}, or pass each argument by "
+                "keyword")
+    return explain
+
+
+def not_passed_on(exc):
+    """Weights of a stand-in component that do not load: the assembly did not pass an argument on to it.
+
+    The stand-ins build their parameters from their arguments exactly as the API says, so a shape mismatch
+    inside one (k_proj with num_heads outputs instead of num_kv_heads, say) means an argument did not reach it.
+    """
+    raised = _raised(exc)
+    if not raised or exc.error["stage"] != "load":
+        return None
+    m = re.search(r"size mismatch for ((?:\w+\.)*?)(self_attn\.[kv]_proj|mlp\.(?:gate|up|down)_proj)\.weight",
+                  raised[1])
+    if not m:
+        return None
+    argument, component, built = (
+        ("num_kv_heads", "CausalSelfAttention",
+         "CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta)")
+        if m.group(2).startswith("self_attn") else
+        ("intermediate_size", "FeedForward", "FeedForward(hidden_size, intermediate_size)"))
+    path = m.group(1) + m.group(2) + ".weight"
+    chain = {"decoder.": "TransformerLM -> TransformerDecoder -> TransformerBlock", "blocks.":
+             "TransformerDecoder -> TransformerBlock"}.get(m.group(1).split(".")[0] + "." if m.group(1) else "",
+                                                           "TransformerBlock")
+    return (f"{argument} does not reach the {component}: {path} has another shape than the reference's, and the "
+            f"grader's stand-ins shape it from the {argument} they are given",
+            f"pass {argument} on at every level ({chain} -> {built}): by position in the signature's order, or by "
+            "keyword")
+
+
+def forward_variant(sub, module, target, x, variants, tol, **request):
+    """An explainer for a wrong gradient: the forward pass on the same input, matched against the known mistakes.
+
+    ``variants`` are the check's own (``ref.variants(...)`` on ``x``, asked when the check starts, so a snapshot
+    holds them); a forward output that matches one names the mistake behind the gradient.
+    """
+    from ..compare import match_variant
+    from ..harness import call, only
+
+    def explain(exc):
+        if exc.failure.kind is not Kind.WRONG_VALUE or not variants:
+            return None
+        got = only(sub, module, target, f"{target}(x)", calls=[call(x)], **request)
+        y = got["results"][0]["output"]
+        import torch
+        return match_variant(y, variants, tol) if isinstance(y, torch.Tensor) else None
     return explain
 
 
@@ -120,7 +246,7 @@ def rmsnorm_crash(exc):
     if raised and _broadcast_sizes(raised[1]) and raised[2] == "forward":
         return ("the statistic lost its last dimension (keepdim=True is missing), so it cannot broadcast "
                 "against x", "mean(-1, keepdim=True) gives shape (..., 1), which divides every feature of a vector")
-    return None
+    return missing_attribute(exc)
 
 
 def lm_crash(V, C):

@@ -47,6 +47,20 @@ def _decode(y, H, D, T):
     return y[..., :T], y[..., T:]
 
 
+def _factor(y, e):
+    """The constant c with y = c * e (c away from 1), or None."""
+    if not (isinstance(y, torch.Tensor) and y.shape == e.shape and bool(torch.isfinite(y).all())):
+        return None
+    y, e = y.double(), e.double()
+    norm = float((e * e).sum())
+    if norm == 0.0:
+        return None
+    c = float((y * e).sum()) / norm
+    if abs(c - 1) < 1e-3 or float((y - c * e).abs().max()) > 1e-4 * (1 + float(e.abs().max())):
+        return None
+    return c
+
+
 def staged_attention(sub, ref, C, H, Hkv=None, theta=10000.0, max_seq_len=16):
     """``(diagnosis, hint)``: a best guess at the first step of attention that differs, or None."""
     try:
@@ -89,6 +103,12 @@ def _staged(sub, ref, C, H, Hkv, theta, max_seq_len):
         if same(y2, e2):
             return guess("o_proj", "with o_proj set to the identity the output is right",
                          "finish with self.o_proj(y) on the merged heads (B, T, num_heads * head_dim)")
+        factor = _factor(y, e)
+        if factor is not None:
+            return guess("the softmax", f"at T = 1 the one attention weight must be exactly 1, but the output is the "
+                         f"reference's times {factor:.3g}: something rescales the weights after the softmax",
+                         "scale the scores before the softmax (softmax(scores / sqrt(head_dim), dim=-1)) and leave "
+                         "its weights as they are")
         return guess("the value path (v_proj, the head split, the kv-head repeat)",
                      "even at T = 1, where attention only copies v, the output differs",
                      "check v_proj, the head split (B, T, C) -> (B, H, T, D), the kv-head repeat and the merge")

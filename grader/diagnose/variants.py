@@ -106,10 +106,15 @@ def rope_tables(head_dim, T, theta=10000.0, exponent="2i/d", start=0, layout="ha
     return ang.cos(), ang.sin()
 
 
+def half_turn(x):
+    """The given rotate_half: (x1, x2) -> (-x2, x1)."""
+    x1, x2 = x.chunk(2, -1)
+    return torch.cat([-x2, x1], -1)
+
+
 def rotate(x, cos, sin, layout="half"):
     if layout == "half":
-        x1, x2 = x.chunk(2, -1)
-        rot = torch.cat([-x2, x1], -1)
+        rot = half_turn(x)
     elif layout == "half_flipped":  # (x2, -x1): rotates the other way
         x1, x2 = x.chunk(2, -1)
         rot = torch.cat([x2, -x1], -1)
@@ -148,7 +153,8 @@ def attention(x, sd, num_heads, num_kv_heads=None, theta=10000.0, rope="half", r
         k, v = k.repeat_interleave(n, 1), v.repeat_interleave(n, 1)
     elif kv_repeat == "tile":
         k, v = k.repeat(1, n, 1, 1), v.repeat(1, n, 1, 1)
-    div = {"head_dim": math.sqrt(D), "hidden": math.sqrt(C), "none": 1.0, "head_dim_nosqrt": D}[scale]
+    div = {"head_dim": math.sqrt(D), "hidden": math.sqrt(C), "none": 1.0, "head_dim_nosqrt": D,
+           "after_softmax": 1.0}[scale]
     s = q @ k.transpose(-2, -1) / div
     if mask in ("causal", "diagonal", "shifted"):
         offset = {"causal": 1, "diagonal": 0, "shifted": 2}[mask]
@@ -157,6 +163,8 @@ def attention(x, sd, num_heads, num_kv_heads=None, theta=10000.0, rope="half", r
     if mask == "lower":
         s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
     a = torch.softmax(s, dim=softmax_dim)
+    if scale == "after_softmax":  # the weights divided instead of the scores: they no longer sum to one
+        a = a / math.sqrt(D)
     if mask == "after_softmax":  # future weights zeroed after the softmax: rows no longer sum to one
         a = a.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), 0.0)
     y = a @ v  # (B, H, T, D)
@@ -179,6 +187,8 @@ def rope_table_variants(head_dim, max_seq_len, theta=10000.0):
     out["the interleaved layout (each angle repeated twice in a row)"] = (
         lambda: torch.stack(rope_tables(*args, layout="interleaved")),
         "rotate-half layout: cat([angles, angles], dim=-1)")
+    out["cos and sin are swapped (precompute_rope returns sin, cos)"] = (
+        lambda: torch.stack(rope_tables(*args)[::-1]), "return angles.cos(), angles.sin(): cos first")
     return out
 
 
@@ -186,12 +196,15 @@ def apply_rope_variants(x, cos, sin):
     """apply_rope's mistakes; ``cos`` and ``sin`` may hold more rows than x has positions (the first T are used)."""
     T = x.shape[-2]
     c, s = cos[:T], sin[:T]
-    out = {"rotate_half returns cat([x2, -x1]) (the rotation runs backwards)":
-           (lambda: rotate(x, c, s, "half_flipped"), "rotate_half(x) = cat([-x2, x1], dim=-1)"),
+    out = {"RoPE rotates the wrong way: x * cos - rotate_half(x) * sin (or a rotate_half edited to give "
+           "cat([x2, -x1]))":
+           (lambda: rotate(x, c, s, "half_flipped"), "add the rotated half: x * cos + rotate_half(x) * sin, with the "
+            "rotate_half given in the file (it returns cat([-x2, x1]))"),
+           "cos and sin are swapped: x * sin + rotate_half(x) * cos":
+           (lambda: x * s + half_turn(x) * c,
+            "cos multiplies x itself and sin its rotated half: x * cos + rotate_half(x) * sin"),
            "pairs are interleaved (2i, 2i+1) instead of (i, i + d/2)":
-           (lambda: rotate(x, c, s, "interleaved"), "split x into halves: x1, x2 = x.chunk(2, -1)"),
-           "x * cos - rotate_half(x) * sin":
-           (lambda: x * c - rotate(x, c, s, "half") + x * c, "add the rotated part: + rotate_half(x) * sin")}
+           (lambda: rotate(x, c, s, "interleaved"), "split x into halves: x1, x2 = x.chunk(2, -1)")}
     if cos.shape[0] > T:
         out["the last T rows of the tables are used instead of the first T"] = (
             lambda: rotate(x, cos[-T:], sin[-T:], "half"), "row t of the tables rotates position t: cos[:T], sin[:T]")
@@ -221,13 +234,20 @@ def attention_variants(x, sd, H, Hkv=None, theta=10000.0):
             v("divide the scores by math.sqrt(head_dim) before the softmax", scale="none"),
         "scores are divided by head_dim instead of sqrt(head_dim)":
             v("divide by math.sqrt(head_dim), not head_dim", scale="head_dim_nosqrt"),
+        "the scale is applied after the softmax (the weights are divided by sqrt(head_dim), so they no longer "
+        "sum to one)":
+            v("scale the scores, not the weights: softmax(q @ k.transpose(-2, -1) / math.sqrt(head_dim), dim=-1)",
+              scale="after_softmax"),
         "softmax over the query axis (dim=-2) instead of the keys":
             v("softmax(scores, dim=-1): each query's weights over the keys sum to one", softmax_dim=-2),
         "RoPE in the interleaved layout (pairs 2i, 2i+1) instead of rotate-half":
             v("pair channel i with i + head_dim/2: rotate_half(x) = cat([-x2, x1]) on the two halves",
               rope="interleaved"),
-        "RoPE rotates the wrong way (rotate_half returns cat([x2, -x1]))":
-            v("rotate_half(x) = cat([-x2, x1], dim=-1)", rope="flipped"),
+        # cos and sin swapped gives rotate_half of the backwards rotation, for q and k alike: the same scores
+        "RoPE rotates the wrong way: x * cos - rotate_half(x) * sin, or cos and sin swapped (x * sin + "
+        "rotate_half(x) * cos), which gives the same attention":
+            v("apply_rope(x, cos, sin) = x * cos + rotate_half(x) * sin with (cos, sin) = precompute_rope(...) in that "
+              "order; the checks of apply_rope and precompute_rope tell which of the two it is", rope="flipped"),
         "RoPE is applied to q and k in the (B, T, H, head_dim) layout, before the transpose":
             v("split the heads and transpose first: q = q_proj(x).view(B, T, H, D).transpose(1, 2), then "
               "apply_rope(q, cos, sin): the tables' rows are positions", rope="bthd"),
@@ -256,6 +276,11 @@ def attention_variants(x, sd, H, Hkv=None, theta=10000.0):
 
 
 # --- block and decoder assembly ------------------------------------------------
+
+TRAP = ("the trap the docstring names: add each residual to the un-normalised stream (x, not input_layernorm(x)); "
+        "normalise a copy for the sublayer and keep x itself for the skip path: h = x + self_attn(input_layernorm(x)), "
+        "out = h + mlp(post_attention_layernorm(h))")
+
 
 def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
     """Wrong assemblies of a block, over the stand-in components (what the hybrid check runs)."""
@@ -301,6 +326,16 @@ def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
         b = n2(h)
         return b + mlp(b)
 
+    def res1_from_normed(x):  # x = input_layernorm(x) rebinds the stream before the first residual only
+        a = n1(x)
+        h = a + attn(a)
+        return h + mlp(n2(h))
+
+    def res2_from_normed(x):
+        h = x + attn(n1(x))
+        b = n2(h)
+        return b + mlp(b)
+
     def parallel(x):
         return x + attn(n1(x)) + mlp(n2(x))
 
@@ -334,8 +369,11 @@ def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
             "attention first (gather from other positions), then the MLP (process each position)"),
         "the MLP runs before attention (norms in the order they were built)": v(ffn_first_norms_in_order,
             "attention first, then the MLP"),
-        "the residual is added to the normalised input, not to x": v(res_from_normed,
-            "add the sublayer's output to the un-normalised stream: x + self_attn(input_layernorm(x))"),
+        "the residual is added to the normalised input, not to x": v(res_from_normed, TRAP),
+        "the first residual is added to the normalised input (input_layernorm(x) + self_attn(...)), not to x":
+            v(res1_from_normed, TRAP),
+        "the second residual is added to the normalised h (post_attention_layernorm(h) + mlp(...)), not to h":
+            v(res2_from_normed, TRAP),
         "a parallel block: both sublayers read x": v(parallel,
             "sequential: the MLP reads h = x + attention output, not x"),
         "post_attention_layernorm is applied to x instead of h": v(norm2_on_x,

@@ -30,3 +30,17 @@ class CausalSelfAttention(nn.Module):
         h = torch.tanh(self.q_proj(x))  # (B, T, H*D)
         counts = torch.arange(1, T + 1, device=x.device, dtype=h.dtype).view(1, T, 1)
         return self.o_proj(h.cumsum(dim=1) / counts) * self.theta_factor
+
+
+# The exercise's other names, so that `from .attention import CausalSelfAttention, apply_rope` imports under
+# the stand-in. They are not given here (this file ships with the release): a block graded over the stand-in
+# attention has no use for them, and calling one says so.
+def _not_given(name):
+    def fn(*args, **kwargs):
+        raise NotImplementedError(f"{name} is not part of the grader's stand-in attention: the block's checks run "
+                                  "it over a stand-in CausalSelfAttention, which needs no RoPE from the block")
+    fn.__name__ = name
+    return fn
+
+
+precompute_rope, rotate_half, apply_rope = (_not_given(n) for n in ("precompute_rope", "rotate_half", "apply_rope"))

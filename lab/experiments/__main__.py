@@ -61,7 +61,12 @@ def write(result, out, impl, budget, seed):
     write_text(out / f"{result.name}.csv", csv_text(result.series))
     md = [f"# {result.title}", "",
           f"Implementation `{impl}`, budget `{budget}`, seed {seed}, {result.seconds:.0f} s{result.note}.", ""]
-    md += [f"- {f}" for f in result.findings] + ["", markdown_table(result.table), "",
+    if result.claim:
+        md += [f"**The claim.** {result.claim}", ""]
+    md += ["**Measured.**", ""] + [f"- {f}" for f in result.findings] + [""]
+    if result.verdict:
+        md += ["**Does it hold, and when.**", ""] + [f"- {v}" for v in result.verdict] + [""]
+    md += [markdown_table(result.table), "",
                                                  f"![{result.name}]({result.name}.png)", "",
                                                  f"Data behind the plot: `{result.name}.csv`. How to read it: "
                                                  f"docs/experiments.md, section \"{result.name}\".", ""]
@@ -85,6 +90,7 @@ def main(argv=None):
     import torch
 
     from kit.corpus import DataError
+
     from .common import Lab
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -101,7 +107,7 @@ def main(argv=None):
             if cached:
                 result.note = f" ({cached} of {cached + trained} training runs taken from {out / 'cache'})"
             paths = write(result, out, folder, args.budget, args.seed)
-            for f in result.findings:
+            for f in result.findings + result.verdict:
                 print(f"    {f}")
             print(f"    {result.seconds:.0f} s{result.note}; wrote {', '.join(str(p) for p in paths)}", flush=True)
     except DataError as e:

@@ -25,10 +25,11 @@ from kit.corpus import load_splits
 from kit.files import atomic_write, write_text
 from kit.loader import load_impl
 from kit.syllabus import MODULES
+
 from ..variants import VariantLM
 
-CACHE_VERSION = 1
-WIRING_DEFAULTS = dict(norm="pre", residual=True, attention=True, ffn=True, order="attn_ffn")
+CACHE_VERSION = 2  # 2: the wiring names its init
+WIRING_DEFAULTS = dict(norm="pre", residual=True, attention=True, ffn=True, order="attn_ffn", init="small")
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Result:
     series: list  # rows (dicts) of the data behind the plot: <name>.csv
     figure: object  # a matplotlib Figure: <name>.png
     findings: list = field(default_factory=list)  # one-line conclusions, with the measured numbers
+    claim: str = ""  # what the curriculum says this experiment shows
+    verdict: list = field(default_factory=list)  # does the claim hold here, and under which conditions
     data: dict = field(default_factory=dict)  # raw numbers for the tests
     seconds: float = 0.0
     note: str = ""  # how the result was made (runs from the cache), for the table's header
@@ -350,12 +353,13 @@ def plot_curves(ax, runs, title, styles=None, unigram=None):
     ax.legend(fontsize=8)
 
 
-def figure(ncols=1, width=5.2, height=3.8):
+def figure(ncols=1, width=5.2, height=3.8, nrows=1):
+    """A figure and its axes, row by row in one flat list."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, list(axes[0])
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, [ax for row in axes for ax in row]
 
 
 def save_figure(fig, path):

@@ -9,6 +9,8 @@ from .common import Result, curve_rows, figure, late_grads, late_steps, plot_cur
 
 NAME = "depth"
 TITLE = "Depth: shallow vs deep, with and without residuals"
+CLAIM = ("The deeper the stack, the more it needs residual connections: without them the gradient reaching "
+         "the first block shrinks with every layer added, a product of one Jacobian per sublayer.")
 
 
 def run(lab):
@@ -42,13 +44,26 @@ def run(lab):
               "train loss (last 20%)": r["final_train"], "val loss": r["final_val"],
               "grad first/last block": ratio[l, res], "seconds": r["seconds"]} for (l, res), r in runs.items()]
     v = {k: r["final_val"] for k, r in runs.items()}
+    uni = lab.entropies()[0]
     findings = [
         f"val loss with residuals: {shallow} layers {v[shallow, True]:.3f}, {deep} layers {v[deep, True]:.3f}; "
-        f"without: {v[shallow, False]:.3f} and {v[deep, False]:.3f}",
+        f"without: {v[shallow, False]:.3f} and {v[deep, False]:.3f} (unigram entropy {uni:.3f})",
         f"first block's gradient / last block's: with residuals {ratio[shallow, True]:.2g} ({shallow} layers) and "
         f"{ratio[deep, True]:.2g} ({deep}); without {ratio[shallow, False]:.2g} and {ratio[deep, False]:.2g}",
     ]
-    return Result(NAME, TITLE, table, curve_rows(runs.values()), fig, findings,
+    fell = ratio[shallow, False] / ratio[deep, False]
+    verdict = [
+        ("holds" if fell > 10 else "does not hold") + f": without residuals the first block's share falls "
+        f"{fell:.2g}x from {shallow} to {deep} layers; with them it stays of order 1",
+        (f"at {shallow} layers a plain stack still learns ({v[shallow, False]:.3f}, below the unigram {uni:.3f})"
+         if v[shallow, False] < uni - 0.1 else
+         f"at this budget even the {shallow}-layer plain stack stays on the unigram plateau ({v[shallow, False]:.3f})")
+        + f"; the cost of no residuals is {v[shallow, False] - v[shallow, True]:.2f} nats at {shallow} "
+        f"layers and {v[deep, False] - v[deep, True]:.2f} at {deep}",
+        f"with residuals depth does not hurt, but it does not help yet either: {deep} layers "
+        f"{v[deep, True] - v[shallow, True]:+.3f} vs {shallow} after {steps} steps (experiment layers)",
+    ]
+    return Result(NAME, TITLE, table, curve_rows(runs.values()), fig, findings, claim=CLAIM, verdict=verdict,
                   data={"val": {f"{l},{int(res)}": x for (l, res), x in v.items()},
                         "ratio": {f"{l},{int(res)}": x for (l, res), x in ratio.items()},
-                        "shallow": shallow, "deep": deep})
+                        "shallow": shallow, "deep": deep, "unigram_entropy": uni})

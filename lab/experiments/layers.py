@@ -1,12 +1,23 @@
 """Experiment 6, layers: your own TransformerLM with 2 and with 8 layers, the same steps.
 
-Per step the deeper model learns more; per second it costs about four times as much.
-Both curves are drawn against steps and against wall-clock seconds.
+Per step the deeper model learns more, once it has caught up a slower start; per second it
+costs about four times as much. Both curves are drawn against steps and against wall-clock
+seconds.
 """
 from .common import Result, curve_rows, ema, figure, plot_curves
 
 NAME = "layers"
 TITLE = "Layers: 2 vs 8 layers of your TransformerLM"
+CLAIM = ("More layers, more capacity: with residuals and pre-norm, 8 layers train as easily as 2 and end lower "
+         "at the same number of steps, for about 4x the compute per step.")
+
+
+def ahead_from(a, b):
+    """First step after which the smoothed curve ``b`` stays below ``a`` (None if it ends above)."""
+    sa, sb = ema([v for _, v in a["train"]]), ema([v for _, v in b["train"]])
+    steps = [s for s, _ in a["train"]]
+    last_behind = max((i for i, (x, y) in enumerate(zip(sa, sb)) if y >= x), default=-1)
+    return None if last_behind == len(steps) - 1 else steps[last_behind + 1]
 
 
 def run(lab):
@@ -26,8 +37,27 @@ def run(lab):
     table = [{"model": r["label"], "params": r["params"], "train loss (last 20%)": r["final_train"],
               "val loss": r["final_val"], "ms/step": 1000 * r["seconds"] / max(1, len(r["train"]))} for r in runs]
     two, eight = runs
+    cross = ahead_from(two, eight)
+    # Where the 8-layer model is when the 2-layer one has finished: the same compute budget, in seconds.
+    at = min(len(eight["train"]) - 1, int(len(eight["train"]) * two["seconds"] / max(eight["seconds"], 1e-9)))
+    eight_then = ema([v for _, v in eight["train"]])[at]
+    two_end = ema([v for _, v in two["train"]])[-1]
+    gain = two["final_val"] - eight["final_val"]
+    unigram = lab.entropies()[0]
     findings = [f"after {steps} steps: 2 layers val {two['final_val']:.3f}, 8 layers val {eight['final_val']:.3f} "
                 f"({eight['params'] / two['params']:.1f}x the parameters, "
-                f"{eight['seconds'] / max(two['seconds'], 1e-9):.1f}x the time)"]
-    return Result(NAME, TITLE, table, curve_rows(runs), fig, findings,
-                  data={"two": two, "eight": eight, "steps": steps})
+                f"{eight['seconds'] / max(two['seconds'], 1e-9):.1f}x the time)",
+                ("the 8-layer model is behind at first and ahead (smoothed training loss) from step "
+                 f"{cross} on" if cross is not None else "the 8-layer model is still behind at the last step"),
+                f"in the 2-layer model's {two['seconds']:.0f} s the 8-layer one gets to step {at}, training loss "
+                f"{eight_then:.3f} (the 2-layer one ends at {two_end:.3f})"]
+    verdict = [
+        "8 layers train as easily as 2: " + ("holds (both learn, no instability)" if eight["diverged_at"] is None
+                                             and eight["final_val"] < unigram - 0.2 else "does not hold"),
+        (f"8 layers end lower at equal steps: holds, but by only {gain:.3f} nats after {steps} steps"
+         if gain > 0 else f"8 layers end lower at equal steps: not after {steps} steps ({-gain:.3f} behind)")
+        + "; depth pays once the shallow model runs out of capacity, which takes more training than this",
+        "at equal compute (seconds) the " + ("2-layer" if eight_then > two_end else "8-layer") + " model wins here",
+    ]
+    return Result(NAME, TITLE, table, curve_rows(runs), fig, findings, claim=CLAIM, verdict=verdict,
+                  data={"two": two, "eight": eight, "steps": steps, "ahead_from": cross})

@@ -29,11 +29,20 @@ ALTERNATIVES = [
                 "kv heads indexed",
                 "attention.py", "attention_loop.py"),
     Alternative("attention computed in float64 inside", "attention.py", "attention_float64.py"),
+    Alternative("complex-number RoPE in the rotate-half layout (torch.polar, view_as_complex), kv heads by expand, "
+                "an additive mask buffer", "attention.py", "attention_complex.py"),
+    Alternative("F.scaled_dot_product_attention with kv heads repeated by expand (no enable_gqa), a boolean mask and "
+                "an explicit scale", "attention.py", "attention_sdpa_mask.py"),
     Alternative("torch.nn.functional.rms_norm", "rmsnorm.py", "rmsnorm_functional.py"),
     Alternative("RMS from torch.linalg.vector_norm", "rmsnorm.py", "rmsnorm_vector_norm.py"),
     Alternative("torch.add(sublayer(x), x), registered with add_module", "residual.py", "residual_add.py"),
     Alternative("SiLU written out, the stream rebound, keyword arguments", "block.py", "block_rebind.py"),
+    Alternative("the block built on the student's own Residual, one around each pre-norm branch", "block.py",
+                "block_residual.py"),
+    Alternative("one file, as MiniMind: block.py defines its own RMSNorm, CausalSelfAttention and FeedForward under "
+                "the API's names", "block.py", "block_single_file.py"),
     Alternative("functools.reduce over the blocks, the tie made the other way", "decoder.py", "decoder_reverse_tie.py"),
+    Alternative("the blocks in an nn.Sequential, every argument by keyword", "decoder.py", "decoder_sequential.py"),
 ]
 
 

@@ -5,6 +5,8 @@ A ``Mutant`` names the mistake, the file it lives in, the edit (``old`` ->
 places), the checks it must lose (by function name without ``test_``) and a
 piece of the grader's message that must name it (``named``: found in a
 ``likely:`` line, or in the specific ``hint:`` of a failed property check).
+``says`` and ``never`` hold particular checks' messages to more: a phrase
+one must show, a wrong diagnosis none may give.
 
 ``tests/test_bug_zoo.py`` grades every mutant and holds the grader to these
 records; ``python -m tests.mutants.table`` regrades them all and rewrites the
@@ -29,6 +31,8 @@ class Mutant:
     named: str          # a piece of the diagnosis or specific hint that names the mistake
     more: tuple = ()    # further (old, new) edits in the same file
     also: tuple = ()    # later modules graded too, to prove the mistake costs nothing there
+    says: tuple = ()    # (check, phrase): that lost check's message must contain the phrase ("*": every lost check)
+    never: tuple = ()   # phrases no lost check's message may contain (a wrong diagnosis seen before)
 
     @property
     def module(self):
@@ -93,11 +97,12 @@ class Grading:
         assert self.root in folder.parents, f"{folder} is not under {self.root}"
         return self.sandbox.within(folder)
 
-    def grade(self, folder, modules):
-        """The grader's Results for ``modules`` of ``folder``."""
+    def grade(self, folder, modules, seed=""):
+        """The grader's Results for ``modules`` of ``folder``, on the published inputs or on those of ``seed``
+        (as the graded flows do: ``grader.harness.seeded``)."""
         from grader.run import REFERENCE, grade
         return grade(folder, only=list(modules), sandbox=self.submission(folder),
-                     reference=self.reference or REFERENCE).results
+                     reference=self.reference or REFERENCE, seed=seed).results
 
     def close(self):
         self.sandbox.close()
@@ -115,6 +120,7 @@ class Outcome:
     how: str            # "diagnosis" (a likely: line), "staged guess", "hint", or "" when not named
     outputs: dict       # check key -> failure text (for assertion messages)
     points: tuple       # (points lost, points of the module)
+    grader_errors: tuple = ()  # checks of any graded module that ended in a grader error: must be empty
 
     @property
     def caught(self):
@@ -123,6 +129,7 @@ class Outcome:
 
 def outcome(mutant, results):
     from grader.report import failure_text
+    from kit.outcome import Kind
     own = [r for r in results if r.unit == mutant.module and r.points > 0 and not r.passed]
     elsewhere = tuple(f"{r.unit}: {r.title}" for r in results
                       if r.unit != mutant.module and r.points > 0 and not r.passed)
@@ -137,5 +144,6 @@ def outcome(mutant, results):
         how = "staged guess"
     mine = [r for r in results if r.unit == mutant.module]
     points = (sum(r.points - r.score for r in mine), sum(r.points for r in mine))
+    errors = tuple(f"{r.unit}: {r.title}" for r in results if r.failure and r.failure.kind is Kind.GRADER_ERROR)
     return Outcome(mutant, tuple(check_key(r.check) for r in own), tuple(r.title for r in own), elsewhere,
-                   message, how, {check_key(r.check): failure_text(r.failure) for r in own}, points)
+                   message, how, {check_key(r.check): failure_text(r.failure) for r in own}, points, errors)

@@ -18,6 +18,11 @@ APPLY = "    return x * cos[:T] + rotate_half(x) * sin[:T]"
 INV_FREQ = "    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (head_dim/2,)"
 KV_PROJ = ("        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)\n"
            "        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)\n")
+PROJ = ("        self.q_proj = nn.Linear(hidden_size, num_heads * self.head_dim, bias=False)\n"
+        "        self.k_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)\n"
+        "        self.v_proj = nn.Linear(hidden_size, num_kv_heads * self.head_dim, bias=False)\n"
+        "        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden_size, bias=False)\n"
+        "        cos, sin = precompute_rope(self.head_dim, max_seq_len, rope_theta)\n")
 VALUES = ("matches_reference", "grouped_query", "gradients", "bfloat16")
 
 MUTANTS = [
@@ -25,7 +30,8 @@ MUTANTS = [
     Mutant("no causal mask", F, FILL, "",
            loses=("causal", *VALUES), named="no causal mask", also=("block", "decoder")),
     Mutant("the mask hides the diagonal too (triu() without diagonal=1)", F, MASK, MASK.replace("triu(1)", "triu()"),
-           loses=('bfloat16', 'causal', 'gradients', 'grouped_query', 'matches_reference', 'parameters', 'validation'), named="hides the diagonal"),
+           loses=('bfloat16', 'causal', 'gradients', 'grouped_query', 'matches_reference', 'parameters', 'validation'), named="hides the diagonal",
+           also=("block", "decoder")),  # NaN rows reach the INFO checks with your own components: no grader error
     Mutant("tril() instead of triu(1): the mask hides the past and the diagonal", F, MASK, MASK.replace("triu(1)", "tril()"),
            loses=('bfloat16', 'causal', 'gradients', 'grouped_query', 'matches_reference', 'parameters', 'validation'), named="looks like the mask"),
     Mutant("the mask is applied after the softmax (weights zeroed, not renormalised)", F, FILL, "",
@@ -37,7 +43,18 @@ MUTANTS = [
     Mutant("scores not scaled", F, SCORES, "        scores = q @ k.transpose(-2, -1)  # (B, H, T, T)",
            loses=VALUES, named="scores are not scaled"),
     Mutant("softmax over the wrong axis (dim=-2)", F, SOFTMAX, SOFTMAX.replace("dim=-1", "dim=-2"),
-           loses=("causal", *VALUES), named="softmax over the query axis"),
+           loses=("causal", *VALUES), named="softmax over the query axis",
+           says=(("causal", "softmax over the query axis"),), never=("hint:     mask the scores",)),
+    Mutant("the scale applied after the softmax (weights divided by sqrt(head_dim))", F, SCORES,
+           "        scores = q @ k.transpose(-2, -1)  # (B, H, T, T)",
+           more=((SOFTMAX, SOFTMAX + " / math.sqrt(self.head_dim)"),),
+           loses=("parameters", "validation", "causal", *VALUES), named="the scale is applied after the softmax",
+           says=(("*", "the scale is applied after the softmax"),), never=("value path",)),
+    Mutant("dropout on the attention weights that stays on in eval mode (F.dropout without training=)", F, SOFTMAX,
+           "        att = F.dropout(F.softmax(scores.float(), dim=-1), p=0.1).type_as(q)",
+           loses=("parameters", "validation", "causal", *VALUES),
+           named="two calls with the same input gave different outputs",
+           says=(("*", "two calls with the same input gave different outputs"),)),
     Mutant("scores computed as k @ q^T", F, SCORES, SCORES.replace("(q @ k.transpose", "(k @ q.transpose"),
            loses=VALUES, named="looks like the scores"),
     # heads
@@ -86,10 +103,28 @@ MUTANTS = [
                  (ROPE_Q + ROPE_K, (ROPE_Q + ROPE_K).replace("\n", ".transpose(1, 2)\n"))),
            loses=('bfloat16', 'gradients', 'grouped_query', 'matches_reference'),
            named="layout"),
+    Mutant("apply_rope uses the last T rows of longer tables", F, APPLY, APPLY.replace("[:T]", "[-T:]"),
+           loses=("apply_rope_values",), named="the last T rows of the tables"),
+    Mutant("cos and sin swapped in apply_rope (x * sin + rotate_half(x) * cos)", F, APPLY,
+           "    return x * sin[:T] + rotate_half(x) * cos[:T]",
+           loses=("apply_rope_values", *VALUES), named="cos and sin are swapped: x * sin + rotate_half(x) * cos",
+           says=(("apply_rope_values", "cos and sin are swapped"), ("matches_reference", "cos and sin swapped")),
+           never=("rotate_half returns", "rotate_half(x) = cat")),
+    Mutant("precompute_rope returns (sin, cos)", F, "    return angles.cos(), angles.sin()",
+           "    return angles.sin(), angles.cos()",
+           loses=("rope_tables_values", *VALUES), named="precompute_rope returns sin, cos",
+           says=(("matches_reference", "cos and sin swapped"),), never=("rotate_half returns", "rotate_half(x) = cat")),
     Mutant("RoPE rotates the wrong way (x * cos - rotate_half(x) * sin)", F,
            APPLY, APPLY.replace("+ rotate", "- rotate"),
            loses=("apply_rope_values", *VALUES), named="the wrong way"),
     # configuration
+    Mutant("head_dim kept in a local variable, never as self.head_dim", F,
+           "        self.head_dim = hidden_size // num_heads\n", "        head_dim = hidden_size // num_heads\n",
+           more=((PROJ, PROJ.replace("self.head_dim", "head_dim")),),
+           loses=("parameters", "validation", "causal", *VALUES),
+           named="CausalSelfAttention has no attribute head_dim: set self.head_dim in __init__",
+           says=(("*", "CausalSelfAttention has no attribute head_dim: set self.head_dim in __init__"),),
+           never=("__missing__",)),
     Mutant("no ValueError for T > max_seq_len", F,
            "        if T > self.max_seq_len:\n"
            "            raise ValueError(f\"sequence length {T} exceeds max_seq_len {self.max_seq_len}\")\n", "",

@@ -32,6 +32,28 @@ MUTANTS = [
     Mutant("transposed head (x @ lm_head.weight)", F,
            "        return self.lm_head(x)  # (B, T, V)", "        return x @ self.lm_head.weight  # (B, T, V)",
            loses=('lm_gradients', 'lm_initialisation', 'lm_values'), named="without transposing"),
+    Mutant("the stub's weight initialisation removed (self.apply(self._init_weights))", F,
+           "        self.apply(self._init_weights)\n", "",
+           loses=("lm_initialisation",), named="keep the stub's `self.apply(self._init_weights)`"),
+    Mutant("TransformerLM does not pass num_kv_heads on to the decoder", F,
+           "        self.decoder = TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size,\n"
+           "                                          max_seq_len, rms_norm_eps, rope_theta)\n",
+           "        self.decoder = TransformerDecoder(num_layers, hidden_size, num_heads, intermediate_size=intermediate_size,\n"
+           "                                          max_seq_len=max_seq_len, rms_norm_eps=rms_norm_eps,\n"
+           "                                          rope_theta=rope_theta)\n",
+           loses=("lm_values",), named="num_kv_heads does not reach the CausalSelfAttention"),
+    Mutant("TransformerDecoder does not pass num_kv_heads and intermediate_size on to the blocks", F, BLOCKS,
+           BLOCKS.replace("num_heads, num_kv_heads, intermediate_size,\n                             max_seq_len, "
+                          "rms_norm_eps, rope_theta)",
+                          "num_heads, max_seq_len=max_seq_len, rms_norm_eps=rms_norm_eps,\n"
+                          "                             rope_theta=rope_theta)"),
+           loses=("decoder_arguments", "lm_values"), named="does not reach the"),
+    # the blocks' arguments by position, in another order: max_seq_len gets rms_norm_eps, and the grader's
+    # stand-in attention raises when the sequence is longer than that
+    Mutant("block arguments passed by position in the wrong order (rms_norm_eps before max_seq_len)", F, BLOCKS,
+           BLOCKS.replace("max_seq_len, rms_norm_eps, rope_theta)", "rms_norm_eps, max_seq_len, rope_theta)"),
+           loses=DEC + ("lm_initialisation",), named="raised inside the grader's stand-in CausalSelfAttention",
+           says=(("*", "called from your decoder.py line"), ("*", "the grader's file attention.py, not yours"))),
     Mutant("embeddings scaled by sqrt(hidden_size)", F,
            "        x = self.embed_tokens(idx)  # (B, T, C)",
            "        x = self.embed_tokens(idx) * self.embed_tokens.embedding_dim ** 0.5  # (B, T, C)",

@@ -10,9 +10,24 @@ import math
 
 import torch
 
-from grader.compare import (FP32, FP32_DEEP, assert_close, assert_equal, describe_value, fmt_shape, require,
-                            require_tensor)
-from grader.diagnose.crashes import attention_crash, explaining
+from grader.compare import (
+    FP32,
+    FP32_DEEP,
+    assert_close,
+    assert_equal,
+    compared,
+    describe_value,
+    fmt_shape,
+    match_variant,
+    require,
+    require_tensor,
+)
+from grader.diagnose.crashes import (
+    attention_crash,
+    explaining,
+    no_attribute,
+    nondeterministic,
+)
 from grader.harness import StudentError, both, call, check, only, randn, reference_state
 from kit.outcome import CheckFailure, Kind
 
@@ -42,9 +57,11 @@ def check_rope_tables(sub, ref, g):
     require(isinstance(out, list) and len(out) == 2, what, "a tuple (cos, sin) of two tensors", describe_value(out),
             "return cos, sin", Kind.WRONG_STRUCTURE)
     cos, sin = (require_tensor(t, (T, D), f"{name} of {what}", ROPE_HINT) for name, t in zip(("cos", "sin"), out))
+    swapped = torch.allclose(cos[0], torch.zeros(D)) and torch.allclose(sin[0], torch.ones(D))
     require(torch.allclose(cos[0], torch.ones(D)) and torch.allclose(sin[0], torch.zeros(D)),
             "cos[0] and sin[0] (position 0)", "all ones and all zeros",
             f"cos[0] = {cos[0][:4].tolist()}..., sin[0] = {sin[0][:4].tolist()}...",
+            "cos and sin come out swapped: return angles.cos(), angles.sin(), cos first" if swapped else
             "positions start at 0: torch.arange(max_seq_len)")
     h = D // 2
     require(torch.equal(cos[:, :h], cos[:, h:]) and torch.equal(sin[:, :h], sin[:, h:]),
@@ -114,16 +131,22 @@ def cfg_init(C=32, H=4, Hkv=None, T=16):
 
 
 def at_t1(sub, ref, g, Hkv, T=16, label=None):
-    """The output for one position, with random weights: only the projections and the heads are at play."""
+    """The output for one position, with random weights: only the projections and the heads are at play.
+
+    (And the softmax: its one weight must be exactly 1, which a scale or a mask applied after it breaks.)
+    """
     sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, T, g=g)
     x = randn(g, 3, 1, 32)
     label = label or f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) at T = 1"
+    init = cfg_init(Hkv=Hkv, T=T)
+    variants = ref.variants("attention_variants", x=x, sd=sd, H=4, Hkv=Hkv)
     with explaining(attention_crash(4, Hkv)):
-        got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=cfg_init(Hkv=Hkv, T=T), load=sd,
-                        calls=[call(x)])
-    assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32_DEEP,
-                 "at one position attention only copies v: o_proj(merge(repeat_kv(v_proj(x)))); check v_proj, the "
-                 "kv-head repeat and o_proj")
+        got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=init, load=sd, calls=[call(x)])
+    with explaining(nondeterministic(sub, "attention", "CausalSelfAttention", x, init=init, load=sd)):
+        assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32_DEEP,
+                     "at one position attention only copies v, with a softmax weight of exactly 1: "
+                     "o_proj(merge(repeat_kv(v_proj(x)))); check v_proj, the kv-head repeat, o_proj and that nothing "
+                     "rescales the weights after the softmax", variants)
 
 
 @check(1)
@@ -141,7 +164,14 @@ def check_parameters(sub, ref, g):
                       "hidden_size to num_kv_heads * head_dim features" if kv_wrong else
                       "nn.Linear(..., bias=False); k/v have num_kv_heads * head_dim outputs; "
                       "RoPE tables are buffers with persistent=False"))
-        assert_equal(got["attrs"]["head_dim"], 8, "CausalSelfAttention(32, 4).head_dim",
+        head_dim = got["attrs"]["head_dim"]
+        if isinstance(head_dim, dict) and head_dim.get("__missing__"):  # the worker's mark for an absent attribute
+            compared()
+            likely, hint = no_attribute("CausalSelfAttention", "head_dim")
+            raise CheckFailure("CausalSelfAttention(32, 4).head_dim", "8", "CausalSelfAttention has no attribute "
+                               "head_dim", hint.replace(" (", ": self.head_dim = hidden_size // num_heads (", 1),
+                               likely, Kind.WRONG_STRUCTURE)
+        assert_equal(head_dim, 8, "CausalSelfAttention(32, 4).head_dim",
                      "set self.head_dim = hidden_size // num_heads in __init__ (forward and the checks read it)")
         at_t1(sub, ref, g, Hkv)  # the weights are used as named
 
@@ -185,8 +215,9 @@ def check_validation(sub, ref, g):
     _raises_value_error(sub, "CausalSelfAttention(32, 4, max_seq_len=8) on T = 9",
                         "check T against self.max_seq_len at the start of forward: the RoPE tables stop there",
                         init=cfg_init(T=8), calls=[call(randn(g, 1, 9, 32))])
-    only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x) on T = 8",
-         init=cfg_init(T=8), calls=[call(randn(g, 1, 8, 32))])
+    with explaining(attention_crash(4)):
+        only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x) on T = 8",
+             init=cfg_init(T=8), calls=[call(randn(g, 1, 8, 32))])
     at_t1(sub, ref, g, None, T=8, label="CausalSelfAttention(32, 4, max_seq_len=8)(x) at T = 1")
 
 
@@ -203,26 +234,45 @@ def check_causal(sub, ref, g):
             x2[:, t] += randn(g, 2, 32) * 3
             calls.append(call(x2))
         label = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})"
+        init = cfg_init(Hkv=Hkv)
+        # the known mistakes on the unchanged x: a leak of the future is then named (a softmax over the queries
+        # leaks too, and so does dropout: neither is the mask)
+        variants = ref.variants("attention_variants", x=x, sd=sd, H=4, Hkv=Hkv)
         with explaining(attention_crash(4, Hkv)):
-            got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=cfg_init(Hkv=Hkv), load=sd,
-                            calls=calls)
+            got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=init, load=sd, calls=calls)
         ys = [require_tensor(r["output"], x.shape, f"{label}(x)", "merge the heads back to (B, T, C)")
               for r in got["results"]]
         y = ys[0]
-        for t, y2 in zip((0, 4, T - 1), ys[1:]):
-            if t > 0:
-                moved = (y2[:, :t] - y[:, :t]).abs().amax(dim=(0, 2)) > 1e-5
-                require(not bool(moved.any()), f"outputs before position {t} after changing the input at position {t}",
-                        "unchanged (no position may see the future)",
-                        f"output at position {int(moved.nonzero()[0]) if moved.any() else 0} changed",
-                        "mask the scores above the diagonal with -inf before the softmax: "
-                        "torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)")
-            require(not torch.allclose(y2[:, t], y[:, t], atol=1e-6),
-                    f"the output at position {t} after changing the input there",
-                    "a different output (a token attends to itself)", "unchanged",
-                    "the diagonal must stay unmasked: triu(..., diagonal=1)")
-        # the first position may see only itself: its output is the reference's whatever the mask, scale or RoPE
-        for y, e in zip(ys, (r["output"] for r in exp["results"])):
-            assert_close(y[:, :1], e[:, :1], f"{label}(x) at position 0, which attends only to itself", FP32_DEEP,
-                         "position 0 sees only key 0: its softmax weight is exactly 1 (softmax over the keys, "
-                         "dim=-1), so its output is o_proj(v_proj(x_0))")
+        with explaining(nondeterministic(sub, "attention", "CausalSelfAttention", x, init=init, load=sd)):
+            for t, y2 in zip((0, 4, T - 1), ys[1:]):
+                if t > 0:
+                    moved = (y2[:, :t] - y[:, :t]).abs().amax(dim=(0, 2)) > 1e-5
+                    compared()
+                    if bool(moved.any()):
+                        found = match_variant(y, variants, FP32_DEEP)
+                        raise CheckFailure(f"outputs before position {t} after changing the input at position {t}",
+                                           "unchanged (no position may see the future)",
+                                           f"output at position {int(moved.nonzero()[0])} changed",
+                                           found[1] if found else "mask the scores above the diagonal with -inf "
+                                           "before the softmax: torch.triu(torch.ones(T, T, dtype=torch.bool), "
+                                           "diagonal=1); then softmax over the keys (dim=-1)",
+                                           found[0] if found else None)
+                require(not torch.allclose(y2[:, t], y[:, t], atol=1e-6),
+                        f"the output at position {t} after changing the input there",
+                        "a different output (a token attends to itself)", "unchanged",
+                        "the diagonal must stay unmasked: triu(..., diagonal=1)")
+            # the first position may see only itself: its output is the reference's whatever the mask, scale or RoPE
+            for i, (y, e) in enumerate(zip(ys, (r["output"] for r in exp["results"]))):
+                assert_close(y[:, :1], e[:, :1], f"{label}(x) at position 0, which attends only to itself", FP32_DEEP,
+                             "position 0 sees only key 0: its softmax weight is exactly 1 (softmax over the keys, "
+                             "dim=-1, and nothing rescaling the weights after it), so its output is "
+                             "o_proj(v_proj(x_0))",
+                             first_position(variants) if i == 0 else None)
+
+
+def first_position(variants):
+    """The known mistakes' outputs at position 0 only (a variant is a ``make()`` live, a value from a snapshot)."""
+    def at_0(make):
+        out = make() if callable(make) else make
+        return out[:, :1]
+    return {name: (lambda make=make: at_0(make), hint) for name, (make, hint) in variants.items()}

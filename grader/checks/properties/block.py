@@ -9,10 +9,31 @@ and causality around causal stand-ins are things wrong wirings have too; the ref
 """
 import torch
 
-from grader.compare import FP32, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
+from grader.compare import (
+    FP32,
+    assert_close,
+    assert_equal,
+    compared,
+    describe_value,
+    fmt_shape,
+    is_close,
+    require,
+    require_tensor,
+)
 from grader.diagnose.crashes import bypassed, explaining
-from grader.harness import (BLOCK_PATCH, BLOCK_STANDINS, both, call, check, only, randn, randomize, reference_state,
-                            standin_block_parts)
+from grader.harness import (
+    BLOCK_PATCH,
+    BLOCK_STANDINS,
+    both,
+    call,
+    check,
+    only,
+    randn,
+    randomize,
+    reference_state,
+    standin_block_parts,
+)
+from kit.outcome import CheckFailure
 
 BLOCK_KEYS = {"input_layernorm.weight": (32,), "self_attn.q_proj.weight": (32, 32),
               "self_attn.k_proj.weight": (32, 32), "self_attn.v_proj.weight": (32, 32),
@@ -113,8 +134,12 @@ def check_block_causal(sub, ref, g):
                      "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
 
 
+PATHS_HINT = ("h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h)): each residual adds "
+              "to the un-normalised stream (x, not input_layernorm(x)), and no norm sits on the stream itself")
+
+
 @check(2)
-def check_residual_paths(sub, g):
+def check_residual_paths(sub, ref, g):
     """Two residual paths: zeroing o_proj leaves x + mlp(post_attention_layernorm(x)), zeroing both gives x"""
     base = randomize(({k: (s, "float32") for k, s in BLOCK_KEYS.items()}, []), g)
     x = randn(g, 2, 6, 32)
@@ -124,15 +149,37 @@ def check_residual_paths(sub, g):
     meaning = ["both sublayers output zero, so the block must be the identity",
                "attention outputs zero, so h = x and the block is x + mlp(post_attention_layernorm(x))",
                "the MLP outputs zero, so the block is x + self_attn(input_layernorm(x))"]
-    for zero, exp, why in zip((("self_attn.o_proj.weight", "mlp.down_proj.weight"), ("self_attn.o_proj.weight",),
-                               ("mlp.down_proj.weight",)), expected, meaning):
-        sd = {k: (torch.zeros_like(v) if k in zero else v) for k, v in base.items()}
-        what = f"TransformerBlock(32, 4)(x) with {' and '.join(zero)} set to zero (around the grader's stand-ins)"
-        init = ([32, 4], {"max_seq_len": 16})
-        with explaining(bypassed(sub, "block", "TransformerBlock", init, BLOCK_STANDINS, BLOCK_PATCH)):
+    init = ([32, 4], {"max_seq_len": 16})
+    cases = []
+    with explaining(bypassed(sub, "block", "TransformerBlock", init, BLOCK_STANDINS, BLOCK_PATCH)):
+        for zero, exp, why in zip((("self_attn.o_proj.weight", "mlp.down_proj.weight"), ("self_attn.o_proj.weight",),
+                                   ("mlp.down_proj.weight",)), expected, meaning):
+            sd = {k: (torch.zeros_like(v) if k in zero else v) for k, v in base.items()}
+            what = f"TransformerBlock(32, 4)(x) with {' and '.join(zero)} set to zero (around the grader's stand-ins)"
             got = only(sub, "block", "TransformerBlock", what, init=init, load=sd, standins=BLOCK_STANDINS,
                        patch=BLOCK_PATCH, calls=[call(x)])
             y = require_tensor(got["results"][0]["output"], exp.shape, what)
+            # the known wrong wirings on the same weights, only to name a mistake (the points rest on `expected`)
+            cases.append((what, why, exp, y, ref.variants("block_variants", x=x, sd=sd, C=32, H=4)))
+        for what, why, exp, y, _ in cases:
             err = (y - exp).abs().max().item()
-            require(err <= 1e-5, what, why, f"max abs difference {err:.3g}",
-                    "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
+            compared()
+            if not err <= 1e-5:  # NaN fails too
+                found = _wiring(cases)
+                raise CheckFailure(what, why, f"max abs difference {err:.3g}", found[1] if found else PATHS_HINT,
+                                   found[0] if found else None)
+
+
+def _wiring(cases):
+    """The first known wrong wiring whose output matches the block's in every case, as ``(name, hint)``."""
+    for name, (_, hint) in cases[0][4].items():
+        def matches(case):
+            make = case[4].get(name, (None, None))[0]
+            try:
+                value = make() if callable(make) else make
+            except Exception:  # noqa: BLE001 - a variant that does not apply here
+                return False
+            return isinstance(value, torch.Tensor) and is_close(case[3], value, FP32)
+        if all(matches(c) for c in cases):
+            return name, hint
+    return None

@@ -10,10 +10,35 @@ import math
 import torch
 import torch.nn.functional as F
 
-from grader.compare import FP32, GRAD, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
-from grader.diagnose.crashes import bypassed, explaining, lm_crash
-from grader.harness import (DECODER_PATCH, DECODER_STANDINS, both, call, check, grad_check, only, randn,
-                            reference_state)
+from grader.compare import (
+    FP32,
+    GRAD,
+    assert_close,
+    assert_equal,
+    describe_value,
+    fmt_shape,
+    require,
+    require_tensor,
+)
+from grader.diagnose.crashes import (
+    bypassed,
+    explaining,
+    lm_crash,
+    missing_attribute,
+    not_passed_on,
+    standin_crash,
+)
+from grader.harness import (
+    DECODER_PATCH,
+    DECODER_STANDINS,
+    both,
+    call,
+    check,
+    grad_check,
+    only,
+    randn,
+    reference_state,
+)
 from grader.reference import ReferenceUnavailable
 
 HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}
@@ -29,8 +54,16 @@ def lm_init(L=2, Hkv=None):
     return ([11], {"num_layers": L, "hidden_size": 32, "num_heads": 4, "num_kv_heads": Hkv, "max_seq_len": 16})
 
 
+SIGNATURES = ("TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, max_seq_len, "
+              "rms_norm_eps, rope_theta), TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size, "
+              "max_seq_len, rms_norm_eps, rope_theta) and RMSNorm(dim, eps)")
+
+
 def stacked(sub, target, init):
-    return explaining(bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH))
+    """Explain a failure over the stand-in blocks: a crash inside a stand-in, an attribute never set, a component
+    of its own where a stand-in belongs, an argument that does not reach the blocks."""
+    return explaining(standin_crash(SIGNATURES), missing_attribute,
+                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on)
 
 
 @check(0)
@@ -141,8 +174,9 @@ def check_lm_initialisation(sub, ref, g):
     """A fresh TransformerLM starts near uniform: weights ~ N(0, 0.02), first loss near ln(vocab_size)"""
     init = ([65], {"num_layers": 2, "hidden_size": 64, "num_heads": 4, "max_seq_len": 16})
     idx, targets = torch.randint(0, 65, (4, 16), generator=g), torch.randint(0, 65, (4, 16), generator=g)
-    got = only(sub, "decoder", "TransformerLM", "a freshly built TransformerLM(65, num_layers=2, hidden_size=64)",
-               init=init, want=["params"], calls=[call(idx)], **HYBRID)
+    with stacked(sub, "TransformerLM", init):
+        got = only(sub, "decoder", "TransformerLM", "a freshly built TransformerLM(65, num_layers=2, hidden_size=64)",
+                   init=init, want=["params"], calls=[call(idx)], **HYBRID)
     logits = require_tensor(got["results"][0]["output"], (4, 16, 65), "TransformerLM(65, ...)(idx)")
     for name in ("embed_tokens.weight", "decoder.blocks.0.self_attn.q_proj.weight"):
         w = got["params"].get(name)

@@ -21,7 +21,15 @@ from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
 from kit.corpus import CharTokenizer, DataError, find
 from kit.outcome import CheckFailure, Kind
-from kit.perplexity import SEED, TRAIN_CHARS, VAL_CHARS, batch, exp_mean, nll_sum, windows
+from kit.perplexity import (
+    SEED,
+    TRAIN_CHARS,
+    VAL_CHARS,
+    batch,
+    exp_mean,
+    nll_sum,
+    windows,
+)
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
 
 BATCH = 8  # windows per forward call
@@ -72,13 +80,13 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     tok = CharTokenizer.from_text(text)
     V, T = tok.vocab_size, CURRICULUM["max_seq_len"]
     shapes, _ = ref.template("decoder", "TransformerLM", (V,), dict(CURRICULUM))
-    path = grading.checkpoint
+    path, shown = grading.checkpoint, grading.checkpoint_shown
     if path is None or not path.is_file():
-        fail("the checkpoint of your trained model", f"no file at {path}", TRAIN_HINT + ", then `make check` again; "
+        fail("the checkpoint of your trained model", f"no file at {shown}", TRAIN_HINT + ", then `make check` again; "
              "to hand it in through git, commit it explicitly (runs/ is ignored): `git add -f runs/final.pt`",
              "runs/final.pt (or --checkpoint PATH)", Kind.NOT_IMPLEMENTED)
     try:
-        info, weights = read_model(path, {k: s for k, (s, _) in shapes.items()})
+        info, weights = read_model(path, {k: s for k, (s, _) in shapes.items()}, shown)
     except CheckpointError as e:
         fail("the checkpoint of your trained model", str(e), "train the curriculum's model with `make train`; do not "
              "edit the file", "a checkpoint of the curriculum's 4 x 256 TransformerLM", Kind.WRONG_STRUCTURE)

@@ -7,9 +7,19 @@ sit with the checks that compare values; these say which property broke.
 """
 import torch
 
-from grader.compare import FP32, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
-from grader.diagnose.crashes import explaining, rmsnorm_crash
+from grader.compare import (
+    FP32,
+    assert_close,
+    assert_equal,
+    compared,
+    describe_value,
+    fmt_shape,
+    require,
+    require_tensor,
+)
+from grader.diagnose.crashes import explaining, no_attribute, rmsnorm_crash
 from grader.harness import both, call, check, only, randn
+from kit.outcome import CheckFailure, Kind
 
 HINT = "y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32"
 
@@ -34,7 +44,13 @@ def check_parameters(sub, ref, g):
                  "self.weight = nn.Parameter(torch.ones(dim)), and no bias")
     require(torch.equal(got["params"]["weight"], torch.ones(16)), "RMSNorm(16).weight at initialisation",
             "all ones", "other values", "a fresh norm must be a pure rescaling: torch.ones(dim)")
-    assert_equal(got["attrs"]["eps"], 1e-5, "RMSNorm(16, eps=1e-5).eps", "store the eps argument as self.eps")
+    eps = got["attrs"]["eps"]
+    if isinstance(eps, dict) and eps.get("__missing__"):  # the worker's mark for an absent attribute
+        compared()
+        likely, hint = no_attribute("RMSNorm", "eps")
+        raise CheckFailure("RMSNorm(16, eps=1e-5).eps", "1e-05", "RMSNorm has no attribute eps", hint, likely,
+                           Kind.WRONG_STRUCTURE)
+    assert_equal(eps, 1e-5, "RMSNorm(16, eps=1e-5).eps", "store the eps argument as self.eps")
     # the weight is confirmed by use: on vectors already of root-mean-square 1, the output is x * weight
     got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-5) with a loaded weight",
                     init=([16], {"eps": 1e-5}), load={"weight": w}, calls=[call(x)])

@@ -10,9 +10,30 @@ from dataclasses import replace
 import torch
 
 from grader.compare import BF16, FP32, FP32_DEEP, GRAD
-from grader.diagnose.crashes import bypassed, explaining, ffn_crash, inplace_crash
-from grader.harness import (BLOCK_PATCH, BLOCK_STANDINS, StudentError, both, call, check, compare_outputs,
-                            grad_check, randn, reference_state, unchanged_input)
+from grader.diagnose.crashes import (
+    bypassed,
+    explaining,
+    ffn_crash,
+    forward_variant,
+    inplace_crash,
+    missing_attribute,
+    nondeterministic,
+    not_passed_on,
+    standin_crash,
+)
+from grader.harness import (
+    BLOCK_PATCH,
+    BLOCK_STANDINS,
+    StudentError,
+    both,
+    call,
+    check,
+    compare_outputs,
+    grad_check,
+    randn,
+    reference_state,
+    unchanged_input,
+)
 from kit.outcome import CheckFailure
 
 HINT = "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))"
@@ -20,27 +41,32 @@ FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"
 INPLACE_HINT = "write h = x + ..., not x += ...: the residual stream must not be overwritten"
 LABEL = "TransformerBlock(32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins"
 HYBRID = {"standins": BLOCK_STANDINS, "patch": BLOCK_PATCH}
+SIGNATURES = ("RMSNorm(dim, eps), CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta) "
+              "and FeedForward(hidden_size, intermediate_size)")
 
 
 @check(4)
 def check_feedforward_values(sub, ref, g):
-    """FeedForward (SwiGLU) matches the reference"""
-    sd = reference_state(ref, "block", "FeedForward", 32, g=g)
-    xs = [randn(g, 2, 5, 32), randn(g, 1, 1, 32), randn(g, 3, 32)]
-    with explaining(ffn_crash(32)):
-        compare_outputs(sub, ref, "block", "FeedForward", "FeedForward(32)", xs, FP32, FFN_HINT,
-                        lambda x: ref.variants("ffn_variants", x=x, sd=sd), init=([32], {}), load=sd)
+    """FeedForward (SwiGLU) matches the reference, its default width at hidden sizes 32 and 48"""
+    # 48 as well: a default width that is right at 32 only (4 * hidden_size, say) loads no weights there
+    for C, shapes in ((32, [(2, 5, 32), (1, 1, 32), (3, 32)]), (48, [(2, 4, 48)])):
+        sd = reference_state(ref, "block", "FeedForward", C, g=g)
+        xs = [randn(g, *shape) for shape in shapes]
+        with explaining(ffn_crash(C)):
+            compare_outputs(sub, ref, "block", "FeedForward", f"FeedForward({C})", xs, FP32, FFN_HINT,
+                            lambda x: ref.variants("ffn_variants", x=x, sd=sd), init=([C], {}), load=sd)
 
 
 @check(2)
 def check_feedforward_gradients(sub, ref, g):
-    """FeedForward: gradients of the input and of the three projections match"""
-    sd = reference_state(ref, "block", "FeedForward", 32, g=g)
-    x, up = randn(g, 2, 5, 32), randn(g, 2, 5, 32)
-    with explaining(ffn_crash(32)):
-        got, exp = both(sub, ref, "block", "FeedForward", "FeedForward(32)(x).backward(dy)", init=([32], {}), load=sd,
-                        calls=[call(x, grad=up)])
-    grad_check(got["results"][0], exp["results"][0], "FeedForward(32)(x).backward(dy)", GRAD, FFN_HINT)
+    """FeedForward: gradients of the input and of the three projections match (hidden sizes 32 and 100)"""
+    for C in (32, 100):
+        sd = reference_state(ref, "block", "FeedForward", C, g=g)
+        x, up = randn(g, 2, 5, C), randn(g, 2, 5, C)
+        with explaining(ffn_crash(C)):
+            got, exp = both(sub, ref, "block", "FeedForward", f"FeedForward({C})(x).backward(dy)", init=([C], {}),
+                            load=sd, calls=[call(x, grad=up)])
+        grad_check(got["results"][0], exp["results"][0], f"FeedForward({C})(x).backward(dy)", GRAD, FFN_HINT)
 
 
 def init(Hkv=None, eps=0.1, theta=50.0):
@@ -51,9 +77,15 @@ def state(ref, g, Hkv=None):
     return reference_state(ref, "block", "TransformerBlock", 32, 4, Hkv, max_seq_len=16, g=g)
 
 
-def over_standins(sub, Hkv=None):
-    """Explain a failure that comes from a component the block built itself, bypassing the stand-in."""
-    return explaining(bypassed(sub, "block", "TransformerBlock", init(Hkv), BLOCK_STANDINS, BLOCK_PATCH))
+def over_standins(sub, Hkv=None, x=None, init_args=None, **request):
+    """Explain a failure of the block over the stand-ins: a crash inside a stand-in, an attribute never set,
+    a component the block built itself (bypassing the stand-in), something random in forward (given ``x``)."""
+    init_args = init_args or init(Hkv)
+    random = [nondeterministic(sub, "block", "TransformerBlock", x, init=init_args, **HYBRID, **request)] \
+        if x is not None else []
+    return explaining(standin_crash(SIGNATURES), missing_attribute,
+                      bypassed(sub, "block", "TransformerBlock", init_args, BLOCK_STANDINS, BLOCK_PATCH), not_passed_on,
+                      *random)
 
 
 @check(5)
@@ -61,7 +93,7 @@ def check_block_assembly(sub, ref, g):
     """The block's wiring matches the reference block around the same stand-in components"""
     sd = state(ref, g)
     xs = [randn(g, 2, 7, 32), randn(g, 3, 16, 32), randn(g, 4, 2, 32).transpose(0, 1)]
-    with over_standins(sub):
+    with over_standins(sub, x=xs[0], load=sd):
         compare_outputs(sub, ref, "block", "TransformerBlock", LABEL, xs, FP32, HINT,
                         lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, eps=0.1, theta=50.0),
                         init=init(), load=sd, **HYBRID)
@@ -71,9 +103,10 @@ def check_block_assembly(sub, ref, g):
 def check_block_assembly_gqa(sub, ref, g):
     """The wiring also holds with grouped-query attention and T = 1"""
     sd = state(ref, g, 2)
-    with over_standins(sub, 2):
-        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL.replace("4,", "4, num_kv_heads=2,"),
-                        [randn(g, 2, 5, 32), randn(g, 1, 1, 32)], FP32, HINT,
+    xs = [randn(g, 2, 5, 32), randn(g, 1, 1, 32)]
+    with over_standins(sub, 2, x=xs[0], load=sd):
+        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL.replace("4,", "4, num_kv_heads=2,"), xs, FP32,
+                        HINT,
                         lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, Hkv=2, eps=0.1, theta=50.0),
                         init=init(2), load=sd, **HYBRID)
 
@@ -86,13 +119,16 @@ def check_block_arguments(sub, ref, g):
     init_args = ([32, 4], kwargs)
     hint = ("pass every argument on: FeedForward(hidden_size, intermediate_size), CausalSelfAttention(hidden_size, "
             "num_heads, num_kv_heads, max_seq_len, rope_theta)")
-    with explaining(bypassed(sub, "block", "TransformerBlock", init_args, BLOCK_STANDINS, BLOCK_PATCH)):
+    x = randn(g, 2, 5, 32)
+    with over_standins(sub, x=x, init_args=init_args, load=sd):
         try:
             compare_outputs(sub, ref, "block", "TransformerBlock",
                             "TransformerBlock(32, 4, num_kv_heads=2, intermediate_size=48) over stand-ins",
-                            [randn(g, 2, 5, 32)], FP32, hint, init=init_args, load=sd, **HYBRID)
+                            [x], FP32, hint,
+                            lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, Hkv=2),
+                            init=init_args, load=sd, **HYBRID)
         except StudentError as e:
-            if e.error["stage"] != "load":
+            if e.error["stage"] != "load" or not_passed_on(e):
                 raise
             raise CheckFailure.of(replace(e.failure, hint=hint)) from None
 
@@ -103,10 +139,13 @@ def check_block_gradients(sub, ref, g):
     sd = state(ref, g)
     x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
     label = LABEL + ": backward(dy)"
-    with explaining(inplace_crash(INPLACE_HINT)), over_standins(sub):
+    variants = ref.variants("block_variants", x=x, sd=sd, C=32, H=4, eps=0.1, theta=50.0)  # to name a wrong forward
+    with explaining(inplace_crash(INPLACE_HINT)), over_standins(sub, x=x, load=sd):
         got, exp = both(sub, ref, "block", "TransformerBlock", label, init=init(), load=sd, calls=[call(x, grad=up)],
                         **HYBRID)
-        grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
+        with explaining(forward_variant(sub, "block", "TransformerBlock", x, variants, FP32, init=init(), load=sd,
+                                        **HYBRID)):
+            grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
 
 
 @check(1)
@@ -114,8 +153,9 @@ def check_block_bfloat16(sub, ref, g):
     """A bfloat16 block on bfloat16 input matches the reference"""
     sd = state(ref, g)
     x = randn(g, 2, 6, 32, dtype=torch.bfloat16)
-    with over_standins(sub):
+    with over_standins(sub, x=x, load=sd, dtype="bfloat16"):
         compare_outputs(sub, ref, "block", "TransformerBlock", LABEL + ".to(torch.bfloat16)", [x], BF16, HINT,
+                        lambda x: ref.variants("block_variants", x=x.float(), sd=sd, C=32, H=4, eps=0.1, theta=50.0),
                         init=init(), load=sd, dtype="bfloat16", **HYBRID)
 
 

@@ -7,21 +7,47 @@ your own components.
 import torch
 
 from grader.compare import FP32, FP32_DEEP, GRAD, assert_close
-from grader.diagnose.crashes import bypassed, explaining, lm_crash, untied_head
-from grader.harness import (DECODER_PATCH, DECODER_STANDINS, both, call, check, compare_outputs, grad_check, randn,
-                            reference_state)
+from grader.diagnose.crashes import (
+    bypassed,
+    explaining,
+    forward_variant,
+    lm_crash,
+    missing_attribute,
+    nondeterministic,
+    not_passed_on,
+    standin_crash,
+    untied_head,
+)
+from grader.harness import (
+    DECODER_PATCH,
+    DECODER_STANDINS,
+    both,
+    call,
+    check,
+    compare_outputs,
+    grad_check,
+    randn,
+    reference_state,
+)
 
 HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}
 HINT = "for block in self.blocks: x = block(x); then x = self.norm(x)"
 LM_HINT = "logits = lm_head(decoder(embed_tokens(idx))), with lm_head.weight = embed_tokens.weight"
+SIGNATURES = ("TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, max_seq_len, "
+              "rms_norm_eps, rope_theta), TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size, "
+              "max_seq_len, rms_norm_eps, rope_theta) and RMSNorm(dim, eps)")
 
 
-def dec_state(ref, g, L=3):
-    return reference_state(ref, "decoder", "TransformerDecoder", L, 32, 4, max_seq_len=16, g=g)
+def dec_state(ref, g, L=3, **kwargs):
+    return reference_state(ref, "decoder", "TransformerDecoder", L, 32, 4, max_seq_len=16, g=g, **kwargs)
 
 
-def stacked(sub, target, init):
-    return explaining(bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH))
+def stacked(sub, target, init, x=None, **request):
+    """Explain a failure over the stand-in blocks: a crash inside a stand-in, an attribute never set, an argument
+    that does not reach the blocks, a component of its own where a stand-in belongs, something random (given x)."""
+    random = [nondeterministic(sub, "decoder", target, x, init=init, **HYBRID, **request)] if x is not None else []
+    return explaining(standin_crash(SIGNATURES), missing_attribute,
+                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on, *random)
 
 
 @check(5)
@@ -30,7 +56,7 @@ def check_decoder_values(sub, ref, g):
     for L, xs in ((3, [randn(g, 2, 7, 32), randn(g, 1, 1, 32)]), (1, [randn(g, 2, 4, 32)])):
         sd = dec_state(ref, g, L)
         init = ([L, 32, 4], {"max_seq_len": 16})
-        with stacked(sub, "TransformerDecoder", init):
+        with stacked(sub, "TransformerDecoder", init, xs[0], load=sd):
             compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder({L}, 32, 4) over stand-ins",
                             xs, FP32, HINT,
                             lambda x: ref.variants("decoder_variants", x=x, sd=sd, num_layers=L, C=32, H=4),
@@ -39,15 +65,17 @@ def check_decoder_values(sub, ref, g):
 
 @check(2)
 def check_decoder_arguments(sub, ref, g):
-    """TransformerDecoder passes rms_norm_eps and rope_theta on to its blocks and norm"""
-    sd = dec_state(ref, g)
-    init = ([3, 32, 4], {"max_seq_len": 16, "rms_norm_eps": 0.1, "rope_theta": 50.0})
-    with stacked(sub, "TransformerDecoder", init):
-        compare_outputs(sub, ref, "decoder", "TransformerDecoder",
-                        "TransformerDecoder(3, 32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins",
-                        [randn(g, 2, 5, 32)], FP32, "pass every argument on: TransformerBlock(hidden_size, num_heads, "
-                        "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta)", init=init, load=sd,
-                        **HYBRID)
+    """TransformerDecoder passes rms_norm_eps, rope_theta, num_kv_heads and intermediate_size on to its blocks"""
+    for kwargs in ({"rms_norm_eps": 0.1, "rope_theta": 50.0}, {"num_kv_heads": 2, "intermediate_size": 48}):
+        sd = dec_state(ref, g, **{k: v for k, v in kwargs.items() if k in ("num_kv_heads", "intermediate_size")})
+        init = ([3, 32, 4], {"max_seq_len": 16, **kwargs})
+        x = randn(g, 2, 5, 32)
+        args = ", ".join(f"{k}={v:g}" for k, v in kwargs.items())
+        with stacked(sub, "TransformerDecoder", init, x, load=sd):
+            compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder(3, 32, 4, {args}) over "
+                            "stand-ins", [x], FP32, "pass every argument on: TransformerBlock(hidden_size, num_heads, "
+                            "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta)", init=init,
+                            load=sd, **HYBRID)
 
 
 @check(2)
@@ -57,27 +85,38 @@ def check_decoder_gradients(sub, ref, g):
     x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
     label = "TransformerDecoder(3, 32, 4)(x).backward(dy) over stand-ins"
     init = ([3, 32, 4], {"max_seq_len": 16})
-    with stacked(sub, "TransformerDecoder", init):
+    variants = ref.variants("decoder_variants", x=x, sd=sd, num_layers=3, C=32, H=4)  # to name a wrong forward pass
+    with stacked(sub, "TransformerDecoder", init, x, load=sd):
         got, exp = both(sub, ref, "decoder", "TransformerDecoder", label, init=init, load=sd,
                         calls=[call(x, grad=up)], **HYBRID)
-        grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
+        with explaining(forward_variant(sub, "decoder", "TransformerDecoder", x, variants, FP32, init=init, load=sd,
+                                        **HYBRID)):
+            grad_check(got["results"][0], exp["results"][0], label, GRAD, HINT)
 
 
-def lm(ref, g, V=11, L=2):
-    init = ([V], {"num_layers": L, "hidden_size": 32, "num_heads": 4, "max_seq_len": 16})
+def lm(ref, g, V=11, L=2, **kwargs):
+    init = ([V], {"num_layers": L, "hidden_size": 32, "num_heads": 4, "max_seq_len": 16, **kwargs})
     sd = reference_state(ref, "decoder", "TransformerLM", *init[0], **init[1], g=g)
     return init, sd
 
 
 @check(2)
 def check_lm_values(sub, ref, g):
-    """TransformerLM logits match the reference (over stand-in blocks)"""
+    """TransformerLM logits match the reference (over stand-in blocks), also with num_kv_heads and intermediate_size"""
     init, sd = lm(ref, g)
     idx = [torch.randint(0, 11, (2, 9), generator=g), torch.randint(0, 11, (1, 1), generator=g)]
-    with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init):
+    with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init, idx[0], load=sd):
         compare_outputs(sub, ref, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32)", idx,
                         FP32, LM_HINT, lambda i: ref.variants("lm_variants", idx=i, sd=sd, num_layers=2, C=32, H=4),
                         init=init, load=sd, **HYBRID)
+    # the arguments that shape the blocks' weights reach them (the stand-in blocks build them from what they get)
+    init, sd = lm(ref, g, num_kv_heads=2, intermediate_size=48)
+    idx = torch.randint(0, 11, (2, 6), generator=g)
+    label = "TransformerLM(11, num_layers=2, hidden_size=32, num_kv_heads=2, intermediate_size=48)"
+    with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init, idx, load=sd):
+        compare_outputs(sub, ref, "decoder", "TransformerLM", label, [idx], FP32, "pass every argument on: "
+                        "TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, "
+                        "max_seq_len, rms_norm_eps, rope_theta)", init=init, load=sd, **HYBRID)
 
 
 @check(3)
@@ -86,11 +125,14 @@ def check_lm_gradients(sub, ref, g):
     init, sd = lm(ref, g)
     idx, up = torch.randint(0, 11, (2, 8), generator=g), randn(g, 2, 8, 11)
     label = "TransformerLM(11, ...)(idx).backward(dlogits) over stand-ins"
+    variants = ref.variants("lm_variants", idx=idx, sd=sd, num_layers=2, C=32, H=4)  # to name a wrong forward pass
     with explaining(lm_crash(11, 32), untied_head(sub, init, DECODER_STANDINS, DECODER_PATCH)), \
-            stacked(sub, "TransformerLM", init):
+            stacked(sub, "TransformerLM", init, idx, load=sd):
         got, exp = both(sub, ref, "decoder", "TransformerLM", label, init=init, load=sd, calls=[call(idx, grad=up)],
                         **HYBRID)
-        grad_check(got["results"][0], exp["results"][0], label, GRAD, LM_HINT)
+        with explaining(forward_variant(sub, "decoder", "TransformerLM", idx, variants, FP32, init=init, load=sd,
+                                        **HYBRID)):
+            grad_check(got["results"][0], exp["results"][0], label, GRAD, LM_HINT)
 
 
 @check(0)

@@ -1,9 +1,16 @@
 """RMSNorm against the reference: values, eps, bfloat16, gradients, in-place."""
 import torch
 
-from grader.compare import BF16, BF16_ULP, FP32, GRAD
+from grader.compare import BF16, BF16_ULP, FP32, GRAD, assert_close, fmt_dtype, require
 from grader.diagnose.crashes import explaining, inplace_crash, rmsnorm_crash
-from grader.harness import both, check, compare_outputs, grad_check, randn, unchanged_input
+from grader.harness import (
+    both,
+    check,
+    compare_outputs,
+    grad_check,
+    randn,
+    unchanged_input,
+)
 from grader.protocol import call
 
 HINT = "y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32"
@@ -46,9 +53,15 @@ def check_bfloat16(sub, ref, g):
                     lambda x: ref.variants("rmsnorm", x=x, weight=sd["weight"].bfloat16(), eps=1e-6), init=([256], {}),
                     load=sd, dtype="bfloat16")
     # a float32 norm (its weight float32) on a bfloat16 input: type_as(x) * weight promotes to float32, as in LLaMA
-    compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(256) (float32 weight)", [x[:2]], BF16,
-                    "normalise in float32, cast back with .type_as(x), then multiply by the float32 weight: the "
-                    "result is float32 (do not cast the product back to bfloat16)", init=([256], {}), load=sd)
+    what = "RMSNorm(256) (float32 weight)(x) for a bfloat16 x"
+    got, exp = both(sub, ref, "rmsnorm", "RMSNorm", what, init=([256], {}), load=sd, calls=[call(x[:2])])
+    y, e = got["results"][0]["output"], exp["results"][0]["output"]
+    if isinstance(y, torch.Tensor):
+        require(y.dtype == e.dtype, f"the dtype of {what}", f"dtype {fmt_dtype(e)}", f"dtype {fmt_dtype(y)}",
+                "a bfloat16 x with a float32 weight gives float32: normalise in float32, cast back with .type_as(x), "
+                "then multiply by the weight and return the product as it is (do not cast it back to x's dtype)")
+    assert_close(y, e, what, BF16, "normalise in float32, cast back with .type_as(x), then multiply by the float32 "
+                 "weight: the result is float32")
 
 
 @check(3)

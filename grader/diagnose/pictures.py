@@ -1,0 +1,113 @@
+"""What the HTML report draws: attention weights and gradient norms, the submission's beside the reference's.
+
+``collect(grading, sub, ref)`` runs, after the checks, only what a failed check calls for:
+
+- an attention check failed: one ``CausalSelfAttention(32, 4)`` on one input, both sides, with the
+  probabilities each softmax (or fused attention) computed captured in the worker (``call(capture=True)``);
+  a heatmap per head shows a missing mask, an off-by-one diagonal or a softmax over the wrong axis;
+- a gradient check failed: one backward pass through that unit's module on one input, both sides, and
+  the norm of every parameter's gradient.
+
+It returns plain values (``Pictures``); ``grader/report.html`` draws them. The requests go through the
+same sandbox and are validated as every other answer is; a submission that crashes here simply gets no
+picture.
+"""
+from dataclasses import dataclass, field
+
+import torch
+
+from grader.harness import (
+    BLOCK_PATCH,
+    BLOCK_STANDINS,
+    DECODER_PATCH,
+    DECODER_STANDINS,
+    call,
+    randn,
+    reference_state,
+    request,
+    run_sub,
+    seeded,
+)
+from kit.outcome import CheckFailure
+
+C, H, T = 32, 4, 12  # small enough to read every cell of a heatmap
+
+
+@dataclass
+class Pictures:
+    attention: dict = None  # {"student": (H, T, T) or None, "reference": (H, T, T), "note": str}
+    gradients: dict = field(default_factory=dict)  # unit -> {"names": [...], "student": [...], "reference": [...]}
+
+
+def _both(sub, ref, req, what):
+    exp = ref.run(req, what)
+    try:
+        got = run_sub(sub, req, what)
+    except CheckFailure as e:
+        return None, exp, e.failure.got
+    return got, exp, None
+
+
+def attention_maps(sub, ref, seed=""):
+    g = seeded("pictures.attention", seed)
+    sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, 10000.0, g=g)
+    x = randn(g, 1, T, C)
+    req = request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16}), load=sd,
+                  calls=[call(x, capture=True)])
+    got, exp, why = _both(sub, ref, req, "CausalSelfAttention(32, 4) on one input, for the pictures")
+    theirs = None if got is None else got["results"][0].get("attention")
+    note = why or ("" if theirs is not None else "no softmax or fused attention was seen in your forward pass")
+    if theirs is not None and theirs.shape[0] != H:
+        note = f"your attention computed {theirs.shape[0]} maps of {theirs.shape[1]} x {theirs.shape[2]} ({H} heads expected)"
+    return {"student": theirs, "reference": exp["results"][0]["attention"], "note": note, "T": T, "heads": H}
+
+
+def _grad_request(unit, ref, g):
+    """The request of one backward pass through ``unit``'s module, or None."""
+    if unit == "rmsnorm":
+        return request("rmsnorm", "RMSNorm", init=([C], {}), load={"weight": 1 + 0.3 * torch.randn(C, generator=g)},
+                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+    if unit == "attention":
+        sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, 10000.0, g=g)
+        return request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16}), load=sd,
+                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+    if unit == "block":
+        sd = reference_state(ref, "block", "TransformerBlock", C, H, max_seq_len=16, g=g)
+        return request("block", "TransformerBlock", init=([C, H], {"max_seq_len": 16}), load=sd,
+                       standins=BLOCK_STANDINS, patch=BLOCK_PATCH,
+                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+    if unit == "decoder":
+        cfg = {"num_layers": 2, "hidden_size": C, "num_heads": H, "max_seq_len": 16}
+        sd = reference_state(ref, "decoder", "TransformerLM", 40, g=g, **cfg)
+        x = torch.randint(0, 40, (2, T), generator=g)
+        return request("decoder", "TransformerLM", init=([40], cfg), load=sd, standins=DECODER_STANDINS,
+                       patch=DECODER_PATCH, calls=[call(x, grad=randn(g, 2, T, 40))])
+    return None
+
+
+def gradient_norms(sub, ref, unit, seed=""):
+    req = _grad_request(unit, ref, seeded(f"pictures.gradients.{unit}", seed))
+    if req is None:
+        return None
+    got, exp, why = _both(sub, ref, req, f"{unit}: one backward pass, for the pictures")
+    e = exp["results"][0].get("param_grads") or {}
+    mine = {} if got is None else (got["results"][0].get("param_grads") or {})
+    names = sorted(e)
+
+    def norm(t):
+        return None if not isinstance(t, torch.Tensor) else float(t.float().norm())
+    return {"names": names, "reference": [norm(e[n]) for n in names], "student": [norm(mine.get(n)) for n in names],
+            "note": why or ""}
+
+
+def collect(grading, sub, ref):
+    """The pictures the failed checks of ``grading`` call for (see the module docstring)."""
+    failed = [r for r in grading.results if not r.passed and r.failure is not None]
+    out = Pictures()
+    if any(r.unit == "attention" for r in failed):
+        out.attention = attention_maps(sub, ref, grading.seed)
+    for unit in sorted({r.unit for r in failed if "grad" in r.check.split(".")[1]}):
+        found = gradient_norms(sub, ref, unit, grading.seed)
+        if found is not None:
+            out.gradients[unit] = found
+    return out
