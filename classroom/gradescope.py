@@ -185,12 +185,14 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
         for name, path in found.items():
             _copy_regular(path, folder / name)
         out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT,
-                         checkpoint_shown=f"{CHECKPOINT} (in your upload)", user=user,
+                         checkpoint_shown=f"{CHECKPOINT} (in your upload)", user=user, html=work / "report.html",
                          seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
                          python=python)
         print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
         if out.status == "graded":
-            data = gradescope(out.grading, visibility, leaderboard=leaderboard)
+            from grader.report import pictures_part
+            page = (work / "report.html").read_text(encoding="utf-8") if (work / "report.html").is_file() else ""
+            data = gradescope(out.grading, visibility, leaderboard=leaderboard, pictures=pictures_part(page))
             notes = [f"Graded in {out.seconds:.0f} s ({out.grading.isolation})."]
             missing = [f for f in FILES if f not in found]
             if missing:

@@ -7,6 +7,7 @@
 - memory: peak memory of a whole grading in a memory cgroup (grader, worker and the library pages they
           touch), and the same grading inside a 768 MB and a 512 MB limit (cgroup v1, as root)
 - batch:  submissions graded per minute by `python -m grader batch`
+- pythons: the kit on other interpreters (--pythons PATH ...): a grading of the units and the quick tests
 """
 import os
 import statistics
@@ -23,15 +24,20 @@ KIT = Path(__file__).resolve().parent.parent
 CGROUP = Path("/sys/fs/cgroup/memory")
 
 
-def grading(units=None, checkpoint=None, prefix=()):
-    cmd = [*prefix, sys.executable, "-m", "grader", "--impl", "solutions", "--no-color"]
+def grading(units=None, checkpoint=None, prefix=(), python=sys.executable, env=None):
+    cmd = [*prefix, python, "-m", "grader", "--impl", "solutions", "--no-color"]
     if units:
         cmd += ["--only", *units]
     if checkpoint:
         cmd += ["--checkpoint", str(checkpoint)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True)
+    p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, env={**os.environ, **(env or {})})
     return time.perf_counter() - t0, p
+
+
+def _isolation(p):
+    return next((line.split(":", 1)[1].strip() for line in p.stdout.splitlines() if line.startswith("isolation:")),
+                "unknown")
 
 
 def _total(p):
@@ -57,20 +63,84 @@ def bench_whole(checkpoint, repeats=3):
     if not Path(checkpoint).is_file():
         print(f"  skipped: no checkpoint at {checkpoint} (train one with `make train IMPL=solutions`)")
         return None
-    times, out = [], None
-    for _ in range(repeats):
-        seconds, p = grading(checkpoint=checkpoint)
-        if "TOTAL 100/100" not in p.stdout:
-            raise SystemExit("bench: the solutions did not get 100/100:\n" + p.stdout[-2000:] + p.stderr[-2000:])
-        times.append(seconds)
-        out = p.stdout
+    rows, out = [], None
+    # the sandbox the graded flows use, and the plain process it falls back to, in the same run
+    for label, env in (("as it runs", None), ("without bubblewrap", {"KIT_NO_BWRAP": "1"})):
+        times = []
+        for _ in range(repeats):
+            seconds, p = grading(checkpoint=checkpoint, env=env)
+            if "TOTAL 100/100" not in p.stdout:
+                raise SystemExit("bench: the solutions did not get 100/100:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+            times.append(seconds)
+            out = out or p.stdout
+        rows.append((label, _isolation(p), statistics.median(times), min(times), max(times)))
+        if label == "as it runs" and "bubblewrap" not in rows[0][1]:
+            break  # no bubblewrap here: the second row would measure the same thing
     note = next((line.strip() for line in out.splitlines() if "predicted characters" in line), "")
-    median = statistics.median(times)
+    table = "| isolation | median | min | max |\n|---|---|---|---|\n" + "".join(
+        f"| {iso} | **{med:.2f} s** | {lo:.2f} s | {hi:.2f} s |\n" for _, iso, med, lo, hi in rows)
     body = (f"Wall time of a whole grading, `python -m grader --impl solutions --checkpoint {checkpoint}` (the five "
-            f"units and the final check, 100 points), {repeats} runs: median **{median:.2f} s** (min {min(times):.2f}, "
-            f"max {max(times):.2f}). The final check reported: {note}\n<!-- whole_s: {median:.2f} -->")
+            f"units and the final check, 100 points), {repeats} runs each:\n\n{table}\nThe final check reported: "
+            f"{note}\n<!-- whole_s: {rows[0][2]:.2f} -->")
     write_section("whole", body, f"python -m grader.bench --only whole --checkpoint {checkpoint}")
-    return times
+    return rows
+
+
+def bench_pythons(pythons):
+    """The kit on other interpreters (each with the requirements installed): a grading and the quick tests."""
+    if not pythons:
+        print("  skipped: give --pythons PATH ... (interpreters with requirements.txt installed)")
+        return None
+    import getpass
+    import json
+    import shutil
+    import tempfile
+    import zipfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-pythons-"))
+    rows = []
+    try:
+        bundle = tmp / "gradescope.zip"  # built by its command (the grader does not import the classroom layer)
+        subprocess.run([sys.executable, "-m", "classroom.gradescope", "--out", str(bundle), "--seed", "bench"],
+                       cwd=KIT, check=True, capture_output=True)
+        for py in [sys.executable, *pythons]:
+            version = subprocess.run([py, "-c", "import sys, torch; print(sys.version.split()[0], torch.__version__)"],
+                                     capture_output=True, text=True).stdout.strip() or "cannot start"
+            seconds, p = grading(MODULES, python=py)
+            tests = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *QUICK_TESTS], cwd=KIT,
+                                   capture_output=True, text=True)
+            summary = (tests.stdout.strip().splitlines() or ["no output"])[-1]
+            # the Gradescope bundle's run_autograder with this Python, on the solutions
+            root = tmp / f"ag-{len(rows)}"
+            with zipfile.ZipFile(bundle) as z:
+                z.extractall(root / "source")
+            (root / "submission").mkdir()
+            for f in (KIT / "solutions").glob("*.py"):
+                shutil.copy(f, root / "submission" / f.name)
+            subprocess.run(["bash", str(root / "source" / "run_autograder")], capture_output=True, timeout=900,
+                           env={**os.environ, "AUTOGRADER_ROOT": str(root), "KIT_PYTHON": py,
+                                "AUTOGRADER_USER": getpass.getuser()})
+            try:
+                result = json.loads((root / "results" / "results.json").read_text())
+                autograder = f"{result['score']:g}/{result['max_score']:g}"
+            except (OSError, ValueError, KeyError):
+                autograder = "no results.json"
+            rows.append((version, _total(p), seconds, summary, autograder))
+            print(f"  {version}: {_total(p)} in {seconds:.1f} s; tests: {summary}; run_autograder: {autograder}",
+                  flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = ("| Python, torch | grading the solutions' units | wall time | " + ", ".join(QUICK_TESTS) +
+             " | Gradescope run_autograder (no final.pt: 85/100) |\n|---|---|---|---|---|\n" +
+             "".join(f"| {v} | {t} | {s:.1f} s | {r} | {a} |\n" for v, t, s, r, a in rows))
+    body = ("The kit on each Python that pyproject.toml claims (requirements.txt installed in a virtual environment "
+            f"of each; the first row is the interpreter that ran the bench):\n\n{table}")
+    write_section("python-versions", body, "python -m grader.bench --only pythons --pythons " + " ".join(pythons))
+    return rows
+
+
+QUICK_TESTS = ["tests/test_grader_core.py", "tests/test_layout.py", "tests/test_platforms.py",
+               "tests/test_bad_input.py"]
 
 
 def _in_cgroup(limit_mb, checkpoint):
@@ -130,14 +200,17 @@ def bench_batch(n=6, jobs=2):
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m grader.bench", description="Measure and record the grader's speed.")
-    p.add_argument("--only", nargs="+", choices=["grader", "whole", "memory", "batch"],
+    p.add_argument("--only", nargs="+", choices=["grader", "whole", "memory", "batch", "pythons"],
                    default=["grader", "whole", "memory", "batch"])
     p.add_argument("--checkpoint", default=str(KIT / "runs" / "final.pt"), help="checkpoint for the final check")
+    p.add_argument("--pythons", nargs="+", default=[], metavar="PATH",
+                   help="with --only pythons: other interpreters to run the kit on")
     args = p.parse_args(argv)
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
         run = {"grader": bench_grader, "whole": lambda: bench_whole(args.checkpoint),
-               "memory": lambda: bench_memory(args.checkpoint), "batch": bench_batch}[name]
+               "memory": lambda: bench_memory(args.checkpoint), "batch": bench_batch,
+               "pythons": lambda: bench_pythons(args.pythons)}[name]
         print(f"  {run()}")
     print(f"written to {OUT}")
     return 0

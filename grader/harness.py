@@ -139,8 +139,13 @@ def request(module, target, init=None, load=None, calls=(), standins=(), patch=(
 
 def run_sub(sub, req, what, expected_keys=None, timeout=None):
     """The submission's answer to ``req``; a crash, time-out or exception becomes a CheckFailure."""
+    return answer_of(sub.submit(req, timeout=timeout, doing=what), what, expected_keys)
+
+
+def answer_of(wait, what, expected_keys=None):
+    """The answer a submitted request (``Sandbox.submit``) gets, as ``run_sub`` gives it."""
     try:
-        reply = sub.run(req, timeout=timeout, doing=what)
+        reply = wait()
     except WorkerFailure as e:
         raise worker_failure(what, e) from None
     if "error" in reply:
@@ -154,8 +159,16 @@ def run_sub(sub, req, what, expected_keys=None, timeout=None):
 def both(sub, ref, module, target, what, **kwargs):
     """Run the same request on the reference and on the submission; return ``(got, expected)`` answers."""
     req = request(module, target, **kwargs)
-    exp = ref.run(req, what)
-    got = run_sub(sub, req, what, expected_keys=exp.get("keys"))
+    wait = sub.submit(req, doing=what)  # the worker computes its side while this process computes the reference's
+    try:
+        exp = ref.run(req, what)
+    except BaseException:
+        try:  # collect the worker's answer: the next request must not read it
+            wait()
+        except Exception:  # noqa: BLE001 - the reference's failure is the one to report
+            pass
+        raise
+    got = answer_of(wait, what, expected_keys=exp.get("keys"))
     return got, exp
 
 

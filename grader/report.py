@@ -72,18 +72,27 @@ def terminal(grading, title, color=False):
     return "\n".join(lines)
 
 
-def gradescope(grading, reference_visibility="visible", extra_output="", leaderboard=False):
+def gradescope(grading, reference_visibility="visible", extra_output="", leaderboard=False, pictures=None):
     """Gradescope's results.json: per-check score, max_score, status, output and visibility.
 
     Property checks are always visible; the reference checks' visibility is the instructor's choice
     (visible by default). When some are hidden, the top-level output says how many points are still
     to be shown. With ``leaderboard`` the final check's measurements go to Gradescope's leaderboard.
+    ``pictures`` (``pictures_part`` of the grading's html page) go, as HTML, under the first failed check of
+    a unit they draw.
     """
     results = grading.results
     tests = [{"name": f"{r.unit}: {r.title}", "score": r.score, "max_score": r.points,
               "status": "passed" if r.passed else "failed",
               "output": (r.note or "") if r.passed else failure_text(r.failure),
               "visibility": reference_visibility if r.reference else "visible"} for r in results]
+    fragment, units = pictures or (None, [])
+    if fragment:
+        from html import escape
+        first = next((t for t, r in zip(tests, results) if not r.passed and r.points and r.unit in units), None)
+        if first is not None:
+            first["output_format"] = "html"
+            first["output"] = f"<pre>{escape(first['output'])}</pre>{fragment}"
     hidden = sum(r.points for r in results if r.reference) if reference_visibility != "visible" else 0
     notes = [extra_output] if extra_output else []
     if hidden:
@@ -159,6 +168,10 @@ def html(grading, title, pictures=None):
            f"{escape(grading.isolation)}</p>"]
     if grading.reference == "snapshot":
         out.append(f"<p class=note>{escape(SNAPSHOT_NOTE)}</p>")
+    drawn = ([] if pictures is None else (["attention"] if pictures.attention is not None else []) +
+             sorted(pictures.gradients))
+    # the notebooks and Gradescope show this part under a failed check of these units (pictures_part)
+    out.append(f'<section id=pictures data-units="{" ".join(drawn)}">')
     if pictures is not None and pictures.attention is not None:
         a = pictures.attention
         out.append("<h2>Attention weights</h2><p>CausalSelfAttention(32, 4) on one input of "
@@ -175,6 +188,7 @@ def html(grading, title, pictures=None):
         if norms.get("note"):
             out.append(f"<p class=fail>{escape(norms['note'])}</p>")
         out.append(f'<img alt="gradient norms of {escape(unit)}" src="{gradient_figure(unit, norms)}">')
+    out.append("</section>")
     for unit, rows in by_unit_results(results).items():
         u_got, u_total = totals(rows)
         out.append(f"<h2>{escape(unit)} ({num(u_got)}/{num(u_total)})</h2><table>")
@@ -187,6 +201,15 @@ def html(grading, title, pictures=None):
             if r.failure is not None:
                 out.append(f"<h3>{escape(r.title)}</h3><pre>{escape(failure_text(r.failure))}</pre>")
     return "\n".join(out) + "\n"
+
+
+def pictures_part(page):
+    """``(the pictures section of an html() page, the units it draws)``, or ``(None, [])``."""
+    import re
+    m = re.search(r'<section id=pictures data-units="([a-z ]*)">(.*?)</section>', page or "", re.S)
+    if not m or not m.group(1).strip():
+        return None, []
+    return m.group(2), m.group(1).split()
 
 
 def by_unit_results(results):

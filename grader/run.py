@@ -176,7 +176,8 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     if own:
         sandbox.start()  # the worker imports torch while pytest starts up here
     plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown)
-    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "--assert=plain",
+    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings",
+            "-p", "no:unraisableexception", "-p", "no:threadexception", "--assert=plain",
             "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(units)]
     try:
         code = pytest.main(args, plugins=[plugin])

@@ -95,7 +95,7 @@ def _last_line(text):
 
 def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=None, user=None, seed=None,
         untrusted=True, allow_weak=False, threads=None, python=sys.executable, registry=None, corpus=None,
-        checkpoint_shown=None):
+        checkpoint_shown=None, html=None):
     """Grade ``folder`` in a fresh process, writing only under ``work``; return an Outcome.
 
     ``checkpoint_shown``: what the messages call the checkpoint (default: ``checkpoint`` as given, which the
@@ -113,6 +113,8 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
            "--timeout", str(call_timeout)]
     if units:
         cmd += ["--only", *units]
+    if html is not None:
+        cmd += ["--html", str(Path(html).resolve())]
     if checkpoint is not None:
         cmd += ["--checkpoint", str(checkpoint), "--checkpoint-shown", shown]
     if corpus is not None:

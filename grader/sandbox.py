@@ -500,16 +500,33 @@ class Sandbox:
 
     def run(self, req, timeout=None, doing=None):
         """Run one Request in the worker; return its validated answer or raise WorkerFailure."""
+        return self.submit(req, timeout, doing)()
+
+    def submit(self, req, timeout=None, doing=None):
+        """Send one Request to the worker now; return ``wait()``, which gives its validated answer or raises
+        WorkerFailure. Between the two the grader computes the reference's side, while the worker computes."""
         key = (req.folder, req.module, req.target, tuple(req.standins), tuple(req.patch))
         mkey = (req.folder, req.module, tuple(req.standins))
         doing = doing or f"running {req.target} from {req.module}.py"
+        progress = set()
+
+        def failed(e):
+            if e.kind in (Kind.TIMED_OUT, Kind.CRASHED, Kind.MALFORMED):
+                if self._ready and "imported" not in progress:
+                    self._dead_modules[mkey] = (e.kind, e.got)
+                self._dead_targets[key] = (e.kind, e.got)
+
+            def wait():
+                raise e
+            return wait
+
         if mkey in self._dead_modules:
             kind, got = self._dead_modules[mkey]
-            raise WorkerFailure(Kind.NOT_RUN, f"not run: importing {req.module}.py already failed this way: {got}")
+            return failed(WorkerFailure(Kind.NOT_RUN, f"not run: importing {req.module}.py already failed this way: "
+                                                      f"{got}"))
         if key in self._dead_targets:
             kind, got = self._dead_targets[key]
-            raise WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}")
-        progress = set()
+            return failed(WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}"))
         self._oom_kills = machine.oom_kills()
         try:
             self.start()
@@ -518,19 +535,22 @@ class Sandbox:
                 self._send(req.wire())
             except (BrokenPipeError, OSError):
                 raise self._death(doing) from None
-            answer = self._next(timeout or self.call_timeout, doing, progress)
-            try:
-                return validate(req, answer)
-            except Malformed as e:
-                self.stop()  # a worker that answers out of turn is not asked again
-                raise WorkerFailure(Kind.MALFORMED, f"the answer does not fit the request: {e}; nothing was graded",
-                                    MALFORMED_HINT) from None
         except WorkerFailure as e:
-            if e.kind in (Kind.TIMED_OUT, Kind.CRASHED, Kind.MALFORMED):
-                if self._ready and "imported" not in progress:
-                    self._dead_modules[mkey] = (e.kind, e.got)
-                self._dead_targets[key] = (e.kind, e.got)
-            raise
+            return failed(e)
+
+        def wait():
+            try:
+                answer = self._next(timeout or self.call_timeout, doing, progress)
+                try:
+                    return validate(req, answer)
+                except Malformed as e:
+                    self.stop()  # a worker that answers out of turn is not asked again
+                    raise WorkerFailure(Kind.MALFORMED, f"the answer does not fit the request: {e}; nothing was "
+                                        "graded", MALFORMED_HINT) from None
+            except WorkerFailure as e:
+                failed(e)
+                raise
+        return wait
 
 
 class _Within:
@@ -543,8 +563,11 @@ class _Within:
         return getattr(self.sandbox, name)
 
     def run(self, req, timeout=None, doing=None):
+        return self.submit(req, timeout, doing)()
+
+    def submit(self, req, timeout=None, doing=None):
         from dataclasses import replace
-        return self.sandbox.run(replace(req, folder=self.folder), timeout, doing)
+        return self.sandbox.submit(replace(req, folder=self.folder), timeout, doing)
 
     def start(self):
         self.sandbox.start()

@@ -147,7 +147,8 @@ def reset_globals():
     import torch
     torch.set_default_dtype(torch.float32)
     torch.set_grad_enabled(True)
-    torch.manual_seed(0)
+    torch.default_generator.manual_seed(0)  # the CPU's only: torch.manual_seed also queues a seeding of every
+    # accelerator, capturing a stack trace each time (a third of a grading's time, here and in the worker)
     try:
         torch.set_default_device(None)
     except Exception:  # noqa: BLE001 - older torch

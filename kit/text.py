@@ -32,6 +32,8 @@ def unsafe(ch):
 def one_line(text, limit=MAX):
     """``text`` on one line, with every unsafe character escaped, cut to about ``limit`` characters."""
     text = str(text)
+    if len(text) <= limit and text.isprintable():  # the common case: isprintable() is False for every unsafe one
+        return text
     out, n = [], 0
     for ch in text:
         piece = _escape(ch) if unsafe(ch) else ch

@@ -6,7 +6,6 @@ published inputs and on two other seeds' (the graded flows run the checks on the
 course's secret seed, ``grader.harness.seeded``), and the solutions with them.
 """
 import pytest
-
 from alternatives import ALTERNATIVES, build, modules, sets
 from mutants import Grading, copy_solutions
 

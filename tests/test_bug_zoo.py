@@ -8,7 +8,6 @@ on the course's secret one (``grader.harness.seeded``).
 from collections import Counter
 
 import pytest
-
 from mutants import Grading, all_mutants, copy_solutions, outcome
 from mutants.table import DOC, render
 

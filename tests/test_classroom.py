@@ -182,6 +182,10 @@ def test_autograder_on_a_half_done_submission_gives_its_partial_score(bundle, tm
         per.setdefault(t["name"].split(":")[0], []).append(t["status"])
     assert set(per) == set(POINTS)
     assert all(s == "passed" for m in ("residual", "rmsnorm") for s in per[m])
+    # the first failed attention check carries the report's pictures, as HTML (the others stay text)
+    html = [t for t in data["tests"] if t.get("output_format") == "html"]
+    assert len(html) == 1 and html[0]["name"].startswith("attention") and "data:image/png;base64," in html[0]["output"]
+    assert html[0]["output"].startswith("<pre>checked:")
 
 
 def test_autograder_always_writes_a_results_file(bundle, tmp_path):

@@ -13,17 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import KIT, SOLUTIONS, copy_solutions, mutate
 
 if str(KIT) not in sys.path:
     sys.path.insert(0, str(KIT))  # `pytest` run from elsewhere: lab/ is imported from the kit's root
 
+from kit.loader import load_impl  # noqa: E402
 from lab.experiments import get  # noqa: E402
 from lab.experiments.__main__ import main  # noqa: E402
 from lab.experiments.common import Lab  # noqa: E402
 from lab.experiments.order import grad_ratio  # noqa: E402
-from kit.loader import load_impl  # noqa: E402
 from lab.variants import VariantBlock, VariantLM  # noqa: E402
 
 

@@ -1,6 +1,5 @@
 """The grader end to end: full marks for the solutions, zero for the stubs, mutants caught, crashes survived."""
 import pytest
-
 from conftest import KIT, by_name, grade, mutate
 
 from kit.syllabus import MODULES as UNITS
@@ -111,7 +110,8 @@ def test_grader_survives_bad_submissions(tmp_path, body, expect):
 
 
 def test_stub_generator_is_in_sync():
-    from classroom.stubs import KIT as K, render
+    from classroom.stubs import KIT as K
+    from classroom.stubs import render
     for name, text in render().items():
         assert (K / "exercises" / name).read_text() == text, f"exercises/{name} is stale: run `make stubs`"
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from conftest import KIT
+
 from kit import syllabus
 
 FLOORS = {"kit": set(), "grader": {"kit"}, "lab": {"kit"}, "classroom": {"kit", "grader", "lab"},

@@ -307,6 +307,9 @@ def test_feedback_shows_only_the_checks_own_messages(graded):
         page = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S | re.I)
         return html.unescape(re.sub(r"<[^>]+>", "", page))
     assert "not implemented yet" in text(pages[NOTEBOOKS["block"]])
+    # the attention's failure comes with its pictures (the reference's attention maps, gradient norms)
+    assert pages[NOTEBOOKS["attention"]].count("data:image/png;base64,") >= 2
+    assert "Attention weights" in text(pages[NOTEBOOKS["attention"]])
     final = text(pages[NOTEBOOKS["final"]])
     assert "runs/final.pt" in final and "not a readable checkpoint" in final
     # every check cell's output (what the feedback shows under it): the check's message and nothing else
@@ -330,8 +333,9 @@ def test_validate_within_nbgraders_default_cell_time_limit(graded, tmp_path):
     shutil.copy(nb_path(graded.root / "full" / "submitted" / "full" / ASSIGNMENT, "final"), nb)
     for m in MODULES:
         shutil.copy(nb_path(graded.root / "full" / "submitted" / "full" / ASSIGNMENT, m), tmp_path)
-    p = subprocess.run([sys.executable, "-m", "nbgrader", "validate", nb.name], cwd=tmp_path,
-                       env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-m", "nbgrader", "validate", nb.name, f"{NOTEBOOKS['attention']}.ipynb"],
+                       cwd=tmp_path, env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
     out = p.stdout + p.stderr
     assert "Timeout" not in out and "timed out" not in out, out[-3000:]
     assert "runs/final.pt" in out, out[-3000:]  # its check fails for want of a checkpoint, and says so
+    assert "nb.check('attention." not in out, out[-3000:]  # every attention check passes (only prose is missing)

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import KIT, SOLUTIONS, by_name, copy_solutions, grade
+
 from kit.syllabus import POINTS
 
 HOSTS = {"macos": ("resource limits", "audit hook"), "windows": ("audit hook",)}

@@ -71,3 +71,15 @@ def test_the_desks_recorded_reference_answers_the_pictures(tmp_path):
     maps, grads = pictures_of(mutate(tmp_path / "nomask", *NO_MASK), Snapshot.load(path=path))
     assert above_diagonal(maps["reference"]) < 1e-6 and above_diagonal(maps["student"]) > 2.0
     assert grads["reference"] and all(v is not None for v in grads["reference"])
+
+
+def test_the_leaderboard_is_in_results_json_only_when_asked(tmp_path, trained):
+    corpus, checkpoint = trained
+    extra = ["--checkpoint", str(checkpoint), "--corpus", str(corpus)]
+    plain, _, _ = grade(SOLUTIONS, "final", extra=extra)
+    assert "leaderboard" not in plain
+    board, _, _ = grade(SOLUTIONS, "final", extra=[*extra, "--leaderboard"])
+    rows = {r["name"]: r for r in board["leaderboard"]}
+    assert set(rows) == {"Training-split perplexity", "Validation perplexity", "Minutes of training"}
+    assert 1.0 < rows["Training-split perplexity"]["value"] < 2.5 and rows["Training-split perplexity"]["order"] == "asc"
+    assert rows["Minutes of training"]["value"] >= 0

@@ -19,15 +19,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from conftest import (
-    FILES,
-    KIT,
-    autograde,
-    by_name,
-    copy_solutions,
-    grade,
-    train_periodic,
-)
+from conftest import FILES, KIT, autograde, by_name, copy_solutions, grade, train_periodic
 
 from kit.syllabus import MODULES, POINTS, TOTAL
 

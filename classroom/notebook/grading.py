@@ -15,7 +15,7 @@ from pathlib import Path
 
 from grader import runner
 from grader.report import notebook as render_failure
-from grader.report import num
+from grader.report import num, pictures_part
 
 _CACHE = {}  # unit -> (key, Grading): the latest grading of each unit in this kernel
 
@@ -50,15 +50,39 @@ def grade_unit(unit, folder, checkpoint=None):
         work = Path(tempfile.mkdtemp(prefix="notebook-grading-"))
         try:
             out = runner.run(folder, work, [unit], timeout=1800.0 if unit == "final" else 600.0,
-                             checkpoint=checkpoint, untrusted=autograding(),
+                             checkpoint=checkpoint, untrusted=autograding(), html=work / "report.html",
                              allow_weak=not autograding() or bool(os.environ.get("GRADER_ALLOW_WEAK_SANDBOX")))
+            pictures = _pictures(work / "report.html")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if out.grading is None:
             raise CheckFailed(f"the grader could not grade {unit}.py: {out.message or out.status} "
                               "(this is not a verdict on your code: tell the course staff if it persists)")
-        _CACHE[unit] = (key, out.grading)
+        _CACHE[unit] = (key, out.grading, pictures)
     return _CACHE[unit][1]
+
+
+def _pictures(report):
+    """The pictures part of the grader's HTML report (attention weights, gradient norms), or None."""
+    try:
+        return pictures_part(report.read_text(encoding="utf-8"))[0]
+    except OSError:
+        return None
+
+
+def show_pictures(unit):
+    """Show the unit's pictures under the running cell (a notebook kernel; elsewhere nothing), once per grading."""
+    cached = _CACHE.get(unit)
+    if cached is None or not cached[2]:
+        return
+    try:
+        from IPython import get_ipython
+        from IPython.display import HTML, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(HTML(cached[2]))
+        _CACHE[unit] = (cached[0], cached[1], None)
 
 
 def run_checks(unit, ids, folder, checkpoint=None, out=print):
@@ -86,5 +110,6 @@ def run_checks(unit, ids, folder, checkpoint=None, out=print):
         elif not r.passed:
             failed.append(r)
     if failed:
+        show_pictures(unit)  # what the failure looks like (an attention map, gradient norms), where there is one
         raise CheckFailed("\n\n".join(render_failure(r) for r in failed))
     return [by_id[i] for i in wanted]

@@ -10,35 +10,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from grader.compare import (
-    FP32,
-    GRAD,
-    assert_close,
-    assert_equal,
-    describe_value,
-    fmt_shape,
-    require,
-    require_tensor,
-)
-from grader.diagnose.crashes import (
-    bypassed,
-    explaining,
-    lm_crash,
-    missing_attribute,
-    not_passed_on,
-    standin_crash,
-)
-from grader.harness import (
-    DECODER_PATCH,
-    DECODER_STANDINS,
-    both,
-    call,
-    check,
-    grad_check,
-    only,
-    randn,
-    reference_state,
-)
+from grader.compare import FP32, GRAD, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
+from grader.diagnose.crashes import bypassed, explaining, lm_crash, missing_attribute, not_passed_on, standin_crash
+from grader.harness import DECODER_PATCH, DECODER_STANDINS, both, call, check, grad_check, only, randn, reference_state
 from grader.reference import ReferenceUnavailable
 
 HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}

@@ -21,15 +21,7 @@ from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
 from kit.corpus import CharTokenizer, DataError, find
 from kit.outcome import CheckFailure, Kind
-from kit.perplexity import (
-    SEED,
-    TRAIN_CHARS,
-    VAL_CHARS,
-    batch,
-    exp_mean,
-    nll_sum,
-    windows,
-)
+from kit.perplexity import SEED, TRAIN_CHARS, VAL_CHARS, batch, exp_mean, nll_sum, windows
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
 
 BATCH = 8  # windows per forward call

@@ -3,14 +3,7 @@
 The shape check is INFO (0 points): shapes alone are what any tensor of the right size has, so
 the points sit with the checks that compare values.
 """
-from grader.compare import (
-    GRAD,
-    assert_close,
-    assert_equal,
-    describe_value,
-    fmt_shape,
-    require,
-)
+from grader.compare import GRAD, assert_close, assert_equal, describe_value, fmt_shape, require
 from grader.diagnose.crashes import explaining, inplace_crash
 from grader.harness import both, call, check, only, randn
 

@@ -2,12 +2,7 @@
 import torch
 
 from grader.compare import BF16, FP32, GRAD, assert_close, describe_value, require
-from grader.diagnose.crashes import (
-    attention_crash,
-    explaining,
-    forward_variant,
-    nondeterministic,
-)
+from grader.diagnose.crashes import attention_crash, explaining, forward_variant, nondeterministic
 from grader.diagnose.probe import attention_staged
 from grader.harness import (
     both,

@@ -1,15 +1,7 @@
 """Residual: values, argument passing, gradients, no in-place change."""
 from grader.compare import FP32, GRAD, assert_close
 from grader.diagnose.crashes import explaining, inplace_crash
-from grader.harness import (
-    both,
-    call,
-    check,
-    grad_check,
-    randn,
-    standin_obj,
-    unchanged_input,
-)
+from grader.harness import both, call, check, grad_check, randn, standin_obj, unchanged_input
 
 from ..properties.residual import INPLACE_HINT
 

@@ -3,14 +3,7 @@ import torch
 
 from grader.compare import BF16, BF16_ULP, FP32, GRAD, assert_close, fmt_dtype, require
 from grader.diagnose.crashes import explaining, inplace_crash, rmsnorm_crash
-from grader.harness import (
-    both,
-    check,
-    compare_outputs,
-    grad_check,
-    randn,
-    unchanged_input,
-)
+from grader.harness import both, check, compare_outputs, grad_check, randn, unchanged_input
 from grader.protocol import call
 
 HINT = "y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32"
