@@ -10,7 +10,6 @@ its temporary folders, which it keeps under ``work``, go with ``work``.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.host import host
+from kit.host import kill as host_kill
 from kit.outcome import Kind
 
 KIT = Path(__file__).resolve().parent.parent
@@ -75,17 +75,7 @@ class Processes:
 
 def kill(proc):
     """SIGKILL a grading and everything in its process group (its sandbox dies with it); wait, with a deadline."""
-    try:
-        if host().process_groups:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-    except (ProcessLookupError, PermissionError, OSError):
-        pass
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
+    host_kill(proc, wait=30.0)
 
 
 def _last_line(text):

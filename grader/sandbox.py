@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import machine, tensorpack
-from kit.host import host
+from kit.host import host, kill
 from kit.outcome import Failure, Kind
 from kit.text import one_line
 
@@ -375,17 +375,7 @@ class Sandbox:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        try:
-            if self.host.process_groups:
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                proc.kill()
-        except (ProcessLookupError, PermissionError, OSError):
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        kill(proc)  # the worker's process group; inside bubblewrap, its whole PID namespace
         for f in (proc.stdin, proc.stdout):
             try:
                 f.close()

@@ -9,6 +9,8 @@ and grader/fence.py say which), and the report's first line says what was in for
 tests prove each fallback without the platform (tests/test_platforms.py).
 """
 import os
+import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -44,3 +46,19 @@ def host():
     posix = name != "windows"
     return Host(name, process_groups=posix, pass_fds=posix, rlimits=posix, kernel_fences=name == "linux",
                 proc=name == "linux")
+
+
+def kill(proc, wait=10.0):
+    """SIGKILL ``proc`` and, where the platform has process groups, everything in its group (it was started in a
+    session of its own); wait for it, with a deadline. Never raises."""
+    try:
+        if host().process_groups:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+    try:
+        proc.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        pass

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import KIT, SOLUTIONS, grade
 
 from classroom import nbgrader as course
 from classroom.notebook import Notebook
@@ -31,8 +32,6 @@ from classroom.regions import BEGIN, END, join_parts
 from kit.syllabus import MODULES, POINTS, unit
 
 NOTEBOOKS = {u: unit(u).notebook for u in [*MODULES, "final"]}
-
-from conftest import KIT, SOLUTIONS, grade
 
 ASSIGNMENT = course.ASSIGNMENT
 HALF = {"residual": None, "rmsnorm": None, "attention": {"attention-code-precompute_rope", "attention-code-apply_rope"}}
