@@ -700,9 +700,14 @@ def test_below_the_audit_hook_the_kernel_fences_hold(tmp_path, level, landlock_a
         assert "audit hook" not in sub.isolation.describe()
         forked = len(survivors(mark)) - len([sub.proc.pid])
         assert forked >= 5, "the attack's children did not start: this test tests nothing"
-    worked = reply["error"]["message"].removeprefix("worked: ")
+    worked = [w for w in reply["error"]["message"].removeprefix("worked: ").split(", ") if w]
+    pwned = (KIT / "pwned").exists()
+    if not pwned and level == "bubblewrap" and "write into the kit in C" in worked:
+        # a kit under /tmp (a fresh clone there): the path leads onto the sandbox's private /tmp, whose
+        # folders bubblewrap made to mount the interpreter on; the real kit is what must stay untouched
+        worked.remove("write into the kit in C")
     if level == "bubblewrap" or landlock_abi:
-        assert worked == "", worked
+        assert not pwned and worked == [], worked
     else:  # no kernel fence at all: only the OS user (--user) or bubblewrap protects the kit
         assert "read a solution" in worked
     for _ in range(50):
