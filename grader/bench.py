@@ -59,6 +59,12 @@ def bench_grader(repeats=5):
     return times
 
 
+def _shown(path):
+    """A checkpoint as a reader would type it: relative to the kit when it lies inside."""
+    p = Path(path).resolve()
+    return str(p.relative_to(KIT)) if p.is_relative_to(KIT) else str(path)
+
+
 def bench_whole(checkpoint, repeats=3):
     if not Path(checkpoint).is_file():
         print(f"  skipped: no checkpoint at {checkpoint} (train one with `make train IMPL=solutions`)")
@@ -79,10 +85,10 @@ def bench_whole(checkpoint, repeats=3):
     note = next((line.strip() for line in out.splitlines() if "predicted characters" in line), "")
     table = "| isolation | median | min | max |\n|---|---|---|---|\n" + "".join(
         f"| {iso} | **{med:.2f} s** | {lo:.2f} s | {hi:.2f} s |\n" for _, iso, med, lo, hi in rows)
-    body = (f"Wall time of a whole grading, `python -m grader --impl solutions --checkpoint {checkpoint}` (the five "
+    body = (f"Wall time of a whole grading, `python -m grader --impl solutions --checkpoint {_shown(checkpoint)}` (the five "
             f"units and the final check, 100 points), {repeats} runs each:\n\n{table}\nThe final check reported: "
             f"{note}\n<!-- whole_s: {rows[0][2]:.2f} -->")
-    write_section("whole", body, f"python -m grader.bench --only whole --checkpoint {checkpoint}")
+    write_section("whole", body, f"python -m grader.bench --only whole --checkpoint {_shown(checkpoint)}")
     return rows
 
 
@@ -183,7 +189,7 @@ def bench_memory(checkpoint):
     body = (f"A whole grading (five units and the final check, 100 points) in a cgroup v1 memory cgroup: the grader, "
             f"its sandboxed worker and the library pages they touch.\n\n{table}"
             f"\n<!-- peak_mb: {rows[0][2] / 2**20:.0f} -->\n<!-- s_at_512: {rows[2][1]:.1f} -->")
-    write_section("memory", body, f"python -m grader.bench --only memory --checkpoint {checkpoint}")
+    write_section("memory", body, f"python -m grader.bench --only memory --checkpoint {_shown(checkpoint)}")
     return rows
 
 
