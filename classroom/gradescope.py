@@ -28,7 +28,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from kit.cli import ArgumentParser
+from kit.cli import ArgumentParser, positive
+from kit.files import remove_tree
 from kit.syllabus import FILES
 
 KIT = Path(__file__).resolve().parent.parent
@@ -218,7 +219,7 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
         return result(f"The autograder broke while grading this submission ({out.status}: {out.message[:300]}). "
                       "This is not a verdict on your code: please tell the course staff.")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)
 
 
 def run(root):
@@ -258,15 +259,13 @@ def main(argv=None):
     p.add_argument("--reference-visibility", "--hidden-visibility", dest="visibility", default="visible",
                    choices=VISIBILITIES, help="when students see the checks that compare with the reference "
                                               "(default: %(default)s, while the assignment is open)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    p.add_argument("--timeout", type=positive, default=DEFAULT_TIMEOUT,
                    help="seconds for one submission's grading; keep it under Gradescope's limit (default: %(default)s)")
     p.add_argument("--seed", default=os.environ.get("GRADER_SEED"),
                    help="the course's grading seed (default: $GRADER_SEED, else a new one, written beside the zip)")
     p.add_argument("--leaderboard", action="store_true",
                    help="show the final project's perplexities and training minutes on Gradescope's leaderboard")
     args = p.parse_args(argv)
-    if not args.timeout > 0:
-        p.error("--timeout must be a positive number of seconds")
     try:
         build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard)
     except BuildError as e:

@@ -39,7 +39,8 @@ import yaml
 
 from classroom.notebook import CHECKPOINT
 from classroom.notebook import MAX_MINUTES as TRAIN_MAX_MINUTES
-from classroom.regions import has_region, header, join_parts, notebook_parts
+from classroom.notebook.grading import CELL_MARGIN, FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT
+from classroom.regions import RegionError, has_region, header, join_parts, notebook_parts
 from kit.cli import ArgumentParser
 from kit.syllabus import ASSIGNMENT, MODULES, POINTS, unit
 
@@ -48,9 +49,10 @@ SOLUTIONS = KIT / "solutions"
 CHECKS = KIT / "grader" / "checks"
 TEXT = KIT / "classroom" / "notebook_text"
 COURSE_ID = f"transformer-{ASSIGNMENT}"
-CELL_TIMEOUT = 300  # seconds per cell: grading one module takes well under a minute
+# seconds per cell: a test cell's grading run gets its limit (classroom/notebook/grading.py) and its margin
+CELL_TIMEOUT = int(GRADING_TIMEOUT) + CELL_MARGIN
 TRAIN_TIMEOUT = (TRAIN_MAX_MINUTES + 20) * 60  # the training cell: the budget, the start-up, the last evaluation
-FINAL_CHECK_TIMEOUT = 1200  # the final check measures 200,000 characters with the 4 x 256 model: minutes on 2 cores
+FINAL_CHECK_TIMEOUT = int(FINAL_GRADING_TIMEOUT) + CELL_MARGIN
 MAX_TIMEOUT = 3 * 3600  # what a cell's metadata may ask for at most
 
 
@@ -456,7 +458,7 @@ def main(argv=None):
     out = Path(args.out)
     try:
         files = build()
-    except BuildError as e:
+    except (BuildError, RegionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     stale = [f for f, text in files.items() if not (out / f).is_file() or (out / f).read_text(encoding="utf-8") != text]

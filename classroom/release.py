@@ -24,6 +24,7 @@ import tempfile
 import tokenize
 from pathlib import Path
 
+from classroom.regions import RegionError
 from classroom.regions import lines as region_lines
 from classroom.stubs import generate
 from kit import syllabus
@@ -316,7 +317,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         build(args.out, github=args.github, experiments=args.with_experiments)
-    except ReleaseError as e:
+    except (ReleaseError, RegionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

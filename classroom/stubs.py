@@ -13,7 +13,7 @@ from pathlib import Path
 from kit.cli import ArgumentParser
 from kit.syllabus import FILES
 
-from .regions import stub
+from .regions import RegionError, stub
 
 KIT = Path(__file__).resolve().parent.parent
 HEADER = "# Generated from solutions/{name} by `make stubs`: edit the solution, not this file's skeleton.\n"
@@ -34,7 +34,12 @@ def main(argv=None):
     p.add_argument("--out", default=str(KIT / "exercises"), help="where to write (default: %(default)s)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    stale = [f for f, text in render().items() if not (out / f).is_file() or (out / f).read_text() != text]
+    try:
+        texts = render()
+    except RegionError as e:  # markers that do not pair up in solutions/
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stale = [f for f, text in texts.items() if not (out / f).is_file() or (out / f).read_text() != text]
     if args.check:
         if stale:
             print(f"out of date: {', '.join(stale)} (run `make stubs`)", file=sys.stderr)
@@ -43,7 +48,7 @@ def main(argv=None):
         return 0
     from kit.files import write_text
     try:
-        for f, text in render().items():
+        for f, text in texts.items():
             write_text(out / f, text)
     except OSError as e:
         print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)

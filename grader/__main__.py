@@ -20,9 +20,10 @@ from pathlib import Path
 from kit import syllabus
 from kit.cli import ArgumentParser, UsageError, positive, writable
 
+from .runner import EXIT_FAILED, EXIT_FULL, EXIT_GRADER, EXIT_REFUSED, EXIT_USAGE
+
 KIT = Path(__file__).resolve().parent.parent
 VISIBILITIES = ["visible", "after_published", "after_due_date", "hidden"]
-EXIT_FULL, EXIT_FAILED, EXIT_USAGE, EXIT_GRADER, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
 def parse(argv):

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from kit import syllabus
 from kit.cli import ArgumentParser, UsageError, positive, writable
-from kit.files import write_text
+from kit.files import remove_tree, write_text
 
 from . import runner
 from .report import csv_row, gradescope, write_json
@@ -182,7 +182,7 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
         if out.status != "interrupted":
             write_json(results_dir / f"{folder.name}.row.json", {"key": key, "row": row})
         write_text(results_dir / f"{folder.name}.txt", out.output)
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)  # the grading's temporary folders, whatever its worker did to them
         return row
 
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -203,7 +203,7 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
     finally:
         pool.shutdown(wait=True)
         bar.close()
-        shutil.rmtree(work_root, ignore_errors=True)
+        remove_tree(work_root)
     return sorted(rows.values(), key=lambda r: r["submission"])
 
 
@@ -259,12 +259,12 @@ def main(argv=None):
             problems.append(problem)
     if problems:
         print(f"error: {problems[0]}", file=sys.stderr)
-        return 2
+        return runner.EXIT_USAGE
     try:  # the same refusal as each grading's, said once before any is started
         Sandbox(root, user=args.user, untrusted=True, allow_weak=args.allow_weak_sandbox)
     except SandboxRefused as e:
         print(f"error: {e}", file=sys.stderr)
-        return 4
+        return runner.EXIT_REFUSED
     try:
         rows = run_batch(root, args.csv, jobs=args.jobs, timeout=args.timeout, call_timeout=args.call_timeout,
                          units=args.only, results_dir=args.results, fresh=args.fresh, user=args.user, seed=seed,

@@ -212,6 +212,9 @@ def main(argv=None):
     p.add_argument("--pythons", nargs="+", default=[], metavar="PATH",
                    help="with --only pythons: other interpreters to run the kit on")
     args = p.parse_args(argv)
+    bad = [py for py in args.pythons if not (os.path.isfile(py) and os.access(py, os.X_OK))]
+    if bad:
+        p.error(f"--pythons {bad[0]}: not an interpreter that can be run")
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
         run = {"grader": bench_grader, "whole": lambda: bench_whole(args.checkpoint),

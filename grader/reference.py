@@ -15,12 +15,10 @@ published seed, for the student release, which ships no reference code.
 """
 import os
 
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Kind
 
 from . import worker
 from .sandbox import STANDINS
-
-GRADER_ERROR_HINT = "this is a fault of the grader, not of your code: please tell the course staff"
 
 
 class ReferenceUnavailable(Exception):

@@ -182,7 +182,8 @@ def html(grading, title, pictures=None):
             out.append(f"<p class=fail>{escape(a['note'])}</p>")
         out.append(f'<img alt="attention weights, yours and the reference\'s" src="{attention_figure(a)}">')
     for unit, norms in (pictures.gradients.items() if pictures is not None else ()):
-        out.append(f"<h2>Gradients: {escape(unit)}</h2><p>One backward pass through the module with the "
+        out.append(f"<h2>Gradients: {escape(unit)}, {escape(norms.get('module') or unit)}</h2><p>One backward pass "
+                   "through the module with the "
                    "same weights, input and output gradient on both sides: a bar that differs names the "
                    "parameter whose gradient is wrong; a missing one was never used.</p>")
         if norms.get("note"):

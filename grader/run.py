@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from kit import syllabus
-from kit.outcome import CheckFailure, Failure, Kind, Result
+from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result
 
 KIT = Path(__file__).resolve().parent.parent
 CHECKS = KIT / "grader" / "checks"
 REFERENCE = KIT / "solutions"
 COLLECTOR = pytest.StashKey()
-GRADER_ERROR_HINT = "this is a fault of the grader, not of your code: please tell the course staff"
 
 
 class GraderError(Exception):

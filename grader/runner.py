@@ -22,8 +22,11 @@ from kit.host import kill as host_kill
 from kit.outcome import Kind
 
 KIT = Path(__file__).resolve().parent.parent
-# exit status of python -m grader -> status (0 and 1 also need the record)
-STATUS = {0: "graded", 1: "graded", 2: "invalid", 3: "grader-error", 4: "refused"}
+# the exit status of python -m grader (and of its batch command), and what the runner makes of each
+# (full marks and failures alike also need the record)
+EXIT_FULL, EXIT_FAILED, EXIT_USAGE, EXIT_GRADER, EXIT_REFUSED = 0, 1, 2, 3, 4
+STATUS = {EXIT_FULL: "graded", EXIT_FAILED: "graded", EXIT_USAGE: "invalid", EXIT_GRADER: "grader-error",
+          EXIT_REFUSED: "refused"}
 OUTPUT_LIMIT = 1 << 20  # bytes of the grader's output kept for the staff
 
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kit import machine, tensorpack
+from kit.files import remove_tree
 from kit.host import host, kill
 from kit.outcome import Failure, Kind
 from kit.text import one_line
@@ -106,8 +107,9 @@ def kit_tmp():
         except (IndexError, ValueError):
             continue
         if pid != os.getpid() and not _alive(pid, d):
-            shutil.rmtree(d, ignore_errors=True)
+            remove_tree(d)
     return root
+
 
 
 def _start_time(pid):
@@ -393,7 +395,7 @@ class Sandbox:
             self.log.close()
             self.log = None
         if self.dir is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            remove_tree(self.dir)
             self.dir = None
 
     def __enter__(self):
@@ -600,6 +602,9 @@ def _reader(stream, frames):
             except tensorpack.PackError as e:
                 frames.put(("bad", str(e)))
                 return
+            except Exception as e:  # noqa: BLE001 - a reader the bytes broke: still a malformed answer, never a hang
+                frames.put(("bad", f"unreadable answer ({type(e).__name__})"))
+                return
     except EOFError:
         frames.put(("eof", None))
 
@@ -628,26 +633,36 @@ def _kill_user(user):
         return
     if uid == os.getuid():
         return
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if d.stat().st_uid == uid:
-                    os.kill(int(d.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
+
+    def owned(d):
+        return d.stat().st_uid == uid
+    _sweep(owned)
+
+
+def _sweep(match, passes=100):
+    """SIGKILL every process of /proc that ``match``es, pass after pass until one finds none: a child that
+    forks while the sweep runs is caught by the next pass."""
+    for _ in range(passes):
+        killed = 0
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if match(d):
+                        os.kill(int(d.name), signal.SIGKILL)
+                        killed += 1
+                except (OSError, ProcessLookupError):
+                    pass
+        if not killed:
+            return
 
 
 def _kill_marked(token):
     """SIGKILL every process whose environment holds this sandbox's token (Linux: the children of a worker
     that left its process group without bubblewrap)."""
     needle = f"{TOKEN}={token}".encode()
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         return
-    for d in proc.iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if needle in (d / "environ").read_bytes().split(b"\0"):
-                    os.kill(int(d.name), signal.SIGKILL)
-            except (OSError, ProcessLookupError):
-                pass
+
+    def marked(d):
+        return needle in (d / "environ").read_bytes().split(b"\0")
+    _sweep(marked)

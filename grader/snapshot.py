@@ -190,8 +190,9 @@ def record(seed="", path=PUBLISHED):
         # the report's pictures are drawn only on a failure: record their questions too
         from .diagnose.pictures import attention_maps, gradient_norms
         attention_maps(sub, rec, seed)
-        for unit in ("rmsnorm", "attention", "block", "decoder"):
+        for unit in MODULES:
             gradient_norms(sub, rec, unit, seed)
+        gradient_norms(sub, rec, "block", seed, "FeedForward")
         # the staged probe runs only on a failure: record its questions for every attention the checks build
         for cfg in ((32, 4, None, 10000.0), (48, 3, None, 100.0), (32, 4, 2, 10000.0), (32, 4, 1, 10000.0)):
             if staged_attention(sub, rec, *cfg, 16) is not None:

@@ -178,7 +178,3 @@ def read_model(path, expected, shown=None):
     info.pop("model")
     return info, weights
 
-
-def expected_shapes(state_dict):
-    """``{name: shape}`` of a model's state_dict, for ``read_model``."""
-    return {k: tuple(v.shape) for k, v in state_dict.items()}

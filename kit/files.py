@@ -1,5 +1,7 @@
-"""Writing files atomically: a reader, or a crash half-way, never sees half a file."""
+"""Writing files atomically: a reader, or a crash half-way, never sees half a file; removing folders whatever
+was done to them."""
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -25,3 +27,16 @@ def atomic_write(path, write, mode=0o644):
 
 def write_text(path, text):
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def remove_tree(d):
+    """Remove ``d`` whatever a worker did to it: a folder it made unreadable (chmod 000) is opened first."""
+    shutil.rmtree(d, ignore_errors=True)
+    if os.path.lexists(d):
+        for root, dirs, _ in os.walk(d, onerror=lambda e: None):
+            for name in dirs:  # opened before os.walk lists them (top-down)
+                try:
+                    os.chmod(os.path.join(root, name), 0o700, follow_symlinks=False)
+                except (OSError, NotImplementedError):
+                    pass
+        shutil.rmtree(d, ignore_errors=True)

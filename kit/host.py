@@ -26,10 +26,6 @@ class Host:
     kernel_fences: bool  # Landlock and PR_SET_PDEATHSIG (Linux)
     proc: bool  # /proc: stray children found by their environment, stale folders by their owner's start
 
-    @property
-    def simulated(self):
-        return bool(os.environ.get("KIT_HOST"))
-
 
 def _detect():
     if sys.platform.startswith("linux"):

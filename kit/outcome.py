@@ -28,6 +28,9 @@ class Kind(str, enum.Enum):
         return self not in (Kind.STARVED, Kind.GRADER_ERROR)
 
 
+GRADER_ERROR_HINT = "this is a fault of the grader, not of your code: please tell the course staff"
+
+
 @dataclass(frozen=True)
 class Where:
     """A place in the student's code."""

@@ -13,8 +13,6 @@ This file imports nothing of the kit: the worker loads it by path.
 import json
 import struct
 
-DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-          "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 MAX_HEADER = 8 << 20  # bytes of JSON header: tens of thousands of tensors, far more than any message holds
 MAX_DEPTH = 32
@@ -87,7 +85,7 @@ def parse_header(head, total):
     body = total - 8 - n
     entries, spans = {}, []
     for name, info in head.items():
-        if not isinstance(info, dict) or info.get("dtype") not in ITEMSIZE:
+        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in ITEMSIZE:
             raise PackError(f"tensor {name[:40]!r}: unsupported dtype")
         shape, offs = info.get("shape"), info.get("data_offsets")
         if not (isinstance(shape, list) and all(isinstance(s, int) and 0 <= s < 1 << 40 for s in shape)
@@ -151,4 +149,6 @@ def unpack(data, max_bytes):
         raise PackError(f"unreadable tensors ({type(e).__name__})") from None
     used = set()
     obj = _decode(tree, tensors, used)
+    if used != set(tensors):  # bytes the structure does not account for: an answer with extra parts
+        raise PackError(f"{len(set(tensors) - used)} tensors the structure does not use")
     return obj

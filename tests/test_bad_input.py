@@ -92,9 +92,11 @@ def test_grader_output_paths_that_cannot_be_written(places):
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
-def test_grader_time_limits_must_be_positive_numbers(value):
+def test_grader_time_limits_must_be_positive_numbers(value, tmp_path):
     one_line(run("-m", "grader", "--impl", SOLUTIONS, "--timeout", value), 2, "--timeout")
     one_line(run("-m", "grader", "batch", KIT, "--csv", "/tmp/x.csv", "--timeout", value), 2, "--timeout")
+    one_line(run("-m", "classroom.gradescope", "--out", tmp_path / "g.zip", "--timeout", value), 2, "--timeout")
+    assert not (tmp_path / "g.zip").exists()
 
 
 def test_grader_folders_and_options(tmp_path):
@@ -231,6 +233,25 @@ def test_builders_refuse_a_place_they_cannot_write(builder, target, places):
         assert (places["full"] / "kept.txt").read_text() == "kept"
         assert sorted(p.name for p in places["full"].iterdir()) == ["filler", "kept.txt"]  # nothing half-written
     one_line(run("-m", builder, "--no-such-flag"), 2, "unrecognized arguments")
+
+
+def test_builders_name_solution_markers_that_do_not_pair_up(tmp_path):
+    """An instructor's slip in solutions/ (an END without its BEGIN): the file and line, not a traceback."""
+    import shutil
+    kit = tmp_path / "kit"
+    files = subprocess.run(["git", "ls-files"], cwd=KIT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (KIT / f).is_file():
+            (kit / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(KIT / f, kit / f)
+    broken = kit / "solutions" / "residual.py"
+    broken.write_text(broken.read_text().replace("### BEGIN SOLUTION", "# (marker removed)", 1))
+    for args in (["classroom.stubs", "--check"], ["classroom.stubs", "--out", tmp_path / "ex"],
+                 ["classroom.release", "--out", tmp_path / "student"], ["classroom.nbgrader", "--out", tmp_path / "nb"]):
+        p = subprocess.run([sys.executable, "-m", *map(str, args)], cwd=kit, capture_output=True, text=True,
+                           timeout=300)
+        one_line(p, 1, "residual.py:")
+    assert not any((tmp_path / d).exists() for d in ("ex", "student", "nb"))
 
 
 def test_every_command_answers_an_unknown_flag_on_one_line():

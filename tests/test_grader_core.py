@@ -122,3 +122,15 @@ def test_stubs_raise_not_implemented_in_every_marked_region():
     assert stub(src) == 'def f(x):\n    y = 1\n    raise NotImplementedError("f")\n'
     with pytest.raises(ValueError):
         stub("def f():\n    ### BEGIN SOLUTION\n    pass\n")
+
+
+def test_a_missing_corpus_is_the_graders_fault_not_the_students(tmp_path):
+    """The final check's corpus is the grading's own input: without it the check is a grader error (Gradescope
+    and the runners say "tell the course staff"), not starvation and not a verdict on the model."""
+    import json
+    record = tmp_path / "record.json"
+    _, out, _ = grade(KIT / "solutions", "final", extra=["--corpus", str(tmp_path / "gone.txt"), "--record", str(record)])
+    (final,) = json.loads(record.read_text())["results"]
+    assert final["failure"]["kind"] == "grader-error", final
+    assert "gone.txt: no such file" in final["failure"]["got"] and "make data" in final["failure"]["hint"]
+    assert "Errno" not in out

@@ -57,6 +57,24 @@ def test_make_check_writes_a_report_whose_pictures_a_browser_shows(tmp_path):
     assert shot.is_file() and shot.stat().st_size > 50_000  # a page of pictures, not a blank one
 
 
+def test_a_feedforward_whose_gradient_is_wrong_gets_its_own_picture(tmp_path):
+    """The block's own picture runs over a stand-in FeedForward: a FeedForward gradient bug is drawn on the
+    FeedForward itself, where the gate's bar stands apart from the reference's."""
+    from grader.diagnose.pictures import gradient_norms
+    from grader.reference import Live
+    from grader.sandbox import Sandbox
+    folder = mutate(tmp_path / "ffn", "block.py", "F.silu(self.gate_proj(x))", "F.silu(self.gate_proj(x).detach())")
+    report = tmp_path / "report.html"
+    data, out, code = grade(folder, "block", extra=["--html", str(report)])
+    assert code == 1 and "Gradients: block, FeedForward" in report.read_text()
+    with Sandbox(folder, allow_weak=True) as sub:
+        grads = gradient_norms(sub, Live(SOLUTIONS), "block", module="FeedForward")
+    bars = dict(zip(grads["names"], zip(grads["student"], grads["reference"])))
+    assert set(bars) == {"down_proj.weight", "gate_proj.weight", "up_proj.weight"}
+    assert bars["gate_proj.weight"][0] in (None, 0.0) and bars["gate_proj.weight"][1] > 0
+    assert bars["up_proj.weight"][0] == pytest.approx(bars["up_proj.weight"][1], rel=1e-4)
+
+
 def test_a_passing_grading_writes_a_report_without_pictures(tmp_path):
     report = tmp_path / "report.html"
     data, out, code = grade(SOLUTIONS, "residual", extra=["--html", str(report)])
@@ -71,6 +89,11 @@ def test_the_desks_recorded_reference_answers_the_pictures(tmp_path):
     maps, grads = pictures_of(mutate(tmp_path / "nomask", *NO_MASK), Snapshot.load(path=path))
     assert above_diagonal(maps["reference"]) < 1e-6 and above_diagonal(maps["student"]) > 2.0
     assert grads["reference"] and all(v is not None for v in grads["reference"])
+    from grader.diagnose.pictures import gradient_norms
+    from grader.sandbox import Sandbox
+    with Sandbox(SOLUTIONS, allow_weak=True) as sub:
+        ffn = gradient_norms(sub, Snapshot.load(path=path), "block", module="FeedForward")
+    assert ffn["note"] == "" and ffn["student"] == pytest.approx(ffn["reference"], rel=1e-4)
 
 
 def test_the_leaderboard_is_in_results_json_only_when_asked(tmp_path, trained):

@@ -9,6 +9,7 @@ only their own module. Several attacks share one grading run where they do not i
 import base64
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -557,7 +558,11 @@ def test_reading_a_hostile_checkpoint_stays_within_its_cap(tmp_path):
     tree = "[" * 100_000 + "]" * 100_000
     head = json.dumps({"__metadata__": {"tree": tree}})
     deep.write_bytes(struct.pack("<Q", len(head)) + head.encode())
-    for path in (bomb, claims, sparse, deep):
+    odd = tmp_path / "odd.pt"  # a dtype that is not a name at all (a list: unhashable)
+    head = json.dumps({"0": {"dtype": [], "shape": [256, 256], "data_offsets": [0, 4 << 16]},
+                       "__metadata__": {"tree": json.dumps({"$d": [["model", {"$d": [["w", {"$t": "0"}]]}]]})}})
+    odd.write_bytes(struct.pack("<Q", len(head)) + head.encode() + bytes(4 << 16))
+    for path in (bomb, claims, sparse, deep, odd):
         out, peak = peak_of(lambda: read_model(path, expected))
         assert isinstance(out, CheckpointError), (path.name, out)
         assert peak < 8 << 20, (path.name, peak)
@@ -597,6 +602,14 @@ FRAMES = {
     "a structure nested 100,000 deep": (
         "import json\nh = json.dumps({'__metadata__': {'tree': '[' * 100000 + ']' * 100000}}).encode()\n"
         "body = struct.pack('<Q', len(h)) + h\n_send(struct.pack('<Q', len(body)) + body)"),
+    "a dtype that is a list": (
+        "import json\nh = json.dumps({'0': {'dtype': [], 'shape': [2], 'data_offsets': [0, 8]},"
+        " '__metadata__': {'tree': '{\"$t\": \"0\"}'}}).encode()\n"
+        "body = struct.pack('<Q', len(h)) + h + bytes(8)\n_send(struct.pack('<Q', len(body)) + body)"),
+    "a tensor the structure does not use": (
+        "import json\nh = json.dumps({'0': {'dtype': 'F32', 'shape': [2], 'data_offsets': [0, 8]},"
+        " '__metadata__': {'tree': '{\"$d\": [[\"results\", []]]}'}}).encode()\n"
+        "body = struct.pack('<Q', len(h)) + h + bytes(8)\n_send(struct.pack('<Q', len(body)) + body)"),
     "nine million numbers": (
         "import torch\nf = sys._getframe()\nwhile f.f_code.co_name != 'main':\n    f = f.f_back\n"
         "f.f_locals['send']({'results': [{'output': torch.zeros(9 << 20), 'inputs_after': [None]}]})"),
@@ -779,6 +792,30 @@ def test_a_grading_killed_from_outside_leaves_no_process_and_its_folders_are_swe
     assert not survivors(str(sub))
     # the next grading's first step sweeps what the killed one left
     assert not ({p.name for p in kit_tmp().iterdir()} & left)
+
+
+def test_a_folder_a_worker_locked_is_still_removed(tmp_path):
+    """A worker may chmod 000 folders of its own temp space (allowed there); its owner's clean-up
+    (kit.files.remove_tree: the sandbox's, the batch's, the Gradescope runner's) still removes them.
+    Root ignores permissions, so as root the removal runs without the capabilities that let it."""
+    top = tmp_path / "box"
+    deeper = top / "locked" / "deeper"
+    deeper.mkdir(parents=True)
+    (deeper / "f").write_text("x")
+    deeper.chmod(0)
+    (top / "locked").chmod(0)
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root, and no setpriv to drop the capabilities that ignore permissions")
+        prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+    code = ("import os, shutil, sys; sys.path.insert(0, sys.argv[2]); from kit.files import remove_tree\n"
+            "shutil.rmtree(sys.argv[1], ignore_errors=True); assert os.path.exists(sys.argv[1]), 'tests nothing'\n"
+            "remove_tree(sys.argv[1])")
+    p = subprocess.run([*prefix, sys.executable, "-I", "-c", code, str(top), str(KIT)], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr  # a plain rmtree left it, remove_tree did not
+    assert not top.exists()
 
 
 # -- what reaches the student: escaped text, no hidden source -------------------------------------

@@ -9,13 +9,18 @@ and no paths.
 """
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from grader import runner
 from grader.report import notebook as render_failure
 from grader.report import num, pictures_part
+from kit.files import remove_tree
+
+# seconds for one grading run: one module well under a minute; the final check measures 200,000 characters
+# with the 4 x 256 model, minutes on 2 cores. nbgrader's cell limits are these plus CELL_MARGIN
+# (classroom/nbgrader.py), so the grader's own time-out, with its message, always comes first.
+GRADING_TIMEOUT, FINAL_GRADING_TIMEOUT, CELL_MARGIN = 270.0, 1170.0, 30
 
 _CACHE = {}  # unit -> (key, Grading): the latest grading of each unit in this kernel
 
@@ -49,12 +54,12 @@ def grade_unit(unit, folder, checkpoint=None):
     if cached is None or cached[0] != key:
         work = Path(tempfile.mkdtemp(prefix="notebook-grading-"))
         try:
-            out = runner.run(folder, work, [unit], timeout=1800.0 if unit == "final" else 600.0,
+            out = runner.run(folder, work, [unit], timeout=FINAL_GRADING_TIMEOUT if unit == "final" else GRADING_TIMEOUT,
                              checkpoint=checkpoint, untrusted=autograding(), html=work / "report.html",
                              allow_weak=not autograding() or bool(os.environ.get("GRADER_ALLOW_WEAK_SANDBOX")))
             pictures = _pictures(work / "report.html")
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            remove_tree(work)
         if out.grading is None:
             raise CheckFailed(f"the grader could not grade {unit}.py: {out.message or out.status} "
                               "(this is not a verdict on your code: tell the course staff if it persists)")

@@ -6,7 +6,8 @@
   probabilities each softmax (or fused attention) computed captured in the worker (``call(capture=True)``);
   a heatmap per head shows a missing mask, an off-by-one diagonal or a softmax over the wrong axis;
 - a gradient check failed: one backward pass through that unit's module on one input, both sides, and
-  the norm of every parameter's gradient.
+  the norm of every parameter's gradient (for the block, its FeedForward alone when a FeedForward
+  gradient check failed: the block's own picture runs over a stand-in FeedForward and would show nothing).
 
 It returns plain values (``Pictures``); ``grader/report.html`` draws them. The requests go through the
 same sandbox and are validated as every other answer is; a submission that crashes here simply gets no
@@ -62,14 +63,18 @@ def attention_maps(sub, ref, seed=""):
     return {"student": theirs, "reference": exp["results"][0]["attention"], "note": note, "T": T, "heads": H}
 
 
-def _grad_request(unit, ref, g):
-    """The request of one backward pass through ``unit``'s module, or None."""
+def _grad_request(unit, ref, g, module=None):
+    """The request of one backward pass through ``unit``'s module (or its ``module``), or None."""
     if unit == "rmsnorm":
         return request("rmsnorm", "RMSNorm", init=([C], {}), load={"weight": 1 + 0.3 * torch.randn(C, generator=g)},
                        calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
     if unit == "attention":
         sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, 10000.0, g=g)
         return request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16}), load=sd,
+                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+    if unit == "block" and module == "FeedForward":
+        sd = reference_state(ref, "block", "FeedForward", C, g=g)
+        return request("block", "FeedForward", init=([C], {}), load=sd,
                        calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
     if unit == "block":
         sd = reference_state(ref, "block", "TransformerBlock", C, H, max_seq_len=16, g=g)
@@ -85,8 +90,9 @@ def _grad_request(unit, ref, g):
     return None
 
 
-def gradient_norms(sub, ref, unit, seed=""):
-    req = _grad_request(unit, ref, seeded(f"pictures.gradients.{unit}", seed))
+def gradient_norms(sub, ref, unit, seed="", module=None):
+    req = _grad_request(unit, ref, seeded(f"pictures.gradients.{unit}" + (f".{module}" if module else ""), seed),
+                        module)
     if req is None:
         return None
     got, exp, why = _both(sub, ref, req, f"{unit}: one backward pass, for the pictures")
@@ -97,7 +103,7 @@ def gradient_norms(sub, ref, unit, seed=""):
     def norm(t):
         return None if not isinstance(t, torch.Tensor) else float(t.float().norm())
     return {"names": names, "reference": [norm(e[n]) for n in names], "student": [norm(mine.get(n)) for n in names],
-            "note": why or ""}
+            "note": why or "", "module": req.target}
 
 
 def collect(grading, sub, ref):
@@ -106,8 +112,10 @@ def collect(grading, sub, ref):
     out = Pictures()
     if any(r.unit == "attention" for r in failed):
         out.attention = attention_maps(sub, ref, grading.seed)
-    for unit in sorted({r.unit for r in failed if "grad" in r.check.split(".")[1]}):
-        found = gradient_norms(sub, ref, unit, grading.seed)
+    grads = [r for r in failed if "grad" in r.check.split(".")[1]]
+    for unit in sorted({r.unit for r in grads}):
+        ffn = unit == "block" and any("feedforward" in r.check.split(".")[1] for r in grads)
+        found = gradient_norms(sub, ref, unit, grading.seed, "FeedForward" if ffn else None)
         if found is not None:
             out.gradients[unit] = found
     return out

@@ -10,8 +10,16 @@ import math
 import torch
 import torch.nn.functional as F
 
-from grader.compare import FP32, GRAD, assert_close, assert_equal, describe_value, fmt_shape, require, require_tensor
-from grader.diagnose.crashes import bypassed, explaining, lm_crash, missing_attribute, not_passed_on, standin_crash
+from grader.compare import FP32, GRAD, assert_close, assert_equal, fmt_shape, require, require_tensor
+from grader.diagnose.crashes import (
+    bypassed,
+    explaining,
+    lm_crash,
+    missing_attribute,
+    nondeterministic,
+    not_passed_on,
+    standin_crash,
+)
 from grader.harness import DECODER_PATCH, DECODER_STANDINS, both, call, check, grad_check, only, randn, reference_state
 from grader.reference import ReferenceUnavailable
 
@@ -33,11 +41,12 @@ SIGNATURES = ("TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_hea
               "max_seq_len, rms_norm_eps, rope_theta) and RMSNorm(dim, eps)")
 
 
-def stacked(sub, target, init):
+def stacked(sub, target, init, x=None, **request):
     """Explain a failure over the stand-in blocks: a crash inside a stand-in, an attribute never set, a component
-    of its own where a stand-in belongs, an argument that does not reach the blocks."""
+    of its own where a stand-in belongs, an argument that does not reach the blocks, something random (given x)."""
+    random = [nondeterministic(sub, "decoder", target, x, init=init, **HYBRID, **request)] if x is not None else []
     return explaining(standin_crash(SIGNATURES), missing_attribute,
-                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on)
+                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on, *random)
 
 
 @check(0)
@@ -74,8 +83,8 @@ def check_decoder_shape(sub, g):
         got = only(sub, "decoder", "TransformerDecoder", "TransformerDecoder(3, 32, 4)(x)", init=dec_init(),
                    calls=[call(x)], **HYBRID)
         y = got["results"][0]["output"]
-        assert_equal(fmt_shape(y) if isinstance(y, torch.Tensor) else describe_value(y), fmt_shape(x),
-                     f"TransformerDecoder(3, 32, 4)(x) shape for x of shape {fmt_shape(x)}")
+        require_tensor(y, x.shape, f"TransformerDecoder(3, 32, 4)(x) for x of shape {fmt_shape(x)}",
+                       "each block keeps the shape and the norm does too: (B, T, C) in, (B, T, C) out")
 
 
 @check(0)

@@ -62,7 +62,10 @@ def corpus(grading):
         path = grading.corpus or find()
         return open(path, encoding="utf-8").read()
     except (DataError, OSError, UnicodeDecodeError) as e:
-        fail("the TinyShakespeare corpus the check measures on", str(e), "run `make data`", kind=Kind.STARVED)
+        e = f"{e.filename}: {e.strerror.lower()}" if isinstance(e, OSError) and e.strerror else e
+        # the grading's own input, not the submission: at the desk `make data` restores it, a course grader is broken
+        fail("the TinyShakespeare corpus the check measures on", str(e), "run `make data` to restore it; on the "
+             "course's grader, please tell the course staff", kind=Kind.GRADER_ERROR)
 
 
 @check(15)

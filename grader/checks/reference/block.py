@@ -36,8 +36,9 @@ from grader.harness import (
 )
 from kit.outcome import CheckFailure
 
+from ..properties.block import FFN_HINT
+
 HINT = "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))"
-FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"
 INPLACE_HINT = "write h = x + ..., not x += ...: the residual stream must not be overwritten"
 LABEL = "TransformerBlock(32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins"
 HYBRID = {"standins": BLOCK_STANDINS, "patch": BLOCK_PATCH}

@@ -7,17 +7,7 @@ your own components.
 import torch
 
 from grader.compare import FP32, FP32_DEEP, GRAD, assert_close
-from grader.diagnose.crashes import (
-    bypassed,
-    explaining,
-    forward_variant,
-    lm_crash,
-    missing_attribute,
-    nondeterministic,
-    not_passed_on,
-    standin_crash,
-    untied_head,
-)
+from grader.diagnose.crashes import explaining, forward_variant, lm_crash, untied_head
 from grader.harness import (
     DECODER_PATCH,
     DECODER_STANDINS,
@@ -30,24 +20,12 @@ from grader.harness import (
     reference_state,
 )
 
-HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}
-HINT = "for block in self.blocks: x = block(x); then x = self.norm(x)"
-LM_HINT = "logits = lm_head(decoder(embed_tokens(idx))), with lm_head.weight = embed_tokens.weight"
-SIGNATURES = ("TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, max_seq_len, "
-              "rms_norm_eps, rope_theta), TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size, "
-              "max_seq_len, rms_norm_eps, rope_theta) and RMSNorm(dim, eps)")
+from ..properties.decoder import DEC_HINT as HINT
+from ..properties.decoder import HYBRID, LM_HINT, stacked
 
 
 def dec_state(ref, g, L=3, **kwargs):
     return reference_state(ref, "decoder", "TransformerDecoder", L, 32, 4, max_seq_len=16, g=g, **kwargs)
-
-
-def stacked(sub, target, init, x=None, **request):
-    """Explain a failure over the stand-in blocks: a crash inside a stand-in, an attribute never set, an argument
-    that does not reach the blocks, a component of its own where a stand-in belongs, something random (given x)."""
-    random = [nondeterministic(sub, "decoder", target, x, init=init, **HYBRID, **request)] if x is not None else []
-    return explaining(standin_crash(SIGNATURES), missing_attribute,
-                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on, *random)
 
 
 @check(5)
