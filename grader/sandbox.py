@@ -480,11 +480,19 @@ class Sandbox:
         return WorkerFailure(Kind.CRASHED, msg + (f"; its last output: {tail}" if tail else ""),
                              "make the code finish without exiting or crashing")
 
-    def _send(self, obj):
+    def _send(self, obj, timeout, doing):
+        """Write one request, within ``timeout``: a worker that stops reading (after answering out of turn, say)
+        would otherwise hold the grader in a blocked write once the pipe is full."""
         data = tensorpack.pack(obj)
-        self.proc.stdin.write(struct.pack("<Q", len(data)))
-        self.proc.stdin.write(data)  # not concatenated: a request with a checkpoint's weights is 13 MB
-        self.proc.stdin.flush()
+        parts = (struct.pack("<Q", len(data)), data)  # not concatenated: a request with a checkpoint's weights is 13 MB
+        # POSIX pipes take non-blocking writes; what does not fit, and everything elsewhere, goes by a writer
+        # thread joined with the deadline
+        done = (_write_within if self.host.pass_fds else _write_in_thread)(self.proc.stdin, parts, timeout)
+        if not done:
+            self.stop()
+            raise WorkerFailure(Kind.TIMED_OUT, f"your code stopped taking the grader's questions (none taken for "
+                                f"{timeout:.0f} s) while {doing}", "something your module starts keeps running "
+                                "after it answers: a thread or a loop started at import time?")
 
     def within(self, folder):
         """This sandbox, for a folder inside its own: the same worker grades it (the kit's tests grade many)."""
@@ -524,7 +532,7 @@ class Sandbox:
             self.start()
             self._await_ready()
             try:
-                self._send(req.wire())
+                self._send(req.wire(), timeout or self.call_timeout, doing)
             except (BrokenPipeError, OSError):
                 raise self._death(doing) from None
         except WorkerFailure as e:
@@ -618,6 +626,46 @@ def _another_user(name):
         return pwd.getpwnam(name).pw_uid != os.geteuid()
     except (ImportError, KeyError):
         return False
+
+
+def _write_within(stdin, parts, timeout):
+    """Write ``parts`` to the pipe without blocking past ``timeout``; False when it ran out (OSError: closed).
+    What the pipe takes at once is written here (most requests are small); the rest by a writer thread."""
+    fd, rest = stdin.fileno(), None
+    os.set_blocking(fd, False)
+    try:
+        for i, part in enumerate(parts):
+            view = memoryview(part)
+            while view:
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:  # the pipe is full: the worker has not read it yet
+                    rest = [view, *parts[i + 1:]]
+                    break
+            if rest:
+                break
+    finally:
+        os.set_blocking(fd, True)
+    return rest is None or _write_in_thread(stdin, rest, timeout)
+
+
+def _write_in_thread(stdin, parts, timeout):
+    """Blocking writes of ``parts`` in a thread joined with ``timeout``: False when it ran out."""
+    error = []
+
+    def write():
+        try:
+            for part in parts:
+                stdin.write(part)
+            stdin.flush()
+        except (OSError, ValueError) as e:  # ValueError: the pipe was closed under it
+            error.append(e)
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(timeout)
+    if error:
+        raise OSError(str(error[0]))
+    return not writer.is_alive()
 
 
 def _python_paths():

@@ -634,6 +634,34 @@ def test_a_crafted_answer_fails_its_check_within_the_memory_cap(tmp_path, attack
         assert peak < 2 * MAX_FRAME + (16 << 20), peak
 
 
+def test_a_worker_that_stops_reading_cannot_hold_the_grader(tmp_path):
+    """It answers, then starves its own reading thread of the GIL: a large request would block the grader's
+    write once the pipe is full. The write has the call's deadline, so the check times out, and only it."""
+    from grader.protocol import Request, call
+    from grader.sandbox import Sandbox, WorkerFailure
+    from kit.outcome import Kind
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "residual.py").write_text(
+        "import sys, threading, time\nimport torch.nn as nn\n\n\ndef spin():\n    time.sleep(1.0)\n"
+        "    sys.setswitchinterval(1000.0)\n    while True:\n        pass\n\n\n"
+        "threading.Thread(target=spin, daemon=True).start()\n\n\nclass Residual(nn.Module):\n"
+        "    def __init__(self, sublayer=None):\n        super().__init__()\n\n"
+        "    def forward(self, x):\n        return x\n")
+    import torch
+    with Sandbox(folder, allow_weak=True, call_timeout=5) as sub:
+        first = sub.run(Request("residual", "Residual", init=([], {}), calls=[call(torch.zeros(2))]))
+        assert torch.equal(first["results"][0]["output"], torch.zeros(2))  # it answers: this tests the next one
+        time.sleep(2)  # the spinning thread holds the GIL now
+        t0 = time.monotonic()
+        try:
+            out = sub.run(Request("residual", "Residual", init=([], {}), calls=[call(torch.zeros(8 << 20))]))
+        except WorkerFailure as e:
+            out = e
+        assert isinstance(out, WorkerFailure) and out.kind is Kind.TIMED_OUT, out
+        assert time.monotonic() - t0 < 20
+
+
 # -- below the audit hook: what holds when it is switched off -----------------------------------------
 
 BELOW_THE_HOOK = '''
