@@ -111,7 +111,6 @@ def kit_tmp():
     return root
 
 
-
 def _start_time(pid):
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -688,14 +687,14 @@ def _kill_user(user):
 
 
 def _sweep(match, passes=100):
-    """SIGKILL every process of /proc that ``match``es, pass after pass until one finds none: a child that
-    forks while the sweep runs is caught by the next pass."""
+    """SIGKILL every live process of /proc that ``match``es, pass after pass until one finds none: a child that
+    forks while the sweep runs is caught by the next pass (the killed linger as zombies until reaped: skipped)."""
     for _ in range(passes):
         killed = 0
         for d in Path("/proc").iterdir():
             if d.name.isdigit() and int(d.name) != os.getpid():
                 try:
-                    if match(d):
+                    if (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z" and match(d):
                         os.kill(int(d.name), signal.SIGKILL)
                         killed += 1
                 except (OSError, ProcessLookupError):
