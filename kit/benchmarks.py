@@ -2,8 +2,8 @@
 
 Each benchmark (``python -m grader.bench``, ``python -m lab.bench``) rewrites its own section
 with the command that reproduces it, the machine (``kit.machine.describe``) and the date; the
-text outside the sections is kept. Docs and messages quote numbers from here (``quote``),
-never retype them.
+text outside the sections is kept. Docs and messages point to these sections and never retype
+the numbers; the ``<!-- key: value -->`` lines in a section are its headline values for programs.
 """
 import datetime
 import re
@@ -26,18 +26,3 @@ def write_section(name, body, command, device="cpu", out=OUT):
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + block
     write_text(out, text)
 
-
-def section(name, out=OUT):
-    """The body of section ``name`` (None when there is none)."""
-    out = Path(out)
-    if not out.exists():
-        return None
-    m = re.search(rf"<!-- bench:{re.escape(name)} -->\n(.*?)<!-- /bench:{re.escape(name)} -->", out.read_text(), re.S)
-    return m.group(1) if m else None
-
-
-def quote(name, key, out=OUT):
-    """A number recorded in section ``name`` as ``<!-- key: value -->`` (None when not measured)."""
-    body = section(name, out)
-    m = re.search(rf"<!-- {re.escape(key)}: ([^>]*?) -->", body or "")
-    return m.group(1).strip() if m else None
