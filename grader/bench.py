@@ -9,50 +9,66 @@
 - batch:  submissions graded per minute by `python -m grader batch`
 - pythons: the kit on other interpreters (--pythons PATH ...): a grading of the units and the quick tests
 """
+import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from kit.benchmarks import OUT, write_section
 from kit.cli import ArgumentParser
-from kit.syllabus import MODULES
+from kit.outcome import totals
+from kit.syllabus import MODULES, POINTS, TOTAL
+
+from .report import num
 
 KIT = Path(__file__).resolve().parent.parent
 CGROUP = Path("/sys/fs/cgroup/memory")
+UNIT_POINTS = TOTAL - POINTS["final"]
 
 
 def grading(units=None, checkpoint=None, prefix=(), python=sys.executable, env=None):
-    cmd = [*prefix, python, "-m", "grader", "--impl", "solutions", "--no-color"]
-    if units:
-        cmd += ["--only", *units]
-    if checkpoint:
-        cmd += ["--checkpoint", str(checkpoint)]
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, env={**os.environ, **(env or {})})
-    return time.perf_counter() - t0, p
+    """``(seconds, completed process, the grading as the grader recorded it, or None)``."""
+    from grader.run import Grading
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        record = Path(tmp) / "record.json"
+        cmd = [*prefix, python, "-m", "grader", "--impl", "solutions", "--no-color", "--record", str(record)]
+        if units:
+            cmd += ["--only", *units]
+        if checkpoint:
+            cmd += ["--checkpoint", str(checkpoint)]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        seconds = time.perf_counter() - t0
+        graded = Grading.from_dict(json.loads(record.read_text())) if record.is_file() else None
+    return seconds, p, graded
 
 
-def _isolation(p):
-    return next((line.split(":", 1)[1].strip() for line in p.stdout.splitlines() if line.startswith("isolation:")),
-                "unknown")
+def _total(graded):
+    if graded is None:
+        return "no grading"
+    got, points = totals(graded.results)
+    return f"TOTAL {num(got)}/{num(points)}"
 
 
-def _total(p):
-    return next((line for line in p.stdout.splitlines() if line.startswith("TOTAL")), "no total")
+def _require_full(graded, p, points):
+    """Stop the bench unless the solutions got all ``points`` (a timing of a broken grading means nothing)."""
+    if graded is None or totals(graded.results) != (points, points):
+        raise SystemExit(f"bench: the solutions did not get {points}/{points} ({_total(graded)}):\n"
+                         + p.stdout[-2000:] + p.stderr[-2000:])
 
 
 def bench_grader(repeats=5):
     times = []
     for _ in range(repeats):
-        seconds, p = grading(MODULES)
-        if "TOTAL 85/85" not in p.stdout:
-            raise SystemExit("bench: the solutions did not get 85/85:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+        seconds, p, graded = grading(MODULES)
+        _require_full(graded, p, UNIT_POINTS)
         times.append(seconds)
     median = statistics.median(times)
-    body = (f"Wall time of `python -m grader --impl solutions --only {' '.join(MODULES)}` (the five units, 85 points, "
+    body = (f"Wall time of `python -m grader --impl solutions --only {' '.join(MODULES)}` (the five units, {UNIT_POINTS} points, "
             f"the worker's start included), {repeats} runs: median **{median:.2f} s** (min {min(times):.2f} s, max "
             f"{max(times):.2f} s).\n<!-- units_s: {median:.2f} -->")
     write_section("grader", body, "python -m grader.bench --only grader")
@@ -69,24 +85,22 @@ def bench_whole(checkpoint, repeats=3):
     if not Path(checkpoint).is_file():
         print(f"  skipped: no checkpoint at {checkpoint} (train one with `make train IMPL=solutions`)")
         return None
-    rows, out = [], None
+    rows, note = [], ""
     # the sandbox the graded flows use, and the plain process it falls back to, in the same run
     for label, env in (("as it runs", None), ("without bubblewrap", {"KIT_NO_BWRAP": "1"})):
         times = []
         for _ in range(repeats):
-            seconds, p = grading(checkpoint=checkpoint, env=env)
-            if "TOTAL 100/100" not in p.stdout:
-                raise SystemExit("bench: the solutions did not get 100/100:\n" + p.stdout[-2000:] + p.stderr[-2000:])
+            seconds, p, graded = grading(checkpoint=checkpoint, env=env)
+            _require_full(graded, p, TOTAL)
             times.append(seconds)
-            out = out or p.stdout
-        rows.append((label, _isolation(p), statistics.median(times), min(times), max(times)))
+            note = note or next((r.note for r in graded.results if r.unit == "final" and r.note), "")
+        rows.append((label, graded.isolation, statistics.median(times), min(times), max(times)))
         if label == "as it runs" and "bubblewrap" not in rows[0][1]:
             break  # no bubblewrap here: the second row would measure the same thing
-    note = next((line.strip() for line in out.splitlines() if "predicted characters" in line), "")
     table = "| isolation | median | min | max |\n|---|---|---|---|\n" + "".join(
         f"| {iso} | **{med:.2f} s** | {lo:.2f} s | {hi:.2f} s |\n" for _, iso, med, lo, hi in rows)
     body = (f"Wall time of a whole grading, `python -m grader --impl solutions --checkpoint {_shown(checkpoint)}` (the five "
-            f"units and the final check, 100 points), {repeats} runs each:\n\n{table}\nThe final check reported: "
+            f"units and the final check, {TOTAL} points), {repeats} runs each:\n\n{table}\nThe final check reported: "
             f"{note}\n<!-- whole_s: {rows[0][2]:.2f} -->")
     write_section("whole", body, f"python -m grader.bench --only whole --checkpoint {_shown(checkpoint)}")
     return rows
@@ -98,9 +112,7 @@ def bench_pythons(pythons):
         print("  skipped: give --pythons PATH ... (interpreters with requirements.txt installed)")
         return None
     import getpass
-    import json
     import shutil
-    import tempfile
     import zipfile
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-pythons-"))
@@ -112,7 +124,7 @@ def bench_pythons(pythons):
         for py in [sys.executable, *pythons]:
             version = subprocess.run([py, "-c", "import sys, torch; print(sys.version.split()[0], torch.__version__)"],
                                      capture_output=True, text=True).stdout.strip() or "cannot start"
-            seconds, p = grading(MODULES, python=py)
+            seconds, _, graded = grading(MODULES, python=py)
             tests = subprocess.run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *QUICK_TESTS], cwd=KIT,
                                    capture_output=True, text=True)
             summary = (tests.stdout.strip().splitlines() or ["no output"])[-1]
@@ -131,13 +143,13 @@ def bench_pythons(pythons):
                 autograder = f"{result['score']:g}/{result['max_score']:g}"
             except (OSError, ValueError, KeyError):
                 autograder = "no results.json"
-            rows.append((version, _total(p), seconds, summary, autograder))
-            print(f"  {version}: {_total(p)} in {seconds:.1f} s; tests: {summary}; run_autograder: {autograder}",
+            rows.append((version, _total(graded), seconds, summary, autograder))
+            print(f"  {version}: {_total(graded)} in {seconds:.1f} s; tests: {summary}; run_autograder: {autograder}",
                   flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     table = ("| Python, torch | grading the solutions' units | wall time | " + ", ".join(QUICK_TESTS) +
-             " | Gradescope run_autograder (no final.pt: 85/100) |\n|---|---|---|---|---|\n" +
+             f" | Gradescope run_autograder (no final.pt: {UNIT_POINTS}/{TOTAL}) |\n|---|---|---|---|---|\n" +
              "".join(f"| {v} | {t} | {s:.1f} s | {r} | {a} |\n" for v, t, s, r, a in rows))
     body = ("The kit on each Python that pyproject.toml claims (requirements.txt installed in a virtual environment "
             f"of each; the first row is the interpreter that ran the bench):\n\n{table}")
@@ -157,9 +169,9 @@ def _in_cgroup(limit_mb, checkpoint):
         if limit_mb:
             (group / "memory.limit_in_bytes").write_text(str(limit_mb << 20))
         prefix = ["sh", "-c", f'echo $$ > {group / "cgroup.procs"} && exec "$@"', "sh"]
-        seconds, p = grading(checkpoint=checkpoint, prefix=prefix)
+        seconds, _, graded = grading(checkpoint=checkpoint, prefix=prefix)
         peak = int((group / "memory.max_usage_in_bytes").read_text())
-        return seconds, p, peak
+        return seconds, graded, peak
     finally:
         for _ in range(50):
             try:
@@ -179,14 +191,14 @@ def bench_memory(checkpoint):
     subprocess.run(["sync"])
     rows = []
     for limit in (None, 768, 512):
-        seconds, p, peak = _in_cgroup(limit, checkpoint)
-        rows.append((limit, seconds, peak, _total(p)))
-        print(f"  limit {limit or 'none'}: {seconds:.1f} s, peak {peak / 2**20:.0f} MB, {_total(p)}", flush=True)
+        seconds, graded, peak = _in_cgroup(limit, checkpoint)
+        rows.append((limit, seconds, peak, _total(graded)))
+        print(f"  limit {limit or 'none'}: {seconds:.1f} s, peak {peak / 2**20:.0f} MB, {_total(graded)}", flush=True)
     free = rows[0][1]
     table = "| memory limit | wall time | ratio to unlimited | peak in the cgroup | result |\n|---|---|---|---|---|\n" + \
         "".join(f"| {f'{lim} MB' if lim else 'none'} | {s:.1f} s | {s / free:.2f}x | {peak / 2**20:.0f} MB | {res} |\n"
                 for lim, s, peak, res in rows)
-    body = (f"A whole grading (five units and the final check, 100 points) in a cgroup v1 memory cgroup: the grader, "
+    body = (f"A whole grading (five units and the final check, {TOTAL} points) in a cgroup v1 memory cgroup: the grader, "
             f"its sandboxed worker and the library pages they touch.\n\n{table}"
             f"\n<!-- peak_mb: {rows[0][2] / 2**20:.0f} -->\n<!-- s_at_512: {rows[2][1]:.1f} -->")
     write_section("memory", body, f"python -m grader.bench --only memory --checkpoint {_shown(checkpoint)}")
