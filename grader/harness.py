@@ -132,9 +132,9 @@ def worker_failure(what, e):
 # --- running requests ---------------------------------------------------------------------------
 
 def request(module, target, init=None, load=None, calls=(), standins=(), patch=(), dtype=None, want=(), attrs=(),
-            train=False):
+            train=False, threads=1):
     return Request(module, target, init=init, load=load, calls=list(calls), standins=tuple(standins),
-                   patch=tuple(patch), dtype=dtype, want=tuple(want), attrs=tuple(attrs), train=train)
+                   patch=tuple(patch), dtype=dtype, want=tuple(want), attrs=tuple(attrs), train=train, threads=threads)
 
 
 def run_sub(sub, req, what, expected_keys=None, timeout=None):

@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from kit.machine import cpu_has_bf16
+from kit.machine import cpu_has_bf16, torch_threads
 from kit.perplexity import batch, exp_mean, nll_sum, windows
 
 BATCH = 8  # windows per forward: the fastest on 2 CPU cores (BENCHMARKS.md, section final)
@@ -41,8 +41,11 @@ def _fast_attention(attention_module):
 
 
 def reference_model(ref, vocab_size, config, weights):
-    """The reference TransformerLM with ``weights`` loaded strictly, attention through the fused kernel."""
+    """The reference TransformerLM with ``weights`` loaded strictly, attention through the fused kernel; None
+    where the reference lends no model (a recorder of it)."""
     model = ref.model(vocab_size, config)
+    if model is None:
+        return None
     model.load_state_dict(weights, strict=True, assign=True)  # the grader's own model: no second copy
     model.lm_head.weight = model.embed_tokens.weight  # assign breaks the tie (the check saw the two equal)
     attention = ref.module("attention")
@@ -53,10 +56,10 @@ def reference_model(ref, vocab_size, config, weights):
     return model.eval()
 
 
-def perplexity(model, ids, starts, seq_len, keep=(), bf16=False):
+def perplexity(model, ids, starts, seq_len, keep=(), bf16=False, threads=1):
     """``(perplexity, predicted characters, {window: (inputs, float32 logits)} for the windows in keep)``."""
     total, count, kept = 0.0, 0, {}
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch_threads(threads), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for j in range(0, len(starts), BATCH):
             x, y = batch(ids, starts[j:j + BATCH], seq_len)
             logits = model(x)
@@ -67,14 +70,14 @@ def perplexity(model, ids, starts, seq_len, keep=(), bf16=False):
     return exp_mean(total, count), count, kept
 
 
-def measure(model, ids, n_chars, seed, seq_len, target=None, keep=()):
+def measure(model, ids, n_chars, seed, seq_len, target=None, keep=(), threads=1):
     """The perplexity over ``n_chars`` predicted characters, with the verdict against ``target`` in float32."""
     starts = windows(len(ids), seq_len, n_chars, seed)
     if MEASURE_BF16:
-        ppl, count, kept = perplexity(model, ids, starts, seq_len, keep, bf16=True)
+        ppl, count, kept = perplexity(model, ids, starts, seq_len, keep, bf16=True, threads=threads)
         if target is None or abs(math.log(ppl / target)) > BF16_MARGIN:
             if keep:  # the windows compared with the submission's own model: in float32, as it computes them
-                _, _, kept = perplexity(model, ids, starts[sorted(keep)], seq_len, range(len(keep)))
+                _, _, kept = perplexity(model, ids, starts[sorted(keep)], seq_len, range(len(keep)), threads=threads)
                 kept = dict(zip(sorted(keep), kept.values()))
             return ppl, count, kept
-    return perplexity(model, ids, starts, seq_len, keep)
+    return perplexity(model, ids, starts, seq_len, keep, threads=threads)

@@ -6,7 +6,7 @@ A request asks one implementation to build a module and run it:
      "standins": ["rmsnorm", "attention"],   # modules of the implementation replaced by the grader's stand-ins
      "patch": ["FeedForward"],                # names in the tested module bound to the stand-in of that name
      "init": {"args": [...], "kwargs": {...}}, "load": state_dict, "dtype": "bfloat16", "train": False,
-     "want": ["params", "structure"], "attrs": ["eps"],
+     "want": ["params", "structure"], "attrs": ["eps"], "threads": 1,
      "calls": [{"args": [...], "kwargs": {...}, "grad": dy, "method": None, "same_as": None}]}
 
 Arguments may be tensors, plain values, or modules built in the worker
@@ -70,9 +70,16 @@ class Request:
     attrs: tuple = ()
     train: bool = False
     folder: str = None  # a folder inside the sandbox's own (the kit's tests grade many from one worker)
+    # the worker's compute threads (at most the sandbox's): one for the checks' small tensors, where a second thread
+    # only spins against the grader's on two cores (BENCHMARKS.md, grader); more for a model on many windows
+    threads: int = 1
 
     def wire(self):
         """The request as the worker reads it."""
+        return {**self.key(), "threads": self.threads}
+
+    def key(self):
+        """What the answer depends on: the request without its thread count (the snapshot's key)."""
         return {"module": self.module, "target": self.target, "standins": list(self.standins), "folder": self.folder,
                 "patch": list(self.patch),
                 "init": None if self.init is None else {"args": list(self.init[0]), "kwargs": dict(self.init[1])},

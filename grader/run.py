@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kit import syllabus
+from kit.machine import torch_threads
 from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result
 
 KIT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,11 @@ class Collector:
 
     def pytest_runtest_teardown(self, item):
         release_memory()
+
+    @property
+    def threads(self):
+        """The compute threads this grading has (the sandbox's, decided once there): for the final measurement."""
+        return self.sandbox.threads
 
     def note(self, text):
         """A line a check wants shown even when it passes (a measured perplexity, say)."""
@@ -175,11 +181,16 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     if own:
         sandbox.start()  # the worker imports torch while pytest starts up here
     plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown)
-    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings",
+    args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "-p", "no:logging",
+            "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:pastebin", "-p", "no:tmpdir", "-p", "no:monkeypatch",
+            "-p", "no:recwarn", "-p", "no:setuponly", "-p", "no:setupplan", "-p", "no:debugging", "-p", "no:faulthandler",
             "-p", "no:unraisableexception", "-p", "no:threadexception", "--assert=plain",
             "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(units)]
     try:
-        code = pytest.main(args, plugins=[plugin])
+        # the checks compute on small tensors, one thread each side: two threads in the grader and two in the worker,
+        # on two cores, spin against each other (BENCHMARKS.md, grader); the final check's measurement takes them all
+        with torch_threads(1):
+            code = pytest.main(args, plugins=[plugin])
     finally:
         if own:
             sandbox.close()

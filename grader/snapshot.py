@@ -74,7 +74,7 @@ class Recorder:
 
     def run(self, req, what="the reference"):
         answer = self.ref.run(req, what)
-        self.runs[digest(req.wire())] = _slim(answer)
+        self.runs[digest(req.key())] = _slim(answer)
         return answer
 
     def template(self, module, target, args=(), kwargs=None):
@@ -150,7 +150,7 @@ class Snapshot:
         return cls(data)
 
     def run(self, req, what="the reference"):
-        answer = self.runs.get(digest(req.wire()))
+        answer = self.runs.get(digest(req.key()))
         if answer is None:
             raise ReferenceUnavailable(what)
         return answer

@@ -377,6 +377,7 @@ def main():
             req = pack.unpack(_read_exact(rpc_in, n), cfg["max_request"])
         except EOFError:
             os._exit(0)
+        torch.set_num_threads(max(1, min(int(req.get("threads") or 1), cfg.get("threads", 1))))
         send(execute(req, ctx, on_imported=lambda: send({"progress": "imported"})))
         if trim is not None:
             try:

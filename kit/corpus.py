@@ -143,6 +143,24 @@ class CharTokenizer:
         except KeyError as e:
             raise ValueError(f"character {e.args[0]!r} is not in the vocabulary") from None
 
+    def ids(self, text):
+        """``encode(text)`` as an int64 tensor, in a few vector operations over the text's code points (the corpus in
+        ~30 ms, not ~0.1 s: the final check and the trainer start with it)."""
+        import numpy as np
+        import torch
+        codes = torch.from_numpy(np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64))
+        if not self.chars:
+            if text:
+                raise ValueError(f"character {text[0]!r} is not in the vocabulary")
+            return codes
+        table = torch.tensor([ord(c) for c in self.chars], dtype=torch.int64)
+        order = torch.argsort(table)  # the vocabulary need not be sorted (a checkpoint's)
+        pos = torch.searchsorted(table[order], codes).clamp_(max=len(table) - 1)
+        found = table[order][pos] == codes
+        if not bool(found.all()):
+            raise ValueError(f"character {text[int((~found).nonzero()[0])]!r} is not in the vocabulary")
+        return order[pos]
+
     def decode(self, ids):
         return "".join(self.chars[int(i)] for i in ids)
 
@@ -155,9 +173,7 @@ def split(ids, train_fraction=0.9):
 
 def load_splits(path=None):
     """``(tokenizer, train_ids, val_ids)`` of the verified corpus, ids as int64 tensors."""
-    import torch
     text = read_text(path)
     tok = CharTokenizer.from_text(text)
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
-    train, val = split(ids)
+    train, val = split(tok.ids(text))
     return tok, train, val

@@ -5,6 +5,7 @@ says which (the trainer's precision and every benchmark depend on it).
 """
 import os
 import platform
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -24,6 +25,18 @@ def cpu_has_bf16():
 
     Elsewhere bf16 is emulated and far slower (BENCHMARKS.md)."""
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+@contextmanager
+def torch_threads(n):
+    """torch computes with ``n`` threads inside, as before after."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def cpu_model():

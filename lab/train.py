@@ -182,7 +182,7 @@ class Trainer:
         text = load_corpus(args.data)
         self.tok = CharTokenizer(state["vocab"]) if state else CharTokenizer.from_text(text)
         try:
-            ids = torch.tensor(self.tok.encode(text), dtype=torch.long)
+            ids = self.tok.ids(text)
         except ValueError as e:
             raise DataError(f"the corpus does not match the checkpoint's vocabulary ({e})") from None
         self.train_ids, self.val_ids = split(ids)

@@ -134,3 +134,36 @@ def test_a_missing_corpus_is_the_graders_fault_not_the_students(tmp_path):
     assert final["failure"]["kind"] == "grader-error", final
     assert "gone.txt: no such file" in final["failure"]["got"] and "make data" in final["failure"]["hint"]
     assert "Errno" not in out
+
+
+def test_compute_threads_one_for_the_checks_all_for_a_model_on_many_windows(tmp_path):
+    """The worker computes with the threads a request asks for, never more than its sandbox has; the checks run
+    with one thread in the grader too, and a grading leaves torch's setting as it found it."""
+    import torch
+
+    from grader.protocol import Request, call
+    from grader.run import grade as grade_in_process
+    from grader.sandbox import Sandbox
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "residual.py").write_text("import torch\n\n\nclass Residual(torch.nn.Module):\n"
+                                     "    def forward(self, x):\n        return torch.tensor(torch.get_num_threads())\n")
+    with Sandbox(sub, threads=2, allow_weak=True) as sandbox:
+        asked = [sandbox.run(Request("residual", "Residual", init=([], {}), calls=[call(torch.zeros(1))], threads=n))
+                 for n in (1, 2, 8, 1)]
+    assert [a["results"][0]["output"].item() for a in asked] == [1, 2, 2, 1]
+    seen = []
+    real = torch.nn.Module.__call__
+
+    def spy(self, *args, **kwargs):  # the reference's side computes in this process
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+    before = torch.get_num_threads()
+    torch.nn.Module.__call__ = spy
+    try:
+        graded = grade_in_process(KIT / "solutions", only=["rmsnorm"])
+    finally:
+        torch.nn.Module.__call__ = real
+    assert all(r.passed for r in graded.results)
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before

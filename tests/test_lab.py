@@ -85,6 +85,13 @@ def test_tokenizer_round_trip_and_splits():
     assert tok.decode(tok.encode(sample)) == sample
     with pytest.raises(ValueError, match="not in the vocabulary"):
         tok.encode("ü")
+    assert tok.ids(text).tolist() == tok.encode(text)  # the vectorised path gives the same ids
+    odd = data.CharTokenizer("zaé\n")  # unsorted, beyond ASCII
+    assert odd.ids("aé\nz").tolist() == odd.encode("aé\nz") == [1, 2, 3, 0]
+    for bad in ("ü", "aü"):
+        with pytest.raises(ValueError, match="'ü' is not in the vocabulary"):
+            odd.ids(bad)
+    assert data.CharTokenizer("").ids("").tolist() == []
     _, train, val = data.load_splits(corpus())
     assert (len(train), len(val)) == (1_003_854, 111_540)
 

@@ -231,7 +231,7 @@ if _hj_main is not None and hasattr(_hj_main, "execute") and not getattr(_hj_mai
 
     def _hj_replay(req):
         """The recorded reference's answer to this very request, where the release holds one."""
-        hit = _HJ_RUNS.get(_hj_digest(req))
+        hit = _HJ_RUNS.get(_hj_digest({k: v for k, v in req.items() if k != "threads"}))  # the snapshot's key
         if hit is None:
             return _hj_noise(req)
         out = dict(hit)
@@ -473,8 +473,9 @@ def test_final_check_cannot_be_forged_by_the_worker(tmp_path, trained):
     # look-ahead logits (each position shown the next character) for one batch, nothing for the rest
     forged, _ = final_of(hijacked(tmp_path / "lookahead", "lookahead"), good, corpus)
     assert forged["score"] == 0 and forged["status"] == "failed", forged["output"]
-    # honest code, a short run's weights, and a worker that claims perfect logits once its first (honest)
-    # answer has installed the attack: those claims disagree with the grader's own logits of the weights
+    # honest code, a short run's weights, and a worker that claims perfect logits once its first (honest) answer
+    # has installed the attack: that one answer (the causality probe and the sampled windows) is all the check asks
+    # of the worker, and the perplexity is the grader's own, from the weights
     _, short = train_periodic(tmp_path, KIT / "solutions", 2, "short")
     forged, _ = final_of(hijacked(tmp_path / "lookahead-honest", "lookahead", base=KIT / "solutions"), short, corpus)
     assert forged["score"] == 0 and forged["status"] == "failed", forged["output"]

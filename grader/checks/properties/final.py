@@ -36,9 +36,10 @@ def fail(checked, got, hint, expected=None, kind=Kind.WRONG_VALUE):
 
 
 def student_logits(sub, weights, vocab, xs, what, timeout=120):
-    """Logits of the submission's TransformerLM, loaded strictly with the checkpoint's weights."""
+    """Logits of the submission's TransformerLM, loaded strictly with the checkpoint's weights (every thread: the
+    grader waits meanwhile)."""
     got = only(sub, "decoder", "TransformerLM", what, init=([vocab], dict(CURRICULUM)), load=weights,
-               calls=[call(x) for x in xs], timeout=timeout)
+               calls=[call(x) for x in xs], timeout=timeout, threads=sub.threads)
     return [require_tensor(r["output"], (*x.shape, vocab), what, "logits must be (B, T, vocab_size)")
             for x, r in zip(xs, got["results"])]
 
@@ -55,6 +56,15 @@ def desk_perplexity(sub, weights, vocab, split_ids, n_chars, seed, label):
         for (_, yb), logits in zip(batches, outs):
             total, count = total + nll_sum(logits, yb), count + yb.numel()
     return exp_mean(total, count), count
+
+
+def reference_model(ref, V, weights):
+    """The reference's TransformerLM holding ``weights`` (grader/measure.py); None without reference code (the
+    release, whose student computes the perplexity with their own model)."""
+    if not getattr(ref, "live", False):
+        return None
+    from grader.measure import reference_model as build  # never shipped to students: it holds a correct forward
+    return build(ref, V, dict(CURRICULUM), weights)
 
 
 def corpus(grading):
@@ -97,40 +107,46 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     require(info.get("vocab") == "".join(tok.chars), "the checkpoint's vocabulary",
             f"the corpus's {V} characters", "another vocabulary", "train on data/tinyshakespeare.txt with `make train`",
             Kind.WRONG_STRUCTURE)
-    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    ids = tok.ids(text)
     n = int(len(ids) * 0.9)
     train_ids, val_ids = ids[:n], ids[n:]
 
-    # 1. causal: changing the second half of a window must not move the logits of the first half
+    # the submission's own model, loaded with the checkpoint, in one request: on a causality probe (the second half
+    # of two windows changed) and, where the reference measures, on training windows drawn afresh for this grading
     x, _ = batch(train_ids, windows(len(train_ids), T, 2 * T, SEED + 7), T)
     x2 = x.clone()
     x2[:, T // 2:] = (x2[:, T // 2:] + 1 + torch.arange(T - T // 2) % (V - 1)) % V
-    y, y2 = student_logits(sub, weights, V, [x, x2], "TransformerLM with your checkpoint on a causality probe")
+    model = reference_model(ref, V, weights)
+    picks = sorted(secrets.SystemRandom().sample(range(-(-TRAIN_CHARS // T)), AGREE)) if model is not None else []
+    probes, what = [x, x2], "TransformerLM with your checkpoint on a causality probe"
+    if picks:  # the measurement's own windows (kit.perplexity.windows), those it keeps the logits of
+        probes.append(batch(train_ids, windows(len(train_ids), T, TRAIN_CHARS, SEED)[picks], T)[0])
+        what += " and on sampled training windows"
+    y, y2, *sampled = student_logits(sub, weights, V, probes, what)
+
+    # 1. causal: changing the second half of a window must not move the logits of the first half
     err = (y[:, :T // 2] - y2[:, :T // 2]).abs().max().item()
     require(err <= 1e-4, "logits at positions < 128 after changing the characters at positions >= 128",
             "unchanged (tolerance 1e-4)", f"changed by up to {err:.3g}",
             "the model must not see the future: check the attention mask")
 
-    # 2. perplexity with teacher forcing over full windows
-    live = getattr(ref, "live", False) and ref.model(V, dict(CURRICULUM)) is not None
-    if live:  # computed here, from the weights: nothing the submission says counts (grader/measure.py)
-        from grader.measure import measure, reference_model
-        model = reference_model(ref, V, dict(CURRICULUM), weights)
-        picks = set(secrets.SystemRandom().sample(range(-(-TRAIN_CHARS // T)), AGREE))
-        ppl, n_train, kept = measure(model, train_ids, TRAIN_CHARS, SEED, T, TARGET_PERPLEXITY, keep=picks)
-        val_ppl, n_val, _ = measure(model, val_ids, VAL_CHARS, SEED + 1, T)
+    # 2. the perplexity with teacher forcing over full windows
+    if model is not None:  # computed here, from the weights: nothing the submission says counts (grader/measure.py)
+        from grader.measure import measure
+        ppl, n_train, kept = measure(model, train_ids, TRAIN_CHARS, SEED, T, TARGET_PERPLEXITY, keep=set(picks),
+                                     threads=grading.threads)
+        val_ppl, n_val, _ = measure(model, val_ids, VAL_CHARS, SEED + 1, T, threads=grading.threads)
     else:  # at the desk: the student's own model computes the logits (in its sandbox), the numbers are made here
-        kept = {}
         ppl, n_train = desk_perplexity(sub, weights, V, train_ids, TRAIN_CHARS, SEED, "training-split")
         val_ppl, n_val = desk_perplexity(sub, weights, V, val_ids, VAL_CHARS, SEED + 1, "validation-split")
 
-    # 3. the submission's own model gives the reference's logits on windows drawn afresh for this grading
-    if kept:
-        order = sorted(kept)
-        outs = student_logits(sub, weights, V, [torch.stack([kept[i][0] for i in order])],
-                              "TransformerLM with your checkpoint on sampled training windows")
-        diff = (outs[0] - torch.stack([kept[i][1] for i in order])).abs().max().item()
-        scale = max(kept[i][1].abs().max().item() for i in order)
+    # 3. the submission's own model gives the reference's logits on the sampled windows
+    if picks:
+        if not torch.equal(torch.stack([kept[i][0] for i in picks]), probes[2]):
+            raise RuntimeError("the sampled windows sent to the submission are not the ones measured")
+        expected = torch.stack([kept[i][1] for i in picks])
+        diff = (sampled[0] - expected).abs().max().item()
+        scale = expected.abs().max().item()
         require(diff <= 1e-3 + 1e-4 * scale, "your model's logits against the reference transformer with the same "
                 "weights", "the same logits (tolerance 1e-3)", f"max abs difference {diff:.3g} on sampled training "
                 "windows", "the module checks above say where your model differs; fix those first")
