@@ -64,8 +64,9 @@ def check_files(units, reference=True):
 class Collector:
     """pytest plugin: hands the checks their sandbox and reference, gathers one Result per check."""
 
-    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed="", checkpoint_shown=None):
+    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed="", checkpoint_shown=None, threads=1):
         self.sandbox, self.reference, self.seed = sandbox, reference, seed
+        self.threads = threads  # this process's compute threads for the final check's measurement (grade)
         self.checkpoint = Path(checkpoint) if checkpoint else KIT / "runs" / "final.pt"
         # what messages call it: the name the student knows (runs/final.pt, the upload's final.pt), not a path
         # of the grading machine
@@ -94,11 +95,6 @@ class Collector:
 
     def pytest_runtest_teardown(self, item):
         release_memory()
-
-    @property
-    def threads(self):
-        """The compute threads this grading has (the sandbox's, decided once there): for the final measurement."""
-        return self.sandbox.threads
 
     def note(self, text):
         """A line a check wants shown even when it passes (a measured perplexity, say)."""
@@ -180,15 +176,18 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     kind = "live" if getattr(ref, "live", False) else "snapshot"
     if own:
         sandbox.start()  # the worker imports torch while pytest starts up here
-    plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown)
+    import torch
+    # the checks compute on small tensors, one thread each side: two threads in the grader and two in the worker, on
+    # two cores, spin against each other (BENCHMARKS.md); the final check's measurement takes what torch had here
+    threads = torch.get_num_threads()
+    plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown,
+                       threads=threads)
     args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "-p", "no:logging",
             "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:pastebin", "-p", "no:tmpdir", "-p", "no:monkeypatch",
             "-p", "no:recwarn", "-p", "no:setuponly", "-p", "no:setupplan", "-p", "no:debugging", "-p", "no:faulthandler",
             "-p", "no:unraisableexception", "-p", "no:threadexception", "--assert=plain",
             "--rootdir", str(KIT), "-c", str(CHECKS / "pytest.ini"), *check_files(units)]
     try:
-        # the checks compute on small tensors, one thread each side: two threads in the grader and two in the worker,
-        # on two cores, spin against each other (BENCHMARKS.md, grader); the final check's measurement takes them all
         with torch_threads(1):
             code = pytest.main(args, plugins=[plugin])
     finally:
