@@ -25,7 +25,7 @@ from kit import benchmarks
 from kit.cli import ArgumentParser
 from kit.syllabus import CURRICULUM
 
-from .config import pick_optimizer, pick_precision
+from .config import autocast, pick_optimizer, pick_precision
 from .muon import MuonAdamW
 from .train import CONFIRM_BELOW, Trainer, parse
 
@@ -37,10 +37,6 @@ TARGET_EVAL_EVERY = 50  # steps between the target run's evaluations: about 30 s
 
 def write_section(name, body, command, device="cpu"):
     benchmarks.write_section(name, body, command, device, out=OUT)
-
-
-def autocast(device, bf16):
-    return torch.autocast(device if device != "mps" else "cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
 def _loop_tokens_per_s(model, batch_size, seq_len, steps, warmup, bf16=False, clip=None, compile=False,

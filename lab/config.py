@@ -70,6 +70,11 @@ def pick_precision(name, device):
     return "fp32"
 
 
+def autocast(device, bf16):
+    """bfloat16 autocast when ``bf16`` (MPS has none of its own: the CPU's context, a no-op there)."""
+    return torch.autocast(device if device != "mps" else "cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
 def resume_precision(saved, asked, device):
     """A resumed run keeps its checkpoint's precision, so it continues exactly, unless the command line
     names one, or the checkpoint is bf16 and this device has no native bf16 (emulated: ~20x slower)."""
@@ -111,11 +116,11 @@ class RunConfig:
 
 
 def resolve(args, state=None):
-    """The RunConfig of ``args`` (parsed ``lab.train`` options) and, when resuming, the checkpoint ``state``."""
+    """The RunConfig of ``args`` (parsed ``lab.train`` options) and, when resuming, the checkpoint ``state``
+    (as ``upgrade`` gives it)."""
     device = pick_device(args.device)
     notes = []
     if state is not None:
-        state = upgrade(state)
         for k in RUN_ARGS:
             setattr(args, k, state["args"].get(k, getattr(args, k)))
         model = dict(state["config"])

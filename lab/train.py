@@ -33,7 +33,7 @@ from kit.corpus import CharTokenizer, DataError, find, split
 from kit.perplexity import TRAIN_CHARS, perplexity, windows
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
 
-from .config import resolve, upgrade
+from .config import autocast, resolve, upgrade
 from .model import ImplementationError, build, count_parameters, load
 from .muon import MuonAdamW
 
@@ -256,9 +256,8 @@ class Trainer:
     # -- training ------------------------------------------------------------
 
     def autocast(self):
-        """bfloat16 autocast where the run computes in it (MPS has none of its own: the CPU's context, a no-op)."""
-        device = self.device if self.device != "mps" else "cpu"
-        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.config.dtype == torch.bfloat16)
+        """bfloat16 autocast where the run computes in it (lab/config.py)."""
+        return autocast(self.device, self.config.dtype == torch.bfloat16)
 
     def train_step(self):
         a = self.args
