@@ -19,7 +19,7 @@ import torch
 from grader.compare import require, require_tensor
 from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
-from kit.corpus import CharTokenizer, DataError, find
+from kit.corpus import CharTokenizer, DataError, find, split
 from kit.outcome import CheckFailure, Kind
 from kit.perplexity import SEED, TRAIN_CHARS, VAL_CHARS, batch, exp_mean, nll_sum, windows
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
@@ -107,9 +107,7 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     require(info.get("vocab") == "".join(tok.chars), "the checkpoint's vocabulary",
             f"the corpus's {V} characters", "another vocabulary", "train on data/tinyshakespeare.txt with `make train`",
             Kind.WRONG_STRUCTURE)
-    ids = tok.ids(text)
-    n = int(len(ids) * 0.9)
-    train_ids, val_ids = ids[:n], ids[n:]
+    train_ids, val_ids = split(tok.ids(text))
 
     # the submission's own model, loaded with the checkpoint, in one request: on a causality probe (the second half
     # of two windows changed) and, where the reference measures, on training windows drawn afresh for this grading
