@@ -7,13 +7,36 @@ SRC     ?=
 ONLY    ?=
 CKPT    ?= runs/final.pt
 
-.PHONY: help install install-nbgrader check test stubs docs data train sample bench bench-target experiments release gradescope nbgrader workflow clean
+# `make check LANG=zh`: a bare language code (en, zh) given as LANG on make's command line names the kit's
+# language, not a locale: it becomes KIT_LANG (kit/i18n.py), and LANG=zh is not handed to the commands (no
+# locale is called "zh"; the commands then take the C.UTF-8 locale). A full locale (LANG=zh_CN.UTF-8) stays a
+# locale, which kit/i18n.py reads as well; C.UTF-8 or en_US.UTF-8 mean English.
+ifeq ($(origin LANG),command line)
+ifeq ($(findstring _,$(LANG))$(findstring .,$(LANG)),)
+KIT_LANG := $(LANG)
+RELEASE_LANG := $(LANG)
+unexport LANG
+export KIT_LANG
+endif
+endif
+
+.PHONY: help install install-nbgrader check test stubs docs locale data train sample bench bench-target experiments release gradescope nbgrader workflow clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-install:  ## create .venv and install the pinned dependencies
+# torch: the CPU build from PyTorch's CPU index wherever there is no GPU (Linux without NVIDIA's driver: PyPI's
+# Linux torch is the CUDA build, about 4.9 GB), PyPI's where that index cannot be reached; PyPI's on macOS and
+# Windows (CPU builds there) and next to an NVIDIA driver. TORCH=cpu or TORCH=pypi decides instead.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH       ?= $(if $(and $(filter Linux,$(shell uname -s 2>/dev/null)),$(if $(wildcard /proc/driver/nvidia),,1)),cpu,pypi)
+TORCH_CPU    = .venv/bin/python -m pip install -q --disable-pip-version-check --retries 1 --timeout 30 \
+	--index-url $(TORCH_INDEX) "$$(grep -E '^torch==' requirements.txt)" || echo "make install: $(TORCH_INDEX) \
+	cannot be reached, so torch comes from PyPI: on Linux its CUDA build, about 4.9 GB (README.md, Installing)"
+
+install:  ## create .venv and install the pinned dependencies (torch's CPU build where there is no GPU)
 	test -x .venv/bin/python || python3 -m venv .venv
+	$(if $(filter cpu,$(TORCH)),$(TORCH_CPU))
 	.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
 
 install-nbgrader:  ## add nbgrader (for `make nbgrader` and its tests; pulls the Jupyter stack)
@@ -35,6 +58,16 @@ docs:  ## regenerate the generated parts of the docs (README points table, docs/
 	$(PY) -m classroom.docs
 	$(PY) -m tests.mutants.table
 
+# the messages' catalogs: the code's English messages (marked _() / N_()) into locale/kit.pot, merged into each
+# language's .po (translated by hand), compiled to the .mo the kit reads (committed: running needs no Babel);
+# from kit/syllabus.py, what each unit builds (Unit's 4th argument: the README's points table)
+LOCALE_SOURCES = kit/cli.py kit/i18n.py kit/syllabus.py grader/report.py grader/__main__.py
+locale:  ## update locale/*/LC_MESSAGES/kit.po from the code's messages and compile kit.mo (needs Babel, pinned in requirements-nbgrader.txt)
+	$(PY) -m babel.messages.frontend extract -k N_ -k Unit:4 --add-location=file --sort-by-file --project transformer-kit \
+		-o locale/kit.pot $(LOCALE_SOURCES)
+	$(PY) -m babel.messages.frontend update -i locale/kit.pot -d locale -D kit --ignore-obsolete
+	$(PY) -m babel.messages.frontend compile -d locale -D kit --statistics
+
 data:  ## verify data/tinyshakespeare.txt, or fetch it again (SRC=path for a local copy)
 	$(PY) -m lab.data $(if $(SRC),--src $(SRC))
 
@@ -55,7 +88,7 @@ experiments:  ## run the six experiments on IMPL (NAME=residual to run one); plo
 	$(PY) -m lab.experiments --impl $(IMPL) $(if $(NAME),--only $(NAME)) $(ARGS)
 
 release:  ## build dist/student/: stubs, every check with the reference's recorded answers, lab/ (ARGS=--with-experiments)
-	$(PY) -m classroom.release $(ARGS)
+	$(PY) -m classroom.release $(if $(RELEASE_LANG),--lang $(RELEASE_LANG)) $(ARGS)
 
 gradescope:  ## build dist/gradescope.zip (SEED=... the course's grading seed; else a new one, kept beside the zip)
 	$(PY) -m classroom.gradescope $(if $(SEED),--seed $(SEED)) $(ARGS)

@@ -7,6 +7,12 @@ records is the sum of the checks' scores, partial credit as in every other flow,
 shows as an error, not as a failed test. The list of checks and points comes from the grading
 itself (kit/syllabus.py), so nothing here repeats it.
 
+The reporter's own log prints a second number that is not the grade: its "Total points for grading"
+line and summary table are the share of checks that passed (0-point INFO checks included) times the
+maximum, whatever each check's points (v1's ``getTestScore``); no payload makes it weigh checks by
+points. The grade is its "Points" notice, the grader's TOTAL: docs/classroom.md says so, and so does
+a comment above the reporter's step. Every text in the payload is escaped (``grader.report.classroom``).
+
 ``python -m classroom.release --github`` puts the same text at ``.github/workflows/classroom.yml``.
 """
 import sys
@@ -75,6 +81,10 @@ jobs:
             exit 1
           fi
           echo "result=$(base64 -w0 ../classroom-results.json)" >> "$GITHUB_OUTPUT"
+      # The grade is the reporter's "Points" notice (Autograding complete), what GitHub Classroom records:
+      # the sum of the checks' own scores, the TOTAL line of the step above. The reporter's log also prints
+      # "Total points for grading", a table and "Grand total tests passed": those count passed checks (the
+      # 0-point INFO ones included) whatever their points, and are not the grade (docs/classroom.md).
       - name: Autograding Reporter
         if: always()
         uses: {REPORTER}

@@ -46,6 +46,7 @@ DEFAULT_TIMEOUT = 540
 BUNDLE = ["grader", "kit", "lab", "solutions", "classroom/__init__.py", "classroom/gradescope.py",
           "requirements.txt", "data/tinyshakespeare.txt"]
 SEED_FILE = "grading_seed"  # in the bundle: readable by root only once setup.sh has run
+POLICY_FILE = "policy"  # in the bundle: "on" or "off", the course's rules on library shortcuts (grader/policy.py)
 
 
 class BuildError(Exception):
@@ -80,7 +81,8 @@ def _entries():
             yield str(f.relative_to(KIT)), f
 
 
-def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=None, leaderboard=False, quiet=False):
+def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=None, leaderboard=False, quiet=False,
+          policy="on"):
     """Write the bundle to ``out`` atomically; return ``(path, seed file or None)``.
 
     Without ``seed`` a new one is made and written beside the bundle (``gradescope-seed.txt``): keep it
@@ -107,6 +109,7 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
                 info.compress_type = zipfile.ZIP_DEFLATED
                 z.writestr(info, _render(template, options))
             z.writestr(SEED_FILE, seed + "\n")
+            z.writestr(POLICY_FILE, policy + "\n")
             for name, path in _entries():
                 z.write(path, name)
         os.chmod(tmp, 0o644)
@@ -123,7 +126,8 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
     if not quiet:
         with zipfile.ZipFile(out) as z:
             n = len(z.namelist())
-        print(f"wrote {out} ({n} files; reference checks {visibility}; leaderboard {'on' if leaderboard else 'off'})")
+        print(f"wrote {out} ({n} files; reference checks {visibility}; leaderboard {'on' if leaderboard else 'off'}; "
+              f"library shortcuts policy {policy})")
         print(f"grading seed: {'new, kept in ' + str(seed_path) + ' (keep it private, for regrading)' if made else 'yours'}")
     return out, seed_path
 
@@ -132,7 +136,8 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
 
 def result(output, score=0):
     """A results.json that gives ``score`` with a message and no per-check entries."""
-    return {"score": score, "output": output, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+    return {"score": score, "output": output, "output_format": "text", "test_output_format": "text",
+            "test_name_format": "text", "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
 
 
 def find_files(submission):
@@ -154,17 +159,26 @@ def find_files(submission):
     return out
 
 
-def _copy_regular(src, dest, limit=None):
-    """Copy a regular file without following a link that may have replaced it since it was found."""
+def _copy_regular(src, dest, limit):
+    """Copy a regular file of at most ``limit`` bytes without following a link that may have replaced it since it
+    was found; False (nothing copied, nothing read) for one over the limit."""
     fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as f, open(dest, "wb") as g:
-        shutil.copyfileobj(f, g)
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            return False
+        with open(dest, "wb") as g:
+            shutil.copyfileobj(f, g)
     os.chmod(dest, 0o644)
+    return True
 
 
 def grade_submission(root, python=sys.executable, timeout=None, visibility=None, user=None, seed=None,
-                     leaderboard=None):
-    """Grade ``root/submission``; return the results.json dict (never raises for a student's reason)."""
+                     leaderboard=None, policy=None):
+    """Grade ``root/submission``; return ``(results.json dict, flagged)``, flagged when the grading machinery
+    failed somewhere in it (never raises for a student's reason)."""
+    from grader.sandbox import MAX_SOURCE
+    from kit.checkpoint import MAX_BYTES
+    from kit.text import one_line
     from grader import runner
     from grader.report import gradescope
     root = Path(root)
@@ -173,22 +187,24 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
     leaderboard = bool(os.environ.get("LEADERBOARD")) if leaderboard is None else leaderboard
     found = find_files(root / "submission")
     units = [f for f in FILES if f in found]
-    if not units:
-        names = sorted(p.name for p in (root / "submission").rglob("*") if p.is_file())[:10]
+    if not units:  # the upload's own names, each escaped (newlines, terminal escapes, bidi controls, markup)
+        names = sorted(one_line(p.name, 80) for p in (root / "submission").rglob("*") if p.is_file())[:10]
         return result("No exercise files in this submission: upload " + ", ".join(FILES) + " (and " + CHECKPOINT
-                      + " for the final check). Found: " + (", ".join(names) or "nothing") + ".")
+                      + " for the final check). Found: " + (", ".join(names) or "nothing") + "."), False
     work = Path(tempfile.mkdtemp(prefix="submission-"))  # root only (0700): the grading's record and temp files
     try:
         folder = work / "files"
         folder.mkdir()
         os.chmod(work, 0o711)
         os.chmod(folder, 0o755)
-        for name, path in found.items():
-            _copy_regular(path, folder / name)
+        too_big = [name for name, path in found.items()
+                   if not _copy_regular(path, folder / name, MAX_BYTES if name == CHECKPOINT else MAX_SOURCE)]
+        for name in too_big:
+            del found[name]
         out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT,
                          checkpoint_shown=f"{CHECKPOINT} (in your upload)", user=user, html=work / "report.html",
                          seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
-                         python=python)
+                         python=python, policy=policy)
         print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
         if out.status == "graded":
             from grader.report import pictures_part
@@ -198,7 +214,17 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
             missing = [f for f in FILES if f not in found]
             if missing:
                 notes.append("Missing from your upload (their checks score 0): " + ", ".join(missing) + ".")
-            if CHECKPOINT not in found:
+            extra = sorted({one_line(str(p.relative_to(root / "submission")), 80)
+                            for p in (root / "submission").rglob("*") if p.is_file() or p.is_symlink()}
+                           - {str(path.relative_to(root / "submission")) for path in found.values()})
+            if extra:  # only the five files (and the checkpoint) are graded: nothing else of the upload is read
+                notes.append(f"Not graded (only {', '.join(FILES)} and {CHECKPOINT} are): " + ", ".join(extra[:10])
+                             + (f" and {len(extra) - 10} more" if len(extra) > 10 else "") + ".")
+            if too_big:
+                notes.append("Too large to be what the exercise asks for, so not graded: " + ", ".join(too_big)
+                             + f" (limits: {MAX_SOURCE >> 20} MB for a source file, {MAX_BYTES >> 20} MB for "
+                             f"{CHECKPOINT}).")
+            if CHECKPOINT not in found and CHECKPOINT not in too_big:
                 notes.append(f"No {CHECKPOINT} in your upload: the final TinyShakespeare check needs your trained "
                              f"checkpoint (runs/final.pt, uploaded as {CHECKPOINT}).")
             if out.starved:
@@ -209,15 +235,24 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
                              "tell the course staff.")
             data["output"] = " ".join(notes + ([data["output"]] if data.get("output") else []))
             data["execution_time"] = round(out.seconds)
-            return data
+            return data, out.flagged
+        if out.grading is not None:  # stopped on the way (time, memory): the finished checks keep their points
+            data = gradescope(out.grading, visibility, leaderboard=False)
+            why = (f"Grading took longer than {timeout:.0f} s and was stopped" if out.status == "timeout" else
+                   "The grading process was stopped by the machine")
+            data["output"] = (f"{why}: the checks it finished are scored, the others are marked as not finished. "
+                              "Look for an endless loop or far too much work at import time; if your code is fast, "
+                              "please tell the course staff.")
+            return data, True
         if out.status == "timeout":
-            return result(f"Grading took longer than {timeout:.0f} s and was stopped, so no check was scored. Look "
+            return result(f"Grading took longer than {timeout:.0f} s and was stopped before any check finished. Look "
                           "for an endless loop or far too much work at import time; if your code is fast, please "
-                          "tell the course staff.")
+                          "tell the course staff."), True
         if out.status == "invalid":  # the grader refused the input: one clear line, the student's to fix
-            return result(f"This submission could not be graded: {out.message}")
-        return result(f"The autograder broke while grading this submission ({out.status}: {out.message[:300]}). "
-                      "This is not a verdict on your code: please tell the course staff.")
+            return result(f"This submission could not be graded: {one_line(out.message, 300)}"), False
+        return result(f"The autograder broke while grading this submission ({out.status}: "
+                      f"{one_line(out.message, 300)}). This is not a verdict on your code: please tell the course "
+                      "staff."), True
     finally:
         remove_tree(work)
 
@@ -231,6 +266,9 @@ def run(root):
     user = os.environ.get("AUTOGRADER_USER", STUDENT)  # "" runs the code as the grader's own user
     seed_file = root / "source" / SEED_FILE
     seed = seed_file.read_text().strip() if seed_file.is_file() else os.environ.get("GRADER_SEED", "")
+    policy_file = root / "source" / POLICY_FILE
+    policy = policy_file.read_text().strip() if policy_file.is_file() else None  # the bundle's, else $KIT_POLICY
+    flagged = True
     try:
         if user:
             pwd.getpwnam(user)
@@ -240,12 +278,15 @@ def run(root):
     else:
         t0 = time.monotonic()
         try:
-            data = grade_submission(root, user=user or None, seed=seed)
+            data, flagged = grade_submission(root, user=user or None, seed=seed, policy=policy)
         except Exception as e:  # noqa: BLE001 - a broken autograder still answers Gradescope
             print(f"autograder error after {time.monotonic() - t0:.0f} s: {type(e).__name__}: {e}")
             data = result("The autograder broke. This is not a verdict on your code: please tell the course staff.")
     write_json(root / "results" / "results.json", data)
-    return 0
+    if flagged:
+        print("autograder: the grading machinery failed on part of this submission (results.json says so): "
+              "see the output above", file=sys.stderr)
+    return 1 if flagged else 0
 
 
 def main(argv=None):
@@ -265,9 +306,11 @@ def main(argv=None):
                    help="the course's grading seed (default: $GRADER_SEED, else a new one, written beside the zip)")
     p.add_argument("--leaderboard", action="store_true",
                    help="show the final project's perplexities and training minutes on Gradescope's leaderboard")
+    p.add_argument("--policy", choices=("on", "off"), default="on",
+                   help="the course's rules on library shortcuts (grader/policy.py; default: %(default)s)")
     args = p.parse_args(argv)
     try:
-        build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard)
+        build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard, policy=args.policy)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -17,8 +17,10 @@ final project. A module's notebook is made of
 * one autograder test cell per check of ``grader/checks/{properties,reference}/<module>.py``,
   worth that check's points, calling the check by its id (``nb.check("rmsnorm.eps")``). Every
   check shows at the student's desk: there the checks that compare with the reference use the
-  snapshot the student release ships (published inputs); ``nbgrader autograde`` runs the same
-  checks on the course's grading seed against the live reference;
+  snapshot the student release ships (published inputs); at ``nbgrader autograde`` the kit's
+  preprocessors (``classroom/nbgrader_autograde.py``, installed by the generated ``nbgrader_config.py``)
+  grade the notebook's code outside the student's kernel, on the course's grading seed against the
+  live reference, and write those scores into the gradebook;
 * the self-check questions (``classroom/notebook_text/questions.yaml``) as
   manually graded written answers.
 
@@ -402,27 +404,32 @@ c.Execute.timeout_func = cell_timeout
 c.Execute.interrupt_on_timeout = True  # a timed-out cell is interrupted (training saves), the next cells run
 
 
-# generate_feedback copies every file of an autograded submission into the student's feedback folder. The
-# trained checkpoint ({CHECKPOINT}, 26-40 MB; the student has it) is left out: nbgrader has one ignore
-# list for every step, and autograde needs the checkpoint, so only the feedback step gets the longer list.
-def _feedback_without_checkpoints():
-    from nbgrader.converters import GenerateFeedback
-    if getattr(GenerateFeedback, "_kit_skips_checkpoints", False):
+# Autograding does not trust the student's kernel (classroom/nbgrader_autograde.py, docs/nbgrader.md): the
+# kernel runs in a sandbox (bubblewrap) with no seed and no reference in reach, and the points of every test
+# cell come from the kit's grader run outside it on the notebook's code (python -m grader --untrusted, with
+# $GRADER_SEED or c.KitExecute.seed), written into the gradebook by SaveKitGrades. generate_feedback leaves
+# the trained checkpoints ({CHECKPOINT}) out and writes the timestamp.txt and submission_secret.txt that
+# release_feedback reads where a submission was placed by hand.
+def _find_kit():
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+    if importlib.util.find_spec("classroom") is not None:  # the kit is importable already
         return
-    copy_files = GenerateFeedback.init_assignment
-
-    def init_assignment(self, assignment_id, student_id):
-        ignore = list(self.coursedir.ignore)
-        self.coursedir.ignore = ignore + ["*.pt", "*.pt.part"]
-        try:
-            copy_files(self, assignment_id, student_id)
-        finally:
-            self.coursedir.ignore = ignore
-    GenerateFeedback.init_assignment = init_assignment
-    GenerateFeedback._kit_skips_checkpoints = True
+    here = Path(__file__).resolve().parent
+    for p in (os.environ.get("TRANSFORMER_KIT"), here, *here.parents):
+        if p and (Path(p) / "classroom" / "nbgrader_autograde.py").is_file():
+            if str(Path(p).resolve()) not in sys.path:
+                sys.path.insert(0, str(Path(p).resolve()))
+            return
+    raise RuntimeError("cannot find the transformer kit: set TRANSFORMER_KIT to the folder that holds classroom/")
 
 
-_feedback_without_checkpoints()
+_find_kit()
+from classroom.nbgrader_autograde import configure  # noqa: E402
+
+configure(c)
 '''
 
 

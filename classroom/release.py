@@ -13,6 +13,9 @@ exercises' own text already spells out, each with its reason).
 Which files ship is computed from the imports reachable from the command line, the checks and the
 notebooks' runtime; ``WITHHELD`` files stay behind with everything that imports them, ``OPTIONAL``
 ones stay behind alone (the code that imports them does so only where the reference is present).
+
+``--lang zh`` builds the release in Chinese (``LOCALES``): its README, stubs and guides, and the grader
+speaks it there by default (``locale/default``, kit/i18n.py).
 """
 import ast
 import io
@@ -26,8 +29,8 @@ from pathlib import Path
 
 from classroom.regions import RegionError
 from classroom.regions import lines as region_lines
-from classroom.stubs import generate
-from kit import syllabus
+from classroom.stubs import LANGUAGES, generate
+from kit import i18n, syllabus
 from kit.cli import ArgumentParser
 
 KIT = Path(__file__).resolve().parent.parent
@@ -92,6 +95,12 @@ NOTES = {"BENCHMARKS.md": "> Measured on the course's full kit: the commands bel
 # With --with-experiments (after the due date, say) the experiments' code ships too.
 EXPERIMENTS = ["lab/variants.py", "lab/experiments"]
 DATA = ["data/tinyshakespeare.txt", "grader/checks/pytest.ini", "requirements.txt"]
+# A release in another language (--lang): {language: the suffix of its files}. Its README comes from
+# templates/README.<suffix>.md.tmpl (and templates/platforms.<suffix>.md), its guides from docs/<suffix>/,
+# shipped under the English names so that every link holds, its stubs' text from solutions/<language>/
+# (classroom/stubs.py), and locale/default names the language, which the grader then speaks. The message
+# catalogs (locale/*/LC_MESSAGES/*.mo) ship in every release: `make check LANG=zh` works in an English one too.
+LOCALES = {"zh": "zh-CN"}
 
 
 class ReleaseError(Exception):
@@ -236,15 +245,41 @@ def render_makefile(shipped):
     return "\n".join(out).replace("@PHONY@", " ".join(phony))
 
 
-def render_readme():
-    """The student README: the template with the syllabus's points table put in."""
+def render_readme(lang=None):
+    """The student README: the template with the syllabus's points table put in (in ``lang``, from its template)."""
     from classroom.docs import platforms
-    return (TEMPLATES / "README.md.tmpl").read_text().replace("@POINTS@", syllabus.points_table().rstrip("\n")).replace(
-        "@PLATFORMS@", platforms().rstrip("\n"))
+    if lang in (None, "en"):
+        return (TEMPLATES / "README.md.tmpl").read_text().replace(
+            "@POINTS@", syllabus.points_table().rstrip("\n")).replace("@PLATFORMS@", platforms().rstrip("\n"))
+    suffix = LOCALES[lang]
+    return (TEMPLATES / f"README.{suffix}.md.tmpl").read_text(encoding="utf-8").replace(
+        "@POINTS@", points_table(lang).rstrip("\n")).replace(
+        "@PLATFORMS@", (TEMPLATES / f"platforms.{suffix}.md").read_text(encoding="utf-8").rstrip("\n"))
 
 
-def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
+def points_table(lang):
+    """The syllabus's points table in ``lang``: its header, and what each unit builds from the catalog."""
+    words = i18n.translation(lang).gettext
+    lines = syllabus.points_table().splitlines(keepends=True)
+    header = {"zh": "| 文件 | 你要写的 | 分值 |\n"}[lang]
+    out = [header, lines[1]]
+    for line, unit in zip(lines[2:], syllabus.ALL):
+        line = line.replace(f"| {unit.builds} |", f"| {words(unit.builds)} |")
+        out.append(line.replace("| (the final project) |", "| （期末项目） |") if not unit.code else line)
+    return "".join(out)
+
+
+def translated_guides(lang):
+    """``{docs/guide-X.md: its text in lang}``: the guides of docs/<suffix>/, their links made relative to docs/."""
+    folder = KIT / "docs" / LOCALES[lang]
+    return {f"docs/{p.name}": p.read_text(encoding="utf-8").replace("](../", "](")
+            for p in sorted(folder.glob("guide-*.md"))}
+
+
+def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False, lang=None):
     """Write the release to ``out`` (atomically: a finished tree replaces the old one). Returns out.
+
+    ``lang`` (``"zh"``): the README, the stubs and the guides in that language, which the grader speaks there.
 
     ``github`` adds the GitHub Classroom workflow (classroom/github.py) as .github/workflows/classroom.yml,
     for a template repository (see docs/classroom.md).
@@ -261,7 +296,9 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
         raise ReleaseError(f"cannot write {out.parent}: {e.strerror or e}") from None
     try:
         os.chmod(stage, 0o755)  # mkdtemp's 0700 is for secrets; this is for everyone
-        for rel in files + DATA + DOCS + [str(p.relative_to(KIT)) for p in sorted((KIT / "docs" / "img").glob("*"))]:
+        catalogs = [str(p.relative_to(KIT)) for p in sorted((KIT / "locale").glob("*/LC_MESSAGES/*.mo"))]
+        for rel in files + DATA + DOCS + catalogs + [str(p.relative_to(KIT))
+                                                     for p in sorted((KIT / "docs" / "img").glob("*"))]:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(KIT / rel, stage / rel)
             note = NOTES.get(rel) if not (experiments and rel == "docs/experiments.md") else None
@@ -271,10 +308,14 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False):
                 (stage / rel).write_text(f"{title}\n\n{note}{rest}", encoding="utf-8")
         _, recorded = record(path=stage / "grader" / "snapshots" / "published.pack")
         (stage / "exercises").mkdir()
-        for name, text in generate().items():
-            (stage / "exercises" / name).write_text(text)
+        for name, text in generate(lang=lang).items():
+            (stage / "exercises" / name).write_text(text, encoding="utf-8")
+        if lang not in (None, "en"):
+            for rel, text in translated_guides(lang).items():
+                (stage / rel).write_text(text, encoding="utf-8")
+            (stage / "locale" / "default").write_text(f"{lang}\n", encoding="utf-8")
         (stage / "Makefile").write_text(render_makefile(set(files)))
-        (stage / "README.md").write_text(render_readme())
+        (stage / "README.md").write_text(render_readme(lang), encoding="utf-8")
         (stage / ".gitignore").write_text((TEMPLATES / "gitignore.tmpl").read_text())
         if github:
             from classroom.github import workflow
@@ -314,9 +355,12 @@ def main(argv=None):
     p.add_argument("--with-experiments", action="store_true",
                    help="ship lab/experiments and lab/variants.py too (they spell out the block's and the "
                         "model's wiring: hand them out after the due date)")
+    p.add_argument("--lang", choices=["en", *LANGUAGES], default="en",
+                   help="the language of the README, the stubs and the guides, and of the grader there "
+                        "(default: %(default)s)")
     args = p.parse_args(argv)
     try:
-        build(args.out, github=args.github, experiments=args.with_experiments)
+        build(args.out, github=args.github, experiments=args.with_experiments, lang=args.lang)
     except (ReleaseError, RegionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

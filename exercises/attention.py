@@ -58,7 +58,8 @@ def apply_rope(x, cos, sin):
     ``cos`` and ``sin`` are ``(T_max, head_dim)`` with ``T_max >= T`` (the tables of
     ``precompute_rope``); row t rotates position t, so only rows ``0 .. T-1`` are used,
     never the last T. The result is ``x * cos + rotate_half(x) * sin`` on those rows,
-    with x's shape.
+    with x's shape, as a new tensor: ``x`` itself is left unchanged (the caller may
+    still need it).
     """
     raise NotImplementedError("apply_rope")
 

@@ -2,6 +2,7 @@
 
     python -m grader [--impl DIR] [--only UNIT ...] [--checkpoint PATH] [--json PATH] [--record PATH]
     python -m grader batch SUBMISSIONS_DIR --csv grades.csv [--jobs N]   (see grader/batch.py)
+    python -m grader similarity SUBMISSIONS_DIR --out report.html       (see grader/similarity.py)
 
 Exit status (every runner reads it the same way, grader/runner.py):
 
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from kit import syllabus
 from kit.cli import ArgumentParser, UsageError, positive, writable
+from kit.i18n import _
+from kit.perplexity import FINAL_TIMEOUT
 
 from .runner import EXIT_FAILED, EXIT_FULL, EXIT_GRADER, EXIT_REFUSED, EXIT_USAGE
 
@@ -40,6 +43,10 @@ def parse(argv):
     p.add_argument("--html", metavar="PATH", help="also write a report with pictures of what failed (attention "
                                                  "weights, gradient norms) here: one self-contained HTML file")
     p.add_argument("--timeout", type=positive, default=20.0, help="seconds allowed per call into the submission")
+    p.add_argument("--final-timeout", type=positive, default=FINAL_TIMEOUT, metavar="S",
+                   help="seconds the final check may take: past them it fails saying that the time ran out, "
+                        "and the other checks keep their points (default: %(default)g, inside Gradescope's "
+                        "540 s for the whole grading)")
     p.add_argument("--seed", default=os.environ.get("GRADER_SEED", ""),
                    help="the course's grading seed (default: $GRADER_SEED, else the published inputs; with --untrusted "
                         "a fresh secret one)")
@@ -55,6 +62,10 @@ def parse(argv):
                                               "(default: %(default)s)")
     p.add_argument("--leaderboard", action="store_true", help="put the final check's numbers on Gradescope's "
                                                              "leaderboard (in --json)")
+    p.add_argument("--policy", choices=("on", "off"), help="the course's rules on library shortcuts (grader/policy.py): "
+                   "a file that uses one its exercise rules out loses that exercise's points (default: $KIT_POLICY, "
+                   "else on)")
+    p.add_lang()
     return p.parse_args(argv)
 
 
@@ -85,19 +96,23 @@ def main(argv=None):
     if argv[:1] == ["batch"]:
         from .batch import main as batch_main
         return batch_main(argv[1:])
+    if argv[:1] == ["similarity"]:  # the instructor's report on a class's submissions (grader/similarity.py)
+        from .similarity import main as similarity_main
+        return similarity_main(argv[1:])
     args = parse(argv)
     try:
         folder, missing, outputs = check_input(args)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=e), file=sys.stderr)
         return EXIT_USAGE
     t0 = time.time()
-    from .sandbox import Sandbox, SandboxRefused
+    from .sandbox import Sandbox, SandboxRefused, become_reaper, ignored
     try:
+        # this process grades one folder: whatever the worker starts is reparented here and killed with it
         sandbox = Sandbox(folder, call_timeout=args.timeout, user=args.user, untrusted=args.untrusted,
-                          allow_weak=args.allow_weak_sandbox)
+                          allow_weak=args.allow_weak_sandbox, reap=become_reaper())
     except SandboxRefused as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=e), file=sys.stderr)
         return EXIT_REFUSED
     if args.untrusted and not args.seed and (KIT / "solutions").is_dir():
         # someone else's code, and no course seed: never the published inputs, whose answers ship with the release
@@ -109,10 +124,13 @@ def main(argv=None):
     try:
         from .report import classroom, gradescope, terminal, write_json
         from .run import GraderError, grade, reference_for
+        from . import policy as course_policy
         try:
             reference = reference_for(seed=args.seed)
             grading = grade(folder, only=args.only, checkpoint=args.checkpoint, corpus=args.corpus, sandbox=sandbox,
-                            checkpoint_shown=args.checkpoint_shown, seed=args.seed, reference=reference)
+                            checkpoint_shown=args.checkpoint_shown, seed=args.seed, reference=reference,
+                            record=outputs["record"], policy=course_policy.enabled(args.policy),
+                            final_timeout=args.final_timeout)
         except GraderError as e:
             print(f"grader error: {e}", file=sys.stderr)
             return EXIT_GRADER
@@ -128,9 +146,16 @@ def main(argv=None):
     for line in grading.errors:  # staff only (stderr: Gradescope hides it from students)
         print(f"grader error (for the course staff): {line}", file=sys.stderr)
     color = sys.stdout.isatty() and not args.no_color
-    title = f"Grading {folder}" + (f" (missing: {', '.join(missing)})" if missing else "")
+    title = _("Grading {folder}").format(folder=folder) + (
+        _(" (missing: {files})").format(files=", ".join(missing)) if missing else "")
     print(terminal(grading, title, color=color))
-    print(f"({len(grading.results)} checks in {time.time() - t0:.1f} s)")
+    left = [n for n in ignored(folder, keep=[Path(args.checkpoint).name] if args.checkpoint else ["final.pt"])
+            if args.untrusted or not (n.startswith(".") or n == "__pycache__")]  # at the desk: Python's own caches
+    if left:  # only the five files are graded (a copy of them): bytecode, packages and the rest are not read
+        from kit.text import one_line
+        shown = one_line(", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else ""), 300)
+        print(f"note: only {', '.join(syllabus.FILES)} are graded; left out of the grading: {shown}")
+    print(_("({n} checks in {seconds} s)").format(n=len(grading.results), seconds=f"{time.time() - t0:.1f}"))
     if outputs["json"]:
         write_json(outputs["json"], gradescope(grading, args.visibility, leaderboard=args.leaderboard))
     if outputs["record"]:
@@ -143,9 +168,12 @@ def main(argv=None):
         from .report import html
         write_text(outputs["html"], html(grading, title, pictures))
         drawn = pictures is not None and (pictures.attention is not None or pictures.gradients)
-        print(f"{'report with pictures of what failed' if drawn else 'report'}: {outputs['html']}")
+        print((_("report with pictures of what failed: {path}") if drawn else _("report: {path}")).format(
+            path=outputs["html"]))
     score = sum(r.score for r in grading.results)
     total = sum(r.points for r in grading.results)
+    if any(r.failure is not None and not r.failure.kind.students_fault for r in grading.results):
+        return EXIT_GRADER  # graded, but not all of it stands: the runners flag it (the record is written)
     return EXIT_FULL if score == total else EXIT_FAILED
 
 

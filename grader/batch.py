@@ -33,6 +33,7 @@ from kit.cli import ArgumentParser, UsageError, positive, writable
 from kit.files import remove_tree, write_text
 
 from . import runner
+from .policy import enabled
 from .report import csv_row, gradescope, write_json
 
 KIT = Path(__file__).resolve().parent.parent
@@ -62,6 +63,8 @@ def parse(argv):
                         "made on the first run)")
     p.add_argument("--allow-weak-sandbox", action="store_true",
                    help="grade even where no real sandbox can start (bubblewrap or --user)")
+    p.add_argument("--policy", choices=("on", "off"),
+                   help="the course's rules on library shortcuts, grader/policy.py (default: $KIT_POLICY, else on)")
     p.add_argument("--bench", type=int, metavar="N", help="time N copies of the solutions and print submissions/minute")
     args = p.parse_args(argv)
     if args.bench is None and (not args.submissions or not args.csv):
@@ -84,17 +87,45 @@ def _grader_digest():
 
 
 def fingerprint(folder, options):
+    """What a rerun compares: the options and the submission's files, each read no further than the grader reads
+    it (a file over that limit is fingerprinted by its size and time, never read: a 6 GiB sparse final.pt costs
+    nothing here, and the grading refuses it)."""
+    from kit.checkpoint import MAX_BYTES
+
+    from .sandbox import MAX_SOURCE
     h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
     for name in [*syllabus.FILES, CHECKPOINT]:
         f = Path(folder) / name
         h.update(name.encode())
-        h.update(f.read_bytes() if f.is_file() else b"<missing>")
+        limit = MAX_BYTES if name == CHECKPOINT else MAX_SOURCE
+        try:
+            st = f.stat()
+            if not f.is_file():
+                raise FileNotFoundError
+            if st.st_size > limit:
+                h.update(f"<{st.st_size} bytes, {st.st_mtime_ns}>".encode())
+                continue
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            h.update(b"<missing>")
     return h.hexdigest()
+
+
+def memory_per_job(jobs):
+    """MB for each grading's worker when ``jobs`` run at once: their sum, with each grader's own, fits this machine
+    (its memory cgroup where it has one), so a submission that hogs memory reaches its own limit first."""
+    from kit.machine import memory_limit_mb
+    share = memory_limit_mb() // jobs - runner.GRADER_MB
+    return max(512, min(4096, share))
 
 
 def write_csv(path, rows, units):
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=["submission", *units, "total", "max_score", "status", "seconds", "message"])
+    # every cell quoted, and each submitted text escaped by csv_row (a leading = + - @ made harmless to spreadsheets)
+    w = csv.DictWriter(buf, fieldnames=["submission", *units, "total", "max_score", "status", "seconds", "message"],
+                       quoting=csv.QUOTE_ALL)
     w.writeheader()
     for r in sorted(rows, key=lambda r: r["submission"]):
         w.writerow(r)
@@ -131,7 +162,7 @@ def batch_seed(csv_path):
 
 
 def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, units=None, results_dir=None,
-              fresh=False, progress=True, user=None, seed="", allow_weak=False):
+              fresh=False, progress=True, user=None, seed="", allow_weak=False, policy=None):
     """Grade every subfolder of ``submissions``; return the CSV rows (dicts). See the module docstring."""
     from tqdm import tqdm
     units = syllabus.in_order(units or syllabus.NAMES)
@@ -141,7 +172,7 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
     results_dir = Path(results_dir) if results_dir else csv_path.with_name(csv_path.stem + "-results")
     results_dir.mkdir(parents=True, exist_ok=True)
     options = {"units": units, "timeout": timeout, "call_timeout": call_timeout, "grader": _grader_digest(),
-               "seed": hashlib.sha256(seed.encode()).hexdigest()}
+               "seed": hashlib.sha256(seed.encode()).hexdigest(), "policy": enabled(policy)}
 
     rows, todo = {}, []
     for f in folders:
@@ -164,6 +195,7 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
 
     registry = runner.Processes()
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    memory_mb = int(os.environ.get("GRADER_MEMORY_MB") or 0) or memory_per_job(jobs)
     work_root = Path(tempfile.mkdtemp(prefix="grader-batch-"))
     bar = tqdm(total=len(folders), initial=len(rows), unit="submission", desc="grading", disable=not progress,
                file=sys.stderr)
@@ -173,25 +205,30 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
         work.mkdir()
         out = runner.run(folder, work, units, timeout, call_timeout, checkpoint=folder / CHECKPOINT,
                          checkpoint_shown=f"{folder.name}/{CHECKPOINT}", user=user,
-                         seed=seed, untrusted=True, allow_weak=allow_weak, threads=threads, registry=registry)
-        message = out.message or (f"{len(out.grader_errors)} check(s) hit a grader error: see {folder.name}.txt"
-                                  if out.grader_errors else "")
-        row = csv_row(folder.name, units, out.grading, out.status, message, out.seconds)
+                         seed=seed, untrusted=True, allow_weak=allow_weak, threads=threads, registry=registry,
+                         memory_mb=memory_mb, policy=policy)
+        status, message = out.status, out.message
+        if out.grader_errors or out.starved:  # flagged for the staff: not a verdict on the code
+            status = "grader-error" if out.grader_errors else "starved"
+            message = (f"{len(out.grader_errors)} check(s) hit a grader error" if out.grader_errors else
+                       f"{len(out.starved)} check(s) stopped: the machine ran short of memory") + \
+                f"; see {folder.name}.txt" + (f"; {message}" if message else "")
+        row = csv_row(folder.name, units, out.grading, status, message, out.seconds)
         if out.grading is not None:
             write_json(results_dir / f"{folder.name}.json", gradescope(out.grading))
         if out.status != "interrupted":
             write_json(results_dir / f"{folder.name}.row.json", {"key": key, "row": row})
         write_text(results_dir / f"{folder.name}.txt", out.output)
         remove_tree(work)  # the grading's temporary folders, whatever its worker did to them
-        return row
+        return folder.name, row
 
     pool = ThreadPoolExecutor(max_workers=jobs)
     try:
         futures = [pool.submit(one, f, key) for f, key in todo]
         for fut in as_completed(futures):
-            row = fut.result()
+            name, row = fut.result()  # by folder: the row's submission cell is the name escaped for spreadsheets
             if row["status"] != "interrupted":
-                rows[row["submission"]] = row
+                rows[name] = row
                 write_csv(csv_path, rows.values(), units)
             bar.update(1)
             bar.set_postfix_str(f"{row['submission']}: {row['status']} {row['total']}")
@@ -268,7 +305,7 @@ def main(argv=None):
     try:
         rows = run_batch(root, args.csv, jobs=args.jobs, timeout=args.timeout, call_timeout=args.call_timeout,
                          units=args.only, results_dir=args.results, fresh=args.fresh, user=args.user, seed=seed,
-                         allow_weak=args.allow_weak_sandbox)
+                         allow_weak=args.allow_weak_sandbox, policy=args.policy)
     except KeyboardInterrupt:
         print(f"\ninterrupted: the grades so far are in {args.csv}; run the same command again to resume",
               file=sys.stderr)
@@ -278,6 +315,8 @@ def main(argv=None):
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     print(f"{len(rows)} submissions graded into {args.csv}: "
           + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    from .similarity import beside  # the instructor's similarity report, next to the CSV (never in --results)
+    beside(args.csv, root)
     return 0 if all(r["status"] == "graded" for r in rows) else 1
 
 

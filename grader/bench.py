@@ -7,9 +7,13 @@
 - memory: peak memory of a whole grading in a memory cgroup (grader, worker and the library pages they
           touch), and the same grading inside a 768 MB and a 512 MB limit (cgroup v1, as root)
 - batch:  submissions graded per minute by `python -m grader batch`
+- final:  the final check at Gradescope's 0.5 CPU (a cgroup v1 CPU quota, as root): the check alone and a whole
+          grading with a checkpoint, in float32 (GRADER_BF16=0, as on CPUs without native bf16) and bf16,
+          the full measurement's 782 windows, and batch grading of submissions that carry checkpoints
 - pythons: the kit on other interpreters (--pythons PATH ...): a grading of the units and the quick tests
 """
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -30,7 +34,7 @@ CGROUP = Path("/sys/fs/cgroup/memory")
 UNIT_POINTS = TOTAL - POINTS["final"]
 
 
-def grading(units=None, checkpoint=None, prefix=(), python=sys.executable, env=None):
+def grading(units=None, checkpoint=None, prefix=(), python=sys.executable, env=None, corpus=None, kit=KIT):
     """``(seconds, completed process, the grading as the grader recorded it, or None)``."""
     from grader.run import Grading
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
@@ -40,8 +44,10 @@ def grading(units=None, checkpoint=None, prefix=(), python=sys.executable, env=N
             cmd += ["--only", *units]
         if checkpoint:
             cmd += ["--checkpoint", str(checkpoint)]
+        if corpus:
+            cmd += ["--corpus", str(corpus)]
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=KIT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+        p = subprocess.run(cmd, cwd=kit, capture_output=True, text=True, env={**os.environ, **(env or {})})
         seconds = time.perf_counter() - t0
         graded = Grading.from_dict(json.loads(record.read_text())) if record.is_file() else None
     return seconds, p, graded
@@ -216,11 +222,257 @@ def bench_batch(n=6, jobs=2):
     return res
 
 
+CPU_GROUPS = (Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup/cpuacct"))
+EARLIER = "earlier kit"
+QUOTA = 0.5  # CPUs: Gradescope's default
+SHARES = 16384  # the bench's group against its neighbours (1024 each): the quota, not the machine's load, bounds it
+
+
+class CpuGroup:
+    """A fresh cgroup v1 CPU group (and cpuacct group, for the CPU seconds its processes use): ``prefix`` runs a
+    command inside it. ``cpus`` sets a CFS quota (None: no quota); its shares are raised, so that on a loaded
+    machine the quota, not the neighbours, is what bounds the command (the load is reported beside it)."""
+
+    def __init__(self, cpus, label):
+        self.folders = []
+        for root in CPU_GROUPS:
+            if root.is_dir() and not any(f.resolve() == root.resolve() for f in [g.parent for g in self.folders]):
+                folder = root / f"kit-bench-{os.getpid()}-{label}"
+                folder.mkdir()
+                self.folders.append(folder)
+        cpu = self.folders[0]
+        (cpu / "cpu.shares").write_text(str(SHARES))
+        if cpus:
+            (cpu / "cpu.cfs_period_us").write_text("100000")
+            (cpu / "cpu.cfs_quota_us").write_text(str(int(cpus * 100000)))
+        procs = " ".join(str(f / "cgroup.procs") for f in self.folders)
+        self.prefix = ["sh", "-c", f'for f in {procs}; do echo $$ > "$f"; done && exec "$@"', "sh"]
+
+    def cpu_seconds(self):
+        for f in self.folders:
+            if (f / "cpuacct.usage").is_file():
+                return int((f / "cpuacct.usage").read_text()) / 1e9
+        return math.nan
+
+    def run(self, fn, *args, **kwargs):
+        """``(fn's result, CPU seconds the group used meanwhile)``."""
+        before = self.cpu_seconds()
+        out = fn(*args, prefix=self.prefix, **kwargs)
+        return out, self.cpu_seconds() - before
+
+    def close(self):
+        for f in self.folders:
+            for _ in range(50):
+                try:
+                    f.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def _cpu_groups_usable():
+    return os.geteuid() == 0 and (CPU_GROUPS[0] / "cpu.cfs_quota_us").is_file()
+
+
+FULL_MEASUREMENT = """
+import json, sys, time
+import torch
+from grader.measure import reference_model, sample
+from grader.reference import Live
+from kit.perplexity import LOOKS, windows
+from kit.syllabus import CURRICULUM
+from grader.checks.properties.final import usable_threads
+torch.manual_seed(0)
+ref = Live("solutions")
+weights = {k: v.clone() for k, v in ref.model(65, dict(CURRICULUM)).state_dict().items()}
+model = reference_model(ref, 65, dict(CURRICULUM), weights)
+ids = torch.randint(0, 65, (1_000_000,))
+starts = windows(len(ids), 256, LOOKS[-1] * 256, 1)
+t0, c0 = time.perf_counter(), time.process_time()
+est = sample(model, ids, starts, 256, threads=usable_threads(torch.get_num_threads()))
+print(json.dumps({"windows": est.windows, "seconds": time.perf_counter() - t0, "cpu": time.process_time() - c0}))
+"""
+
+
+def _full_measurement(prefix, env):
+    """The grader's measurement of all 782 windows (what a model within about 2 % of the bar costs), in-process."""
+    p = subprocess.run([*prefix, sys.executable, "-c", FULL_MEASUREMENT], cwd=KIT, capture_output=True, text=True,
+                       env={**os.environ, **env})
+    if p.returncode:
+        raise SystemExit(f"bench: the full measurement failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _final_note(graded):
+    return next((r.note or (r.failure.got if r.failure else "") for r in graded.results if r.unit == "final"), "") \
+        if graded is not None else "no grading"
+
+
+def _windows_needed(seeds=40):
+    """Median windows the sequential test measures for a model 2 %, 4 % and 8 % under the bar (and 8 % over), from
+    simulated per-window losses with the spread of trained models (0.18 nats, BENCHMARKS.md)."""
+    import random
+
+    from kit.perplexity import LOOKS, Sequential, run
+    from kit.syllabus import TARGET_PERPLEXITY as bar
+    out = {}
+    for f in (0.92, 0.96, 0.98, 1.08):
+        counts = []
+        for seed in range(seeds):
+            rng = random.Random(seed)
+            losses = [math.log(bar * f) - 4 * 0.09 + rng.gammavariate(4, 0.09) for _ in range(LOOKS[-1])]
+            counts.append(run(Sequential(bar, 256), lambda i, j: losses[i:j], 16)[0].windows)
+        out[f] = statistics.median(counts)
+    return out
+
+
+def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
+    """The final check and a whole grading at 0.5 CPU, float32 and bf16 alternately in one run (and an earlier kit's,
+    ``baseline``: a folder holding it, as `git archive` writes it, graded as it decides its own precision)."""
+    from kit.machine import cpu_has_bf16
+    if not _cpu_groups_usable():
+        print("  skipped: needs root and cgroup v1's cpu controller at /sys/fs/cgroup/cpu")
+        return None
+    if not Path(checkpoint).is_file():
+        print(f"  skipped: no checkpoint at {checkpoint} (train one with `make train IMPL=solutions`)")
+        return None
+    shown = _shown(checkpoint) + (f" --corpus {_shown(corpus)}" if corpus else "")
+    checkpoint, corpus = Path(checkpoint).resolve(), Path(corpus).resolve() if corpus else None  # for any kit's cwd
+    precisions = [("float32", {"GRADER_BF16": "0"})] + ([("bf16", {"GRADER_BF16": "1"})] if cpu_has_bf16() else [])
+    kits = {name: KIT for name, _ in precisions}
+    if baseline:  # the earlier kit decides its precision itself unless its measure.py reads GRADER_BF16
+        for name, env in list(precisions):
+            kits[f"{EARLIER}, {name}"] = Path(baseline).resolve()
+            precisions.append((f"{EARLIER}, {name}", env))
+    load = [os.getloadavg()[0]]
+    times, notes, full = {}, {}, {}
+    group = CpuGroup(QUOTA, "final")
+    try:
+        for _ in range(repeats):
+            for name, env in precisions:  # alternately: the ratios come from the same minutes of the machine
+                for what, units in (("final", ["final"]), ("whole", None)):
+                    (seconds, p, graded), cpu = group.run(grading, units, checkpoint, env=env, corpus=corpus,
+                                                          kit=kits[name])
+                    if graded is None:
+                        raise SystemExit(f"bench: no grading:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+                    times.setdefault((name, what), []).append((seconds, cpu))
+                    notes[name] = _final_note(graded)
+                    print(f"  {name} {what}: {seconds:.1f} s, {cpu:.1f} CPU s, {_total(graded)}", flush=True)
+                load.append(os.getloadavg()[0])
+        for name, env in precisions:
+            if name.startswith(EARLIER):
+                continue
+            full[name] = _full_measurement(group.prefix, env)
+            print(f"  {name} full measurement: {full[name]}", flush=True)
+    finally:
+        group.close()
+    load.append(os.getloadavg()[0])
+
+    def cell(name, what):
+        rows = times[(name, what)]
+        wall, cpu = statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)
+        return wall, cpu, f"**{wall:.1f} s** ({min(r[0] for r in rows):.1f}-{max(r[0] for r in rows):.1f}), " \
+                          f"{cpu:.1f} CPU s"
+
+    table = "| precision of the measurement | the final check alone (`--only final`) | whole grading (100 points) | " \
+            "the full measurement, 782 windows |\n|---|---|---|---|\n"
+    for name, _ in precisions:
+        f = full.get(name)
+        table += (f"| {name} | {cell(name, 'final')[2]} | {cell(name, 'whole')[2]} | " + (
+            f"**{f['seconds']:.1f} s**, {f['cpu']:.1f} CPU s ({1000 * f['seconds'] / f['windows']:.0f} ms a window) |\n"
+            if f else "- |\n"))
+    need = _windows_needed()
+    per_window = {name: f["seconds"] / f["windows"] for name, f in full.items()}
+    projected = "; ".join(
+        f"{abs(1 - k):.0%} {'under' if k < 1 else 'over'}: {n:g} windows, "
+        + " / ".join(f"{n * w:.1f} s in {name}" for name, w in per_window.items())
+        for k, n in need.items())
+    whole32 = cell("float32", "whole")[0]
+    body = (f"Wall time (median of {repeats}, range) and CPU seconds of the grading's processes, each inside a cgroup "
+            f"v1 CPU group with a quota of {QUOTA} CPU (cpu.cfs_quota_us={int(QUOTA * 100000)}, "
+            "cpu.cfs_period_us=100000; "
+            f"its cpu.shares raised to {SHARES} so that the quota, not the neighbours, bounds it), "
+            f"`python -m grader --impl solutions --checkpoint {shown}`; float32 is `GRADER_BF16=0` (as every CPU "
+            "without native bf16 measures), bf16 `GRADER_BF16=1`, alternately in one run. Load average (1 min) of the "
+            f"machine during the run: {', '.join(f'{v:.1f}' for v in load)} on {os.cpu_count()} cores.\n\n{table}\n"
+            f"The final check reported (float32): {notes.get('float32', '')}\n\n"
+            "The sequential test measures as many windows as its verdict needs (kit/perplexity.py): the median number "
+            "for a model at a given distance from the bar, from simulated window losses with the spread of trained "
+            f"models, and what those windows cost at {QUOTA} CPU: {projected}. Near the bar (within about 2 %) a model "
+            "gets the full measurement."
+            + (f"\n\nThe {EARLIER}: {baseline}, the kit before the sequential test (its grader/measure.py reading "
+               "GRADER_BF16 by a one-line patch: `MEASURE_BF16 = cpu_has_bf16() and os.environ.get('GRADER_BF16') != "
+               "'0'`), graded the same way in the same run; its final check reported (float32): "
+               f"{notes.get(EARLIER + ', float32', '')}\n" if baseline else "\n")
+            + f"<!-- whole_s_fp32_half_cpu: {whole32:.1f} -->\n"
+            f"<!-- full_measurement_s_fp32_half_cpu: {full['float32']['seconds']:.1f} -->")
+    write_section("final", body, f"python -m grader.bench --only final --checkpoint {shown}"
+                  + (f" --baseline {baseline}" if baseline else ""))
+    return times, full
+
+
+def bench_batch_checkpoints(checkpoint, n=6, jobs=2):
+    """``python -m grader batch`` on copies of the solutions that each carry ``checkpoint`` as final.pt."""
+    import shutil
+
+    if not Path(checkpoint).is_file():
+        print(f"  skipped: no checkpoint at {checkpoint}")
+        return None
+    group = CpuGroup(None, "batch") if _cpu_groups_usable() else None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-final-"))
+    try:
+        for i in range(n):
+            sub = tmp / "submissions" / f"student{i:02d}"
+            shutil.copytree(KIT / "solutions", sub, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+            shutil.copy(checkpoint, sub / "final.pt")
+        load0 = os.getloadavg()[0]
+        before = group.cpu_seconds() if group else math.nan
+        t0 = time.perf_counter()
+        cmd = [sys.executable, "-m", "grader", "batch", str(tmp / "submissions"), "--csv", str(tmp / "grades.csv"),
+               "--jobs", str(jobs)]
+        p = subprocess.run([*(group.prefix if group else []), *cmd], cwd=KIT, capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        cpu = (group.cpu_seconds() if group else math.nan) - before
+        load1 = os.getloadavg()[0]
+        import csv
+        rows = list(csv.DictReader((tmp / "grades.csv").open())) if (tmp / "grades.csv").is_file() else []
+        first = tmp / "grades-results" / "student00.json"
+        tests = json.loads(first.read_text()).get("tests", []) if first.is_file() else []
+        note = next((t.get("output", "") for t in tests if t.get("name", "").startswith("final")), "")
+        note = next((line.strip() for line in note.splitlines() if line.strip().startswith("got:")), note.strip())
+    finally:
+        if group:
+            group.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    if len(rows) != n:
+        raise SystemExit(f"bench: batch graded {len(rows)} of {n}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+    statuses = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    per_minute = n / seconds * 60
+    cores = os.cpu_count()
+    body = (f"`python -m grader batch` on {n} copies of the solutions, each with `{_shown(checkpoint)}` as its "
+            f"final.pt (all 100 points' checks), {jobs} at once on {cores} cores: {seconds:.1f} s, **{per_minute:.1f} "
+            f"submissions per minute** (outcomes: {statuses}, totals {sorted({r['total'] for r in rows})}). The "
+            "gradings used "
+            f"{cpu:.1f} CPU seconds, {cpu / n:.1f} a submission: {cores * 60 / (cpu / n):.1f} a minute on {cores} "
+            f"idle cores. Load average (1 min) before and after: {load0:.1f}, {load1:.1f}. The final check said: "
+            f"{note}")
+    write_section("batch-checkpoints", body, f"python -m grader.bench --only batch-checkpoints --checkpoint "
+                                             f"{_shown(checkpoint)}  (n={n}, jobs={jobs})")
+    return per_minute, cpu / n
+
+
 def main(argv=None):
     p = ArgumentParser(prog="python -m grader.bench", description="Measure and record the grader's speed.")
-    p.add_argument("--only", nargs="+", choices=["grader", "whole", "memory", "batch", "pythons"],
+    p.add_argument("--only", nargs="+", choices=["grader", "whole", "memory", "batch", "pythons", "final",
+                                                 "batch-checkpoints"],
                    default=["grader", "whole", "memory", "batch"])
     p.add_argument("--checkpoint", default=str(KIT / "runs" / "final.pt"), help="checkpoint for the final check")
+    p.add_argument("--corpus", help="with --only final: the corpus the checkpoint was trained on (default: "
+                                    "TinyShakespeare)")
+    p.add_argument("--baseline", metavar="DIR", help="with --only final: an earlier kit (`git archive REV | tar -x -C "
+                                                     "DIR`) graded the same way in the same run")
     p.add_argument("--pythons", nargs="+", default=[], metavar="PATH",
                    help="with --only pythons: other interpreters to run the kit on")
     args = p.parse_args(argv)
@@ -231,7 +483,9 @@ def main(argv=None):
         print(f"bench: {name} ...", flush=True)
         run = {"grader": bench_grader, "whole": lambda: bench_whole(args.checkpoint),
                "memory": lambda: bench_memory(args.checkpoint), "batch": bench_batch,
-               "pythons": lambda: bench_pythons(args.pythons)}[name]
+               "pythons": lambda: bench_pythons(args.pythons),
+               "final": lambda: bench_final(args.checkpoint, args.corpus, baseline=args.baseline),
+               "batch-checkpoints": lambda: bench_batch_checkpoints(args.checkpoint)}[name]
         print(f"  {run()}")
     print(f"written to {OUT}")
     return 0

@@ -121,6 +121,42 @@ def describe_error(got, expected):
             f"got {g.flatten()[flat].item():.6g}, expected {e.flatten()[flat].item():.6g}")
 
 
+def where_it_differs(got, expected, tol):
+    """What the difference looks like, when a plain pattern describes it (an observation, not a guess), else None:
+    each vector of the last dimension off by a factor of its own (its scale), each channel off by one factor (a
+    per-feature weight), or only some positions along dimension 1 (the sequence)."""
+    if got.shape != expected.shape or got.dim() < 2 or got.numel() < 4:
+        return None
+    g, e = got.detach().double(), expected.detach().double()
+    if not (bool(torch.isfinite(g).all()) and bool(torch.isfinite(e).all())):
+        return None
+    bound = tol.bound(e) if isinstance(tol, Tol) else 1e-5 + 1e-5 * float(e.abs().max())
+
+    def fits(c, axis):  # g == c * e within the tolerance, c one factor per slice along ``axis``
+        return float((g - c * e).abs().max()) <= bound and float((c - 1).abs().max()) > 1e-3
+
+    vec = (g * e).sum(-1, keepdim=True) / (e * e).sum(-1, keepdim=True).clamp_min(1e-30)  # (..., 1)
+    if fits(vec, -1) and float(vec.max() - vec.min()) <= 1e-3 * float(vec.abs().mean()):
+        return f"the whole output is the reference's times {float(vec.mean()):.4g}"
+    if fits(vec, -1):
+        return (f"each vector along the last dimension is the reference's times a factor of its own "
+                f"(from {float(vec.min()):.3g} to {float(vec.max()):.3g}): the directions are right, the scale of each "
+                "vector differs")
+    flat_g, flat_e = g.reshape(-1, g.shape[-1]), e.reshape(-1, e.shape[-1])
+    chan = (flat_g * flat_e).sum(0) / (flat_e * flat_e).sum(0).clamp_min(1e-30)  # (C,)
+    if fits(chan, 0):
+        return (f"each channel (last dimension) is the reference's times a factor of its own (from "
+                f"{float(chan.min()):.3g} to {float(chan.max()):.3g}): a per-feature weight differs")
+    if g.dim() >= 3 and g.shape[1] > 1:
+        off = ((g - e).abs().transpose(0, 1).reshape(g.shape[1], -1).amax(-1) > bound).nonzero().flatten().tolist()
+        if off and len(off) < g.shape[1]:
+            first = off[0]
+            matching = "" if first == 0 else ": position 0 matches" if first == 1 else \
+                f": positions 0 to {first - 1} match"
+            return f"only {len(off)} of the {g.shape[1]} positions along dimension 1 differ, the first at {first}{matching}"
+    return None
+
+
 def is_close(got, expected, tol):
     if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
         return False
@@ -173,7 +209,9 @@ def assert_close(got, expected, what, tol=FP32, hint=None, variants=None, dtype=
             raise CheckFailure(what, f"finite values ({tol})", f"{n} NaN values of {got.numel()}",
                                "NaN usually comes from a softmax over a row that is all -inf, "
                                "a division by zero, or the square root of a negative number")
-        raise CheckFailure(what, f"the reference's values, {tol}", describe_error(got, expected),
+        seen = None if found else where_it_differs(got, expected, tol)
+        raise CheckFailure(what, f"the reference's values, {tol}",
+                           describe_error(got, expected) + (f"; {seen}" if seen else ""),
                            found[1] if found else hint, found[0] if found else None)
 
 
@@ -183,8 +221,8 @@ def describe_value(v):
         return "nothing (the attribute does not exist)"
     if isinstance(v, dict) and "__unsupported__" in v:
         return f"an object of type {v['__unsupported__']}"
-    if isinstance(v, (list, tuple)):
-        return f"a {'list' if isinstance(v, list) else 'tuple'} of {len(v)} items"
+    if isinstance(v, (list, tuple)):  # the worker's answers carry tuples as lists: say what is known
+        return f"a tuple or list of {len(v)} items"
     return f"{type(v).__name__}: {v!r}"[:200]
 
 

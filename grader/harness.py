@@ -14,8 +14,8 @@ import torch
 
 from kit.outcome import CheckFailure, Kind, Where
 
-from .compare import assert_close, fmt_shape, keys_message, require
-from .protocol import Request, call  # noqa: F401  (re-exported for the checks)
+from .compare import assert_close, fmt_shape, is_close, keys_message, require
+from .protocol import FROZEN, Request, call  # noqa: F401  (re-exported for the checks)
 from .sandbox import WorkerFailure
 
 
@@ -192,8 +192,16 @@ def grad_check(got, exp, what, tol, hint=None, variants=None):
     for name in sorted(ep):
         if ep[name] is None:
             continue
-        require(gp[name] is not None, f"{what}: gradient of {name}", "a gradient",
-                "None (the parameter was not used)", hint or f"{name} must take part in the forward pass")
+        require(gp[name] != FROZEN, f"{what}: gradient of {name}", "a gradient",
+                "none: the parameter does not require one (requires_grad=False), so it never trains",
+                "leave requires_grad alone: nn.Parameter(...) requires a gradient by default", Kind.WRONG_STRUCTURE)
+        if gp[name] is None:  # unused, or used on a path cut from the graph: the output tells which
+            out, out_ref = got.get("output"), exp.get("output")
+            right = isinstance(out, torch.Tensor) and isinstance(out_ref, torch.Tensor) and is_close(out, out_ref, tol)
+            require(False, f"{what}: gradient of {name}", "a gradient", "None, though the output is right: "
+                    f"{name} is used on a path cut from the graph" if right else "None (the parameter was not used)",
+                    "keep the computation in the graph: no .detach(), .data or torch.no_grad() on the way" if right
+                    else hint or f"{name} must take part in the forward pass")
         assert_close(gp[name], ep[name], f"{what}: gradient of {name}", tol, hint, variants=(variants or {}).get(name))
 
 

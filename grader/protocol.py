@@ -15,12 +15,14 @@ Arguments may be tensors, plain values, or modules built in the worker
 The answer is ``{"error": E}`` (the code raised before any call; ``keys`` may come with it) or
 
     {"keys": {name: [shape, dtype]},          # exactly when the request has "init"
-     "params": {...}, "structure": {...},    # exactly when asked for in "want"
+     "params": {...}, "structure": {...},    # exactly when asked for in "want"; a structure lists modules,
+                                             # parameters and every other tensor held (buffer or plain attribute)
      "attrs": {name: value},                  # exactly the names asked for
      "results": [R, ...]}                     # exactly one per call
 
 with each ``R`` either ``{"error": E}`` or ``{"output": V, "inputs_after": [...]}`` (one entry per
-argument) and, for a call with ``grad``, ``input_grads`` and ``param_grads`` or a ``grad_error``.
+argument) and, for a call with ``grad``, ``input_grads`` and ``param_grads`` (a tensor, None when no
+gradient reached the parameter, or ``FROZEN`` when it does not require one) or a ``grad_error``.
 
 ``validate`` holds every answer from the worker to this, and to size limits, before any check
 reads it: an answer that is missing, extra, malformed or oversized raises ``Malformed``, which
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 
 from kit.text import clean, one_line
 
+FROZEN = "frozen"  # a parameter's gradient entry when it does not require one (requires_grad=False)
 MAX_FRAME = 64 << 20  # bytes of one answer: the largest legitimate one (logits of a batch of windows) is a few MB
 MAX_ELEMENTS = 8 << 20  # tensor elements in one answer
 DTYPES = ("float32", "float64", "bfloat16", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
@@ -131,7 +134,10 @@ def _error(e, what):
     stage = e["stage"]
     if not isinstance(stage, str) or not (stage in STAGES or stage.startswith(("call ", "backward "))):
         raise Malformed(f"{what}: an error at an unknown stage")
-    return {"stage": stage, "type": one_line(e["type"], 80), "message": one_line(e["message"], 600),
+    # torch's messages break lines and indent ("...state_dict for X:\n\tsize mismatch ..."): one space each,
+    # rather than the escapes one_line would show
+    message = " ".join(str(e["message"]).split())
+    return {"stage": stage, "type": one_line(e["type"], 80), "message": one_line(message, 600),
             "where": clean(where, 160) if where else None,
             "inside": one_line(e["inside"], 80) if isinstance(e.get("inside"), str) else None,
             "not_implemented": e.get("not_implemented") is True, "refused": e.get("refused") is True}
@@ -195,9 +201,16 @@ def validate(req, answer):
 
 
 def _structure(s):
-    if not (isinstance(s, dict) and set(s) == {"modules", "params"} and isinstance(s["modules"], list)
-            and isinstance(s["params"], list) and len(s["modules"]) < 4096 and len(s["params"]) < 4096):
+    # "tensors" may be left out: a worker that hides them gains nothing it could not forge as an empty list
+    s = {"tensors": [], **s} if isinstance(s, dict) else s
+    if not (isinstance(s, dict) and set(s) == {"modules", "params", "tensors"} and isinstance(s["modules"], list)
+            and isinstance(s["params"], list) and isinstance(s["tensors"], list) and len(s["modules"]) < 4096
+            and len(s["params"]) < 4096 and len(s["tensors"]) < 4096):
         raise Malformed("a malformed module structure")
+    for t in s["tensors"]:  # [name, dtype, registered as a buffer]
+        if not (isinstance(t, list) and len(t) == 3 and isinstance(t[0], str) and isinstance(t[1], str)
+                and isinstance(t[2], bool)):
+            raise Malformed("a malformed list of buffers")
     for m in s["modules"]:
         if not (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and isinstance(m[1], str)
                 and isinstance(m[2], int) and isinstance(m[3], str)):
@@ -245,8 +258,8 @@ def _result(c, r, budget, i):
         if not isinstance(ig, list) or len(ig) != len(after) or not isinstance(pg, dict):
             raise Malformed(f"{what}: malformed gradients")
         out["input_grads"] = [budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else None for g in ig]
-        out["param_grads"] = {one_line(k, 120): budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else None
-                              for k, g in pg.items()}
+        out["param_grads"] = {one_line(k, 120): budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else
+                              FROZEN if g == FROZEN else None for k, g in pg.items()}
     return out
 
 

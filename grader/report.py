@@ -1,31 +1,38 @@
 """The edges where outcomes become text: the terminal table, results.json, the batch CSV, notebook feedback.
 
 Everything upstream passes ``Result`` and ``Failure`` values (kit/outcome.py); only the functions
-here word them. A new output format is a new function here (docs/architecture.md).
+here word them. A new output format is a new function here (docs/architecture.md). Every piece of text
+that may hold submitted text (a failure's values, a note, the title with the folder's name) goes
+through its format's escaping function of ``kit/text.py`` (``plain_text``, ``html_text``, ``csv_cell``),
+and the leaderboard shows only numbers the grader measured.
 """
 import json
+import math
 
 from kit.files import write_text
+from kit.i18n import N_, _, ngettext
+from kit.i18n import ljust as pad
+from kit.i18n import width as columns
 from kit.outcome import Kind, by_unit, totals
+from kit.text import csv_cell, html_text, plain_text
 
 # What the table says under a check, on one line, instead of a block in "What went wrong"
 SHORT = (Kind.NOT_IMPLEMENTED, Kind.NOT_RUN)
-SNAPSHOT_NOTE = ("These are the checks your grade uses, run on published inputs and compared with recorded "
+SNAPSHOT_NOTE = N_("These are the checks your grade uses, run on published inputs and compared with recorded "
                  "reference values; the grade runs the same checks on other inputs.")
 
 
+# A failure's labels, in the order shown (kit/i18n.py words them; the values are the check's own)
+LABELS = (N_("checked:"), N_("expected:"), N_("got:"), N_("likely:"), N_("hint:"))
+
+
 def failure_lines(f):
-    """A failure's parts, one per line, as every text output shows them."""
-    lines = [f"checked:  {f.checked}"]
-    if f.expected is not None:
-        lines.append(f"expected: {f.expected}")
-    if f.got is not None:
-        lines.append(f"got:      {f.got}")
-    if f.likely is not None:
-        lines.append(f"likely:   {f.likely}")
-    if f.hint:
-        lines.append(f"hint:     {f.hint}")
-    return lines
+    """A failure's parts, one per line, as every text output shows them: labels in the language in force,
+    the values after them aligned in terminal columns."""
+    labels = [_(label) for label in LABELS]
+    column = max(columns(label) for label in labels) + 1
+    values = [f.checked, f.expected, f.got, f.likely, f.hint or None]
+    return [pad(label, column) + plain_text(value) for label, value in zip(labels, values) if value is not None]
 
 
 def failure_text(f):
@@ -44,9 +51,9 @@ def terminal(grading, title, color=False):
         return f"\033[{code}m{text}\033[0m" if color else text
 
     width = min(max([len(r.title) for r in results] + [20]), 90)
-    lines = [title, f"isolation: {grading.isolation}"]
+    lines = [plain_text(title), _("isolation: {isolation}").format(isolation=grading.isolation)]
     if grading.reference == "snapshot":
-        lines.append(SNAPSHOT_NOTE)
+        lines.append(_(SNAPSHOT_NOTE))
     lines.append("")
     unit = None
     for r in results:
@@ -54,17 +61,19 @@ def terminal(grading, title, color=False):
             unit = r.unit
             got, total = totals([x for x in results if x.unit == unit])
             lines.append(paint(f"{unit} ({num(got)}/{num(total)})", "1"))
-        mark = paint("INFO", "36") if r.points == 0 else paint("PASS", "32") if r.passed else paint("FAIL", "31")
+        mark = paint(_("INFO"), "36") if r.points == 0 else paint(_("PASS"), "32") if r.passed else \
+            paint(_("FAIL"), "31")
         lines.append(f"  {mark} {num(r.score):>2}/{num(r.points):<2} {r.title[:width]}")
         if r.failure is not None and r.failure.kind in SHORT:
-            lines.append(f"              {r.failure.got}")
+            lines.append(f"              {plain_text(r.failure.got)}")
         elif r.passed and r.note:
-            lines.append(f"              {r.note}")
+            lines.append(f"              {plain_text(r.note)}")
     got, total = totals(results)
-    lines += ["", paint(f"TOTAL {num(got)}/{num(total)}", "1")]
+    lines += ["", paint(_("TOTAL {got}/{total}").format(got=num(got), total=num(total)), "1")]
     details = [r for r in results if r.failure is not None and r.failure.kind not in SHORT]
     if details:
-        lines += ["", "What went wrong", "==============="]
+        heading = _("What went wrong")
+        lines += ["", heading, "=" * columns(heading)]
         for r in details:
             lines.append(paint(f"[{r.unit}] {r.title}", "1"))
             lines += ["  " + line for line in failure_lines(r.failure)]
@@ -77,14 +86,16 @@ def gradescope(grading, reference_visibility="visible", extra_output="", leaderb
 
     Property checks are always visible; the reference checks' visibility is the instructor's choice
     (visible by default). When some are hidden, the top-level output says how many points are still
-    to be shown. With ``leaderboard`` the final check's measurements go to Gradescope's leaderboard.
+    to be shown. With ``leaderboard`` the final check's perplexities, which the grader measured on the weights,
+    go to Gradescope's leaderboard (nothing the checkpoint says of itself). Every output is plain text
+    (``output_format`` "text", submitted text through ``plain_text``) but the one that shows pictures.
     ``pictures`` (``pictures_part`` of the grading's html page) go, as HTML, under the first failed check of
     a unit they draw.
     """
     results = grading.results
     tests = [{"name": f"{r.unit}: {r.title}", "score": r.score, "max_score": r.points,
               "status": "passed" if r.passed else "failed",
-              "output": (r.note or "") if r.passed else failure_text(r.failure),
+              "output": plain_text(r.note or "") if r.passed else failure_text(r.failure), "output_format": "text",
               "visibility": reference_visibility if r.reference else "visible"} for r in results]
     fragment, units = pictures or (None, [])
     if fragment:
@@ -92,24 +103,29 @@ def gradescope(grading, reference_visibility="visible", extra_output="", leaderb
         first = next((t for t, r in zip(tests, results) if not r.passed and r.points and r.unit in units), None)
         if first is not None:
             first["output_format"] = "html"
-            first["output"] = f"<pre>{escape(first['output'])}</pre>{fragment}"
+            first["output"] = f"<pre>{escape(first['output'])}</pre>{fragment}"  # its values are plain_text already
     hidden = sum(r.points for r in results if r.reference) if reference_visibility != "visible" else 0
-    notes = [extra_output] if extra_output else []
+    notes = [plain_text(extra_output)] if extra_output else []
     if hidden:
-        when = {"hidden": "never shown here", "after_due_date": "shown after the due date",
-                "after_published": "shown once grades are published"}.get(reference_visibility, reference_visibility)
-        notes.append(f"{num(hidden)} of the {num(totals(results)[1])} points are in checks {when}; the total above "
-                     "counts them.")
+        when = {"hidden": _("never shown here"), "after_due_date": _("shown after the due date"),
+                "after_published": _("shown once grades are published")}.get(reference_visibility,
+                                                                              reference_visibility)
+        notes.append(_("{hidden} of the {total} points are in checks {when}; the total above counts them.").format(
+            hidden=num(hidden), total=num(totals(results)[1]), when=when))
     score, max_score = totals(results)
-    out = {"score": score, "max_score": max_score, "output": " ".join(notes), "visibility": "visible",
+    # "text" said, not left to Gradescope's default: outputs are plain text, shown as written, never markup
+    out = {"score": score, "max_score": max_score, "output": " ".join(notes), "output_format": "text",
+           "test_output_format": "text", "test_name_format": "text", "visibility": "visible",
            "stdout_visibility": "hidden", "tests": tests}
     if leaderboard:
         board = next((r.measured for r in results if r.unit == "final" and r.measured), None)
         if board:
-            out["leaderboard"] = [{"name": "Training-split perplexity", "value": board["perplexity"], "order": "asc"},
-                                  {"name": "Validation perplexity", "value": board["val_perplexity"], "order": "asc"}]
-            if board.get("minutes") is not None:
-                out["leaderboard"].append({"name": "Minutes of training", "value": board["minutes"], "order": "asc"})
+            # only what the grader measured itself, from the weights (grader/measure.py); what the checkpoint
+            # says of itself (its minutes of training, say) is the submission's word and never shown
+            rows = [(_("Training-split perplexity"), board.get("perplexity")),
+                    (_("Validation perplexity"), board.get("val_perplexity"))]
+            out["leaderboard"] = [{"name": name, "value": value, "order": "asc"} for name, value in rows
+                                  if isinstance(value, (int, float)) and math.isfinite(value)]
     return out
 
 
@@ -123,7 +139,7 @@ def classroom(grading):
             return "pass"
         return "error" if r.failure.kind is Kind.GRADER_ERROR else "fail"
     tests = [{"name": f"{r.unit}: {r.title}", "status": status(r), "score": r.score, "max_score": r.points,
-              "message": (r.note or "") if r.passed else failure_text(r.failure), "line_no": 0}
+              "message": plain_text(r.note or "") if r.passed else failure_text(r.failure), "line_no": 0}
              for r in results]
     scored = [t for t, r in zip(tests, results) if r.points > 0]
     overall = "error" if any(t["status"] == "error" for t in scored) else \
@@ -132,20 +148,21 @@ def classroom(grading):
 
 
 def csv_row(name, units, grading, status, message, seconds):
-    """One row of the batch CSV: the submission, each unit's score, total, status, seconds, message."""
-    row = {"submission": name}
+    """One row of the batch CSV: the submission, each unit's score, total, status, seconds, message; the
+    submission's name and the message as CSV cells (``kit.text.csv_cell``: no formula, one line)."""
+    row = {"submission": csv_cell(name)}
     per = by_unit(grading.results) if grading else {}
     for u in units:
         row[u] = num(per.get(u, 0)) if grading else ""
     score, max_score = totals(grading.results) if grading else (0, None)
     row.update(total=num(score), max_score=num(max_score) if max_score is not None else "", status=status,
-               seconds=f"{seconds:.1f}", message=message)
+               seconds=f"{seconds:.1f}", message=csv_cell(message))
     return row
 
 
 def notebook(result):
     """A failed check as a notebook test cell shows it: its title and points, then the failure's parts."""
-    points = f"{num(result.points)} point{'' if result.points == 1 else 's'}"
+    points = ngettext("{n} point", "{n} points", 1 if result.points == 1 else 2).format(n=num(result.points))
     return f"{result.title} ({points})\n" + failure_text(result.failure)
 
 
@@ -163,38 +180,42 @@ def html(grading, title, pictures=None):
     from .figures import attention_figure, gradient_figure
     results = grading.results
     got, total = totals(results)
-    out = [f"<!doctype html><meta charset=utf-8><title>{escape(title)}</title><style>{_STYLE}</style>",
-           f"<h1>{escape(title)}</h1><p>Total <b>{num(got)}/{num(total)}</b> &middot; isolation: "
-           f"{escape(grading.isolation)}</p>"]
+    out = [f"<!doctype html><meta charset=utf-8><title>{html_text(title)}</title><style>{_STYLE}</style>",
+           f"<h1>{html_text(title)}</h1><p>" + _("Total {score}").format(score=f"<b>{num(got)}/{num(total)}</b>")
+           + " &middot; " + _("isolation: {isolation}").format(isolation=escape(grading.isolation)) + "</p>"]
     if grading.reference == "snapshot":
-        out.append(f"<p class=note>{escape(SNAPSHOT_NOTE)}</p>")
+        out.append(f"<p class=note>{escape(_(SNAPSHOT_NOTE))}</p>")
     drawn = ([] if pictures is None else (["attention"] if pictures.attention is not None else []) +
              sorted(pictures.gradients))
     # the notebooks and Gradescope show this part under a failed check of these units (pictures_part)
     out.append(f'<section id=pictures data-units="{" ".join(drawn)}">')
     if pictures is not None and pictures.attention is not None:
         a = pictures.attention
-        out.append("<h2>Attention weights</h2><p>CausalSelfAttention(32, 4) on one input of "
-                   f"{a['T']} positions, loaded with the same weights on both sides: one map per head, query "
-                   "positions down, key positions across, bright = weight near 1. The reference is zero above "
-                   "the diagonal (no position sees the future) and every row sums to 1.</p>")
+        out.append("<h2>" + _("Attention weights") + "</h2><p>" + _(
+            "CausalSelfAttention(32, 4) on one input of {T} positions, loaded with the same weights on both sides: "
+            "one map per head, query positions down, key positions across, bright = weight near 1. The reference "
+            "is zero above the diagonal (no position sees the future) and every row sums to 1.").format(T=a["T"])
+            + "</p>")
         if a.get("note"):
-            out.append(f"<p class=fail>{escape(a['note'])}</p>")
-        out.append(f'<img alt="attention weights, yours and the reference\'s" src="{attention_figure(a)}">')
+            out.append(f"<p class=fail>{html_text(a['note'])}</p>")
+        alt = escape(_("attention weights, yours and the reference's"))
+        out.append(f'<img alt="{alt}" src="{attention_figure(a)}">')
     for unit, norms in (pictures.gradients.items() if pictures is not None else ()):
-        out.append(f"<h2>Gradients: {escape(unit)}, {escape(norms.get('module') or unit)}</h2><p>One backward pass "
-                   "through the module with the "
-                   "same weights, input and output gradient on both sides: a bar that differs names the "
-                   "parameter whose gradient is wrong; a missing one was never used.</p>")
+        out.append("<h2>" + _("Gradients: {unit}, {module}").format(
+            unit=html_text(unit), module=html_text(norms.get('module') or unit)) + "</h2><p>" + _(
+            "One backward pass through the module with the same weights, input and output gradient on both sides: "
+            "a bar that differs names the parameter whose gradient is wrong; a missing one was never used.") + "</p>")
         if norms.get("note"):
-            out.append(f"<p class=fail>{escape(norms['note'])}</p>")
-        out.append(f'<img alt="gradient norms of {escape(unit)}" src="{gradient_figure(unit, norms)}">')
+            out.append(f"<p class=fail>{html_text(norms['note'])}</p>")
+        alt = escape(_("gradient norms of {unit}").format(unit=unit))
+        out.append(f'<img alt="{alt}" src="{gradient_figure(unit, norms)}">')
     out.append("</section>")
     for unit, rows in by_unit_results(results).items():
         u_got, u_total = totals(rows)
         out.append(f"<h2>{escape(unit)} ({num(u_got)}/{num(u_total)})</h2><table>")
         for r in rows:
-            mark, cls = ("INFO", "info") if r.points == 0 else ("PASS", "pass") if r.passed else ("FAIL", "fail")
+            mark, cls = (_("INFO"), "info") if r.points == 0 else (_("PASS"), "pass") if r.passed else \
+                (_("FAIL"), "fail")
             out.append(f"<tr><td class={cls}>{mark}</td><td>{num(r.score)}/{num(r.points)}</td>"
                        f"<td>{escape(r.title)}</td></tr>")
         out.append("</table>")

@@ -11,6 +11,7 @@ CheckFailure is a grader error too: its traceback goes to the staff log (``Gradi
 the student is told only which check and to tell the course staff.
 """
 import ctypes
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,15 +41,17 @@ class Grading:
     seed: str = ""
     reference: str = "live"  # "live" (solutions/) or "snapshot"
     errors: list = field(default_factory=list)  # staff only: tracebacks of grader errors
+    complete: bool = True  # False: a record written on the way, of the checks finished so far
 
     def to_dict(self):
         return {"results": [r.to_dict() for r in self.results], "isolation": self.isolation,
-                "seconds": round(self.seconds, 2), "seed_is_published": not self.seed, "reference": self.reference}
+                "seconds": round(self.seconds, 2), "seed_is_published": not self.seed, "reference": self.reference,
+                "complete": self.complete}
 
     @classmethod
     def from_dict(cls, d):
         return cls([Result.from_dict(r) for r in d["results"]], d["isolation"], d["seconds"],
-                   reference=d.get("reference", "live"))
+                   reference=d.get("reference", "live"), complete=d.get("complete", True))
 
 
 def check_files(units, reference=True):
@@ -64,8 +67,13 @@ def check_files(units, reference=True):
 class Collector:
     """pytest plugin: hands the checks their sandbox and reference, gathers one Result per check."""
 
-    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed="", checkpoint_shown=None, threads=1):
+    shortcuts = {}  # grader/policy.py's findings, read before the checks ran: applied to every record, partial ones too
+
+    def __init__(self, sandbox, reference, checkpoint=None, corpus=None, seed="", checkpoint_shown=None, threads=1,
+                 record=None, final_timeout=None):
         self.sandbox, self.reference, self.seed = sandbox, reference, seed
+        self.final_timeout = final_timeout  # seconds the final check may take (None: kit.perplexity.FINAL_TIMEOUT)
+        self.record, self.t0 = record, time.monotonic()  # record: where each finished check is kept at once
         self.threads = threads  # this process's compute threads for the final check's measurement (grade)
         self.checkpoint = Path(checkpoint) if checkpoint else KIT / "runs" / "final.pt"
         # what messages call it: the name the student knows (runs/final.pt, the upload's final.pt), not a path
@@ -136,6 +144,12 @@ class Collector:
                                    path.parent.name == "reference", failure,
                                    self._notes.get(report.nodeid) if failure is None else None,
                                    self._measured.get(report.nodeid, {})))
+        if self.record:  # a grading killed later (out of time or memory) keeps what it finished (grader/runner.py)
+            from kit.files import write_text
+            from .policy import apply
+            partial = Grading(apply(self.results, self.shortcuts), self.sandbox.isolation.describe(),
+                              time.monotonic() - self.t0, self.seed, complete=False)
+            write_text(self.record, json.dumps(partial.to_dict()))
 
     def _grader_error(self, report, title):
         self.errors.append(f"{report.nodeid}: {report.longreprtext[-4000:]}")
@@ -164,8 +178,10 @@ def points_of(results):
 
 
 def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, reference=REFERENCE, call_timeout=20.0,
-          user=None, seed="", untrusted=False, allow_weak=False, checkpoint_shown=None):
-    """Grade ``folder``; return a Grading (missing files fail their checks, with a message)."""
+          user=None, seed="", untrusted=False, allow_weak=False, checkpoint_shown=None, record=None, policy=False,
+          final_timeout=None):
+    """Grade ``folder``; return a Grading (missing files fail their checks, with a message). ``policy``: hold the
+    files to the course's rules on library shortcuts (grader/policy.py; ``python -m grader`` turns it on)."""
     from .sandbox import Sandbox
     units = syllabus.in_order(only or syllabus.NAMES)
     t0 = time.monotonic()
@@ -180,8 +196,11 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     # the checks compute on small tensors, one thread each side: two threads in the grader and two in the worker, on
     # two cores, spin against each other (BENCHMARKS.md); the final check's measurement takes what torch had here
     threads = torch.get_num_threads()
+    from . import policy as course_policy  # the files as submitted, read here before any check runs
+    shortcuts = course_policy.findings(folder, units) if policy else {}
     plugin = Collector(sandbox, ref, checkpoint=checkpoint, corpus=corpus, seed=seed, checkpoint_shown=checkpoint_shown,
-                       threads=threads)
+                       threads=threads, record=record, final_timeout=final_timeout)
+    plugin.shortcuts = shortcuts
     args = ["-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise", "-p", "no:warnings", "-p", "no:logging",
             "-p", "no:junitxml", "-p", "no:doctest", "-p", "no:pastebin", "-p", "no:tmpdir", "-p", "no:monkeypatch",
             "-p", "no:recwarn", "-p", "no:setuponly", "-p", "no:setupplan", "-p", "no:debugging", "-p", "no:faulthandler",
@@ -199,7 +218,8 @@ def grade(folder, only=None, checkpoint=None, corpus=None, sandbox=None, referen
     if wrong:
         raise GraderError("the checks' points do not add up to the syllabus's: " + ", ".join(
             f"{u} {p:g} (syllabus {syllabus.POINTS[u]})" for u, p in wrong.items()))
-    return Grading(plugin.results, sandbox.isolation.describe(), time.monotonic() - t0, seed, kind, plugin.errors)
+    return Grading(course_policy.apply(plugin.results, shortcuts), sandbox.isolation.describe(), time.monotonic() - t0,
+                   seed, kind, plugin.errors)
 
 
 def reference_for(folder=REFERENCE, seed=""):

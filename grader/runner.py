@@ -28,6 +28,7 @@ EXIT_FULL, EXIT_FAILED, EXIT_USAGE, EXIT_GRADER, EXIT_REFUSED = 0, 1, 2, 3, 4
 STATUS = {EXIT_FULL: "graded", EXIT_FAILED: "graded", EXIT_USAGE: "invalid", EXIT_GRADER: "grader-error",
           EXIT_REFUSED: "refused"}
 OUTPUT_LIMIT = 1 << 20  # bytes of the grader's output kept for the staff
+GRADER_MB = 512  # the grading's own process (torch, the reference, the checks: ~300 MB), on top of the worker's
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Outcome:
         """The checks that stopped because the grading machine ran short of memory (not the code's fault)."""
         return [] if self.grading is None else [r for r in self.grading.results
                                                 if r.failure is not None and r.failure.kind is Kind.STARVED]
+
+    @property
+    def flagged(self):
+        """Whether the course staff must look at this one: the grading machinery failed somewhere in it."""
+        return self.status not in ("graded", "invalid") or bool(self.starved or self.grader_errors)
 
     @property
     def grader_errors(self):
@@ -81,6 +87,30 @@ def kill(proc):
     host_kill(proc, wait=30.0)
 
 
+def _read_record(path):
+    from .run import Grading
+    try:
+        return Grading.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _unfinished(grading, units, why, kind):
+    """``grading`` (a record written on the way) with the checks it did not reach failed by ``why``: the finished
+    ones keep their points. None when nothing was finished."""
+    if grading is None or not grading.results:
+        return None
+    from kit import syllabus
+    from kit.outcome import Failure, Result
+    done = {r.unit for r in grading.results}
+    for unit in syllabus.in_order(units or syllabus.NAMES):
+        left = syllabus.POINTS[unit] - sum(r.points for r in grading.results if r.unit == unit)
+        if left > 0 or unit not in done:
+            grading.results.append(Result(unit, f"{unit}.unfinished", f"{unit}: the checks not reached", max(left, 0),
+                                          0, False, Failure(kind, f"the {unit} checks not finished", got=why)))
+    return grading
+
+
 def _last_line(text):
     lines = [x.strip() for x in (text or "").splitlines() if x.strip()]
     return lines[-1][:300] if lines else ""
@@ -88,7 +118,7 @@ def _last_line(text):
 
 def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=None, user=None, seed=None,
         untrusted=True, allow_weak=False, threads=None, python=sys.executable, registry=None, corpus=None,
-        checkpoint_shown=None, html=None):
+        checkpoint_shown=None, html=None, memory_mb=None, policy=None):
     """Grade ``folder`` in a fresh process, writing only under ``work``; return an Outcome.
 
     ``checkpoint_shown``: what the messages call the checkpoint (default: ``checkpoint`` as given, which the
@@ -118,16 +148,34 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
         cmd.append("--untrusted")
     if allow_weak:
         cmd.append("--allow-weak-sandbox")
+    if policy:
+        cmd += ["--policy", policy]
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
+    if memory_mb:
+        env["GRADER_MEMORY_MB"] = str(int(memory_mb))
+    # as root: the whole grading (this command, its worker and all they start) in a memory cgroup of its own,
+    # so that running out of memory stops this grading and no other; elsewhere each process's own limits hold
+    from .cgroup import Group
+    worker_mb = int(env.get("GRADER_MEMORY_MB") or 4096)
+    group = Group.create("kit-grading", worker_mb + GRADER_MB)
     if seed:
         env["GRADER_SEED"] = seed
     if threads:
         env.update(GRADER_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     t0 = time.monotonic()
     with open(work / "output.txt", "w+", encoding="utf-8", errors="replace") as log:
-        proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=host().process_groups)
+        try:
+            proc = subprocess.Popen(cmd, cwd=KIT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env=env, start_new_session=host().process_groups)
+            if group is not None:  # at once: the grading starts its worker only after its imports (a second)
+                group.add(proc.pid)
+        except BaseException:
+            if group is not None:
+                group.remove()
+            raise
         if registry is not None and not registry.add(proc):
+            if group is not None:
+                group.remove()
             return Outcome("interrupted", None, "not graded: interrupted", 0.0)
         try:
             code = proc.wait(timeout=timeout)
@@ -135,25 +183,30 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
             kill(proc)
             code = None
         finally:
+            if group is not None:
+                group.remove()  # whatever the grading left running, and only that
             if registry is not None:
                 registry.discard(proc)
         seconds = time.monotonic() - t0
         log.seek(0)
         output = log.read(OUTPUT_LIMIT)
-    if code is None:
-        return Outcome("timeout", None, f"killed after {timeout:g} s (the limit for one grading)", seconds, output)
-    if registry is not None and registry.stopping and code < 0:
+    if registry is not None and registry.stopping and (code is None or code < 0):
         return Outcome("interrupted", None, "not graded: interrupted", seconds, output)
+    if code is None:  # the checks finished before the limit keep their points (the record is written on the way)
+        why = f"not finished: the grading was stopped after {timeout:g} s (the limit for one grading)"
+        return Outcome("timeout", _unfinished(_read_record(record), units, why, Kind.TIMED_OUT), why, seconds, output)
     status = STATUS.get(code, "crashed")
-    if status == "graded":
-        from .run import Grading
-        try:
-            grading = Grading.from_dict(json.loads(record.read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return Outcome("crashed", None, f"the grading process left no readable record ({type(e).__name__})",
+    if code in (EXIT_FULL, EXIT_FAILED, EXIT_GRADER):
+        grading = _read_record(record)
+        if grading is not None and grading.complete:
+            return Outcome(status if status == "graded" else "grader-error", grading, "" if status == "graded" else
+                           "the grader failed on part of this submission (see the checks marked as its fault)",
                            seconds, output)
-        return Outcome("graded", grading, "", seconds, output)
-    if status == "crashed":
-        return Outcome("crashed", None, f"the grading process exited with status {code}: {_last_line(output)}",
-                       seconds, output)
+        if status == "graded":
+            return Outcome("crashed", None, "the grading process left no readable record", seconds, output)
+    if status in ("crashed", "grader-error"):  # killed (out of memory?) or broken: what it finished still counts
+        why = f"the grading process {'was killed by signal ' + str(-code) if code < 0 else 'exited with status ' + str(code)}"
+        partial = _unfinished(_read_record(record), units, why + " before these checks ran: not a verdict on your "
+                              "code", Kind.GRADER_ERROR)
+        return Outcome(status, partial, f"{why}: {_last_line(output)}", seconds, output)
     return Outcome(status, None, _last_line(output), seconds, output)

@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import site
+import stat
 import struct
 import subprocess
 import sys
@@ -40,12 +41,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit import machine, tensorpack
+from kit import machine, syllabus, tensorpack
 from kit.files import remove_tree
 from kit.host import host, kill
-from kit.outcome import Failure, Kind
+from kit.outcome import GRADER_ERROR_HINT, Failure, Kind
 from kit.text import one_line
 
+from . import cgroup
 from .protocol import MAX_FRAME, Malformed, validate
 
 KIT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,7 @@ DENY_MODULES = ["solutions", "grader", "lab", "classroom", "tests", "exercises",
 MAX_REQUEST = 256 << 20  # what the worker accepts from the grader (a checkpoint's weights fit)
 TMP_MB = 64  # the worker's private /tmp under bubblewrap
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
+MAX_SOURCE = 16 << 20  # bytes of one exercise file: far more than any solution (an attack test embeds 5 MB)
 TOKEN = "KIT_SANDBOX_TOKEN"  # the worker's environment variable that its children inherit
 
 
@@ -78,6 +81,7 @@ class SandboxRefused(Exception):
 class Isolation:
     level: str  # "bubblewrap", "user", "process"
     parts: list = field(default_factory=list)
+    why_not: str = None  # why bubblewrap is not in force, where it was tried
 
     @property
     def strong(self):
@@ -85,7 +89,8 @@ class Isolation:
 
     def describe(self):
         names = {"bubblewrap": "bubblewrap sandbox", "user": "a separate OS user", "process": "a separate process"}
-        return names[self.level] + (f" ({', '.join(self.parts)})" if self.parts else "")
+        return names[self.level] + (f" ({', '.join(self.parts)})" if self.parts else "") + (
+            f"; no bubblewrap: {self.why_not}" if self.why_not and self.level != "bubblewrap" else "")
 
 
 def _env_int(name, default):
@@ -97,10 +102,33 @@ def _env_int(name, default):
 
 # --- temporary folders that outlive a killed grading get swept ---------------------------------
 
-def kit_tmp():
-    """The folder holding the kit's temporary folders (one per grading process), stale ones removed."""
-    root = Path(tempfile.gettempdir()) / f"transformer-kit-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
-    root.mkdir(mode=0o700, exist_ok=True)
+def kit_tmp(uid=None):
+    """The folder holding the kit's temporary folders (one per grading process), stale ones removed.
+
+    ``uid``: another OS user that must be able to reach what is made inside (the worker's user, as root): the
+    folder is then one that user can traverse (mode 0711, and every folder above it searchable), taken from
+    ``$TMPDIR`` where it allows that, else ``/tmp``; it lists nothing to anyone else."""
+    me = os.getuid() if hasattr(os, "getuid") else "user"
+    bases = [Path(tempfile.gettempdir())]
+    if uid is not None:
+        bases += [Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")]
+    for base in bases:
+        root = base / f"transformer-kit-{me}"
+        try:
+            root.mkdir(mode=0o711, exist_ok=True)
+            st = root.lstat()
+            if hasattr(os, "getuid") and (st.st_uid != me or not stat.S_ISDIR(st.st_mode)):
+                continue  # someone else's folder, or a link, in a shared /tmp: not ours
+            if uid is not None:
+                os.chmod(root, 0o711)
+                if not all(_searchable_by(d, uid) for d in [root, *root.parents]):
+                    continue
+        except OSError:
+            continue
+        break
+    else:
+        raise OSError(f"no temporary folder that both this process and user id {uid} can reach "
+                      f"(tried {', '.join(str(b) for b in bases)})")
     for d in root.iterdir():
         try:
             pid = int(d.name.split("-")[1])
@@ -109,6 +137,15 @@ def kit_tmp():
         if pid != os.getpid() and not _alive(pid, d):
             remove_tree(d)
     return root
+
+
+def _searchable_by(path, uid):
+    """Whether user ``uid`` may enter ``path`` (its owner's or everyone's execute bit; groups not counted)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return bool(st.st_mode & (0o100 if st.st_uid == uid else 0o001)) or uid == 0
 
 
 def _start_time(pid):
@@ -135,9 +172,9 @@ def _alive(pid, folder):
     return not (owner.is_file() and started is not None and owner.read_text().strip() != started)
 
 
-def private_dir(prefix):
-    """A new folder for this process, swept by the next grading if this one is killed."""
-    d = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=kit_tmp()))
+def private_dir(prefix, uid=None):
+    """A new folder for this process, swept by the next grading if this one is killed (``uid``: see kit_tmp)."""
+    d = Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=kit_tmp(uid)))
     (d / ".owner").write_text(_start_time(os.getpid()) or "")
     return d
 
@@ -156,13 +193,25 @@ def _ro_binds():
         if os.path.exists(f):
             paths.append(("bind", f, f))
     for p in {os.path.realpath(x) for x in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                            os.path.dirname(os.path.realpath(sys.executable)),
-                                            *site.getsitepackages())}:
+                                            *_link_folders(sys.executable), *site.getsitepackages())}:
         if os.path.isdir(p) and not any(p.startswith(q + "/") for q in ("/usr",)):
             paths.append(("bind", p, p))
     if os.path.isdir("/sys/devices/system/cpu"):
         paths.append(("bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"))
     return paths
+
+
+def _link_folders(path, hops=40):
+    """The folders of every hop from ``path`` to the interpreter it names (pyenv, Homebrew, uv and distributions
+    reach it through links in folders of their own): the worker is started by the same name, so each must exist
+    inside the sandbox."""
+    out = []
+    for _ in range(hops):
+        out.append(os.path.dirname(os.path.abspath(path)))
+        if not os.path.islink(path):
+            break
+        path = os.path.join(os.path.dirname(path), os.readlink(path))
+    return out
 
 
 def bwrap_command(reads, python_args, env, threads):
@@ -187,24 +236,34 @@ def bwrap_command(reads, python_args, env, threads):
     return cmd + ["--", *python_args]
 
 
-_BWRAP_WORKS = {}
+_BWRAP_WORKS = {}  # user -> (works, why not)
 
 
 def bwrap_works(user=None):
     """Whether bubblewrap can start Python here (user namespaces allowed, the interpreter readable)."""
-    if host().name != "linux" or shutil.which("bwrap") is None:
-        return False
-    if os.environ.get("KIT_NO_BWRAP"):  # the kit's tests of the fallbacks
-        return False
+    return bwrap_probe(user)[0]
+
+
+def bwrap_probe(user=None):
+    """``(works, why not)``: why not is one line for the report (None where it works or was not asked for)."""
+    if host().name != "linux":
+        return False, None
+    if shutil.which("bwrap") is None:
+        return False, "bubblewrap is not installed (Debian/Ubuntu package `bubblewrap`)"
+    if os.environ.get("KIT_NO_BWRAP"):  # the kit's tests of the fallbacks, and an instructor's choice
+        return False, "KIT_NO_BWRAP is set"
     key = user
     if key not in _BWRAP_WORKS:
         cmd = bwrap_command([], [sys.executable, "-I", "-c", "print(6 * 7)"], {"PATH": "/usr/bin:/bin"}, 1)
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
                                **({"user": user} if user is not None else {}))
-            _BWRAP_WORKS[key] = p.returncode == 0 and p.stdout.strip() == "42"
-        except (OSError, subprocess.SubprocessError):
-            _BWRAP_WORKS[key] = False
+            ok = p.returncode == 0 and p.stdout.strip() == "42"
+            why = None if ok else "bubblewrap could not start Python here: " + one_line(
+                (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1], 200)
+        except (OSError, subprocess.SubprocessError) as e:
+            ok, why = False, f"bubblewrap could not start Python here: {one_line(str(e), 200)}"
+        _BWRAP_WORKS[key] = (ok, why)
     return _BWRAP_WORKS[key]
 
 
@@ -264,16 +323,19 @@ class Sandbox:
     """
 
     def __init__(self, folder, call_timeout=20.0, start_timeout=120.0, memory_mb=None, output_mb=16, threads=None,
-                 user=None, cpu_s=1800, untrusted=False, allow_weak=False, bubblewrap=None, audit_hook=True):
-        self.folder = Path(folder).resolve()
+                 user=None, cpu_s=1800, untrusted=False, allow_weak=False, bubblewrap=None, audit_hook=True,
+                 reap=False):
+        # what was submitted; the worker reads only ``self.folder``, a copy of its five files made in _prepare
+        self.source = Path(folder).resolve()
+        self.folder = self.source
         self.host = host()  # what this OS offers; each missing piece has its fallback below (kit/host.py)
         self.call_timeout, self.start_timeout = call_timeout, start_timeout
         self.memory_mb = memory_mb or _env_int("GRADER_MEMORY_MB", 4096)
         self.output_mb, self.cpu_s, self.user = output_mb, cpu_s, user
         self.threads = threads or _env_int("GRADER_THREADS", _env_int("OMP_NUM_THREADS", min(2, os.cpu_count() or 1)))
-        self.bubblewrap = bwrap_works(user) if bubblewrap is None else bubblewrap
+        self.bubblewrap, why_not = bwrap_probe(user) if bubblewrap is None else (bubblewrap, None)
         level = "bubblewrap" if self.bubblewrap else "user" if _another_user(user) else "process"
-        self.isolation = Isolation(level)
+        self.isolation = Isolation(level, why_not=why_not)
         if untrusted and not self.isolation.strong and not allow_weak:
             raise SandboxRefused(
                 "refusing to grade untrusted code with no sandbox: bubblewrap cannot start here (install the "
@@ -289,12 +351,18 @@ class Sandbox:
         self._dead_targets = {}  # (module, target, standins) -> the failure that killed it
         self._dead_modules = {}  # (module, standins) -> the failure, when the import itself hung or killed the worker
         self._oom_kills = 0
+        self.group = None  # the worker's memory cgroup, where one can be made (grader/cgroup.py)
+        self._group_ooms = 0
+        self.reap = reap  # this process grades one submission and reaps orphans (python -m grader): see stop()
 
     # -- the process -------------------------------------------------------------------------
 
     def _prepare(self):
-        self.dir = private_dir("sandbox")
+        self.dir = private_dir("sandbox", _uid(self.user))
         os.chmod(self.dir, 0o755)
+        self.folder = self.dir / "submission"
+        self.folder.mkdir()
+        copy_sources(self.source, self.folder)
         runtime = self.dir / "runtime"
         (runtime / "standins").mkdir(parents=True)
         for name, src in RUNTIME_FILES.items():
@@ -326,15 +394,21 @@ class Sandbox:
             self.log = open(log_path, "w+b")
         tmp = "/tmp" if self.bubblewrap else str(self.tmp)
         reads = [str(self.folder), str(self.runtime)]
+        if self.group is None and self.host.proc:
+            self.group = cgroup.Group.create("kit-worker", self.memory_mb)
+        # with the cgroup's hard limit on what is really used, the address-space cap only stops one absurd allocation
+        # early (torch reserves far more address space than it touches); without it, it is the bound
+        address_mb = self.memory_mb if self.group is None else max(4 * self.memory_mb, 4096)
         cfg = {"log_fd": None if log_path else self.log.fileno(), "log_path": log_path, "folder": str(self.folder),
                "threads": self.threads, "rlimits": self.host.rlimits, "kernel_fences": self.host.kernel_fences,
                "parent": os.getpid(), "deny_read": [str(KIT)], "allow_read": [*reads, *_python_paths()],
-               "allow_write": [tmp], "deny_modules": DENY_MODULES, "memory_mb": self.memory_mb,
+               "allow_write": [tmp], "deny_modules": DENY_MODULES, "memory_mb": address_mb,
                "output_mb": self.output_mb, "cpu_s": self.cpu_s, "max_request": MAX_REQUEST,
                "nproc": 64 if self.bubblewrap else 0, "audit": self.audit_hook}
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OMP_NUM_THREADS": str(self.threads), TOKEN: self.token,
                **{k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
-        args = [sys.executable, "-I", "-X", "faulthandler", str(self.runtime / "worker.py"), json.dumps(cfg)]
+        # -B: no bytecode is written; the copy holds none, so the worker compiles exactly the submitted source
+        args = [sys.executable, "-I", "-B", "-X", "faulthandler", str(self.runtime / "worker.py"), json.dumps(cfg)]
         kwargs = {"user": self.user} if self.user is not None else {}
         if self.bubblewrap:
             cmd, cwd = bwrap_command(reads, args, env, self.threads), "/"
@@ -344,16 +418,37 @@ class Sandbox:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      cwd=cwd, env=env, pass_fds=() if log_path else (self.log.fileno(),),
                                      start_new_session=self.host.process_groups, **kwargs)
+        self._confine()
         self.frames = queue.Queue()
         threading.Thread(target=_reader, args=(self.proc.stdout, self.frames), daemon=True).start()
         self._ready = False
 
+    def _confine(self):
+        """The worker's process tree into its memory cgroup, first in line for the kernel's OOM killer. Done at
+        the start and again once it is ready, before any submitted code runs: nothing it starts escapes."""
+        if self.proc is None or not self.host.proc:
+            return
+        for pid in cgroup.descendants(self.proc.pid):
+            if self.group is not None:
+                self.group.add(pid)
+            cgroup.prefer_killing(pid)
+
     def _await_ready(self):
+        """Wait for the worker's hello. No submitted code has run yet: a worker that cannot start is the grading
+        machine's failure (a folder its user cannot read, a broken Python, no memory), never the student's."""
         if not self._ready:
-            hello = self._next(self.start_timeout, "starting the worker")
-            if "ready" not in hello or not isinstance(hello.get("fence"), dict):
-                self.stop()
-                raise WorkerFailure(Kind.MALFORMED, "the process running your code did not start properly")
+            try:
+                hello = self._next(self.start_timeout, "starting the worker")
+                if "ready" not in hello or not isinstance(hello.get("fence"), dict):
+                    self.stop()
+                    raise WorkerFailure(Kind.MALFORMED, "its first message was not the worker's hello")
+            except WorkerFailure as e:
+                if e.kind is Kind.STARVED:
+                    raise
+                raise WorkerFailure(Kind.GRADER_ERROR, "the autograder could not start the process that runs your "
+                                    f"code ({e.got}); no code of yours had run yet", GRADER_ERROR_HINT) from None
+            self._confine()
+            self._group_ooms = self.group.oom_kills() if self.group is not None else 0
             self._describe_fence(hello["fence"])
             self._ready = True
 
@@ -367,6 +462,10 @@ class Sandbox:
             parts.append(f"Landlock ABI {int(fence['landlock'])}")
         if fence.get("limits"):
             parts.append("resource limits")
+        if self.group is not None:  # which memory bound was in force: the kernel's accounting, else the rlimit
+            parts.append(self.group.describe() + " for the worker")
+        elif fence.get("limits"):
+            parts.append(f"memory: RLIMIT_AS of {self.memory_mb} MB per process")
         if fence.get("audit"):
             parts.append("audit hook")
         self.isolation.parts = parts
@@ -382,14 +481,21 @@ class Sandbox:
                 f.close()
             except OSError:
                 pass
-        if not self.bubblewrap:  # inside bubblewrap the PID namespace dies with the worker, children and all
-            if self.user is not None:
-                _kill_user(self.user)  # children that left the process group (double fork, setsid)
-            if self.host.proc:
-                _kill_marked(self.token)
+        # only what this grading started: its cgroup, the children that left the process group (double fork,
+        # setsid) by their token, and the orphans reparented to this process; inside bubblewrap the PID namespace
+        # dies with the worker, children and all
+        if self.group is not None:
+            self.group.kill()
+        if not self.bubblewrap and self.host.proc:
+            _kill_marked(self.token)
+            if self.reap:
+                _kill_orphans()
 
     def close(self):
         self.stop()
+        if self.group is not None:
+            self.group.remove()
+            self.group = None
         if self.log is not None:
             self.log.close()
             self.log = None
@@ -461,7 +567,15 @@ class Sandbox:
                 code = proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 code = None
+        if self.bubblewrap and code is not None and code > 128:
+            code = 128 - code  # bubblewrap exits 128 + N when the worker was killed by signal N
+        own_oom = self.group is not None and self.group.oom_kills() > self._group_ooms
         self.stop()
+        if code == -signal.SIGKILL and own_oom:
+            return WorkerFailure(Kind.CRASHED, f"the process running your code was killed while {doing}: it and "
+                                 f"what it started used more than the grading's memory limit of {self.memory_mb} MB",
+                                 "your code allocates far more memory than the task needs (shared memory and child "
+                                 "processes count too)")
         if code == -signal.SIGKILL and machine.oom_kills() > self._oom_kills:
             return WorkerFailure(Kind.STARVED, f"the system killed the process running your code for lack of memory "
                                  f"while {doing}: the grading machine has too little memory for this grading, or "
@@ -494,8 +608,16 @@ class Sandbox:
                                 "after it answers: a thread or a loop started at import time?")
 
     def within(self, folder):
-        """This sandbox, for a folder inside its own: the same worker grades it (the kit's tests grade many)."""
-        return _Within(self, os.path.relpath(Path(folder).resolve(), self.folder))
+        """This sandbox, for a folder inside its own: the same worker grades it (the kit's tests grade many). Its
+        sources are copied into the worker's copy now, as the sandbox's own were."""
+        rel = os.path.relpath(Path(folder).resolve(), self.source)
+        if rel.startswith(".."):
+            raise ValueError(f"{folder} is not inside {self.source}")
+        if self.dir is None:
+            self._prepare()
+        (self.folder / rel).mkdir(parents=True, exist_ok=True)
+        copy_sources(Path(folder), self.folder / rel)
+        return _Within(self, rel)
 
     def run(self, req, timeout=None, doing=None):
         """Run one Request in the worker; return its validated answer or raise WorkerFailure."""
@@ -527,6 +649,8 @@ class Sandbox:
             kind, got = self._dead_targets[key]
             return failed(WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}"))
         self._oom_kills = machine.oom_kills()
+        if self.group is not None and self._ready:
+            self._group_ooms = self.group.oom_kills()
         try:
             self.start()
             self._await_ready()
@@ -671,19 +795,71 @@ def _python_paths():
     return sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *site.getsitepackages())})
 
 
-def _kill_user(user):
-    """SIGKILL every process of ``user`` (the unprivileged grading user: nothing else runs as it)."""
-    try:
-        import pwd
-        uid = pwd.getpwnam(user).pw_uid
-    except (ImportError, KeyError):
-        return
-    if uid == os.getuid():
-        return
+def _uid(user):
+    """The OS user id of ``user`` where it is another than this process's (None: no other user)."""
+    if not _another_user(user):
+        return None
+    import pwd
+    return pwd.getpwnam(user).pw_uid
 
-    def owned(d):
-        return d.stat().st_uid == uid
-    _sweep(owned)
+
+def copy_sources(src, dest):
+    """Copy the exercise files of ``src`` (regular files only, never through a link) into ``dest``, readable by
+    all and writable by none but this process's user. Nothing else of the folder is copied: no bytecode, no
+    package that would shadow a module, no other file; ``ignored`` lists what was left behind."""
+    for name in syllabus.FILES:
+        path = Path(src) / name
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue  # missing (its checks say so), or a link: not the student's source
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                continue
+            data = f.read(MAX_SOURCE + 1)
+        if len(data) > MAX_SOURCE:
+            continue  # not source code a student wrote: treated as missing
+        target = Path(dest) / name
+        target.write_bytes(data)
+        os.chmod(target, 0o644)
+
+
+def ignored(folder, keep=()):
+    """The names in ``folder`` that grading leaves out (everything but the exercise files and ``keep``)."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [n for n in names if n not in (*syllabus.FILES, *keep)]
+
+
+def _kill_orphans():
+    """SIGKILL every descendant of this process but itself. Only for a process that grades one submission and
+    has made itself their subreaper (``become_reaper``): whatever left the worker's process group was reparented
+    here, and everything below this process is the submission's."""
+    me = os.getpid()
+    for pid in reversed(cgroup.descendants(me)[1:]):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in cgroup.descendants(me)[1:]:  # reap those reparented here (the worker itself is its Popen's)
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            pass
+
+
+def become_reaper():
+    """Make this process the subreaper of everything it starts (Linux): a child of the worker that double-forks
+    out of its process group is reparented here, not to init, so that ``stop`` still finds it."""
+    if host().name != "linux":
+        return False
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
 
 
 def _sweep(match, passes=100):

@@ -137,9 +137,15 @@ def _structure(module, ctx):
         if any(path.startswith(r + os.sep) for r in ctx.roots):
             return os.path.basename(path)
         return type(m).__module__.split(".")[0]
+    import torch
     mods = [[name, type(m).__name__, id(m), origin(m)] for name, m in module.named_modules(remove_duplicate=False)]
     params = [[name, p.data_ptr(), list(p.shape)] for name, p in module.named_parameters(remove_duplicate=False)]
-    return {"modules": mods, "params": params}
+    # every other tensor a module holds: a buffer follows model.to(...), a plain attribute does not
+    tensors = [[name, str(b.dtype).replace("torch.", ""), True] for name, b in module.named_buffers()]
+    for prefix, m in module.named_modules():
+        tensors += [[f"{prefix}.{k}" if prefix else k, str(v.dtype).replace("torch.", ""), False]
+                    for k, v in vars(m).items() if isinstance(v, torch.Tensor)]
+    return {"modules": mods, "params": params, "tensors": tensors[:4000]}
 
 
 def reset_globals():
@@ -209,6 +215,7 @@ def execute(req, ctx, on_imported=None):
 
 
 _ABSENT = object()
+FROZEN = "frozen"  # grader/protocol.py reads it back
 
 
 def _run_call(obj, call, i, ctx, inputs):
@@ -217,7 +224,7 @@ def _run_call(obj, call, i, ctx, inputs):
     if call.get("same_as") is not None:
         args = inputs[call["same_as"]]
     else:
-        args = [a.clone() if isinstance(a, torch.Tensor) else a for a in call.get("args", [])]
+        args = [_fresh(a) if isinstance(a, torch.Tensor) else a for a in call.get("args", [])]
     inputs.append(args)
     grad = call.get("grad")
     if grad is not None and call.get("input_grad", True):
@@ -250,8 +257,21 @@ def _run_call(obj, call, i, ctx, inputs):
                 return {"error": _describe(e)}
             res["input_grads"] = [_plain(a.grad) if isinstance(a, torch.Tensor) else None for a in args]
             if isinstance(obj, torch.nn.Module):
-                res["param_grads"] = {n: _plain(p.grad) for n, p in obj.named_parameters()}
+                # FROZEN: a parameter that cannot train (requires_grad=False), told apart from one no gradient reached
+                res["param_grads"] = {n: _plain(p.grad) if p.requires_grad else FROZEN
+                                      for n, p in obj.named_parameters()}
     return res
+
+
+def _fresh(a):
+    """A copy of ``a`` with its strides and storage offset: a non-contiguous input stays non-contiguous
+    (``clone`` keeps the strides of a permutation only, and never the offset)."""
+    import torch
+    if a.is_contiguous() and a.storage_offset() == 0:
+        return a.clone()
+    base = torch.empty(a.untyped_storage().nbytes() // a.element_size(), dtype=a.dtype, device=a.device)
+    base.copy_(torch.empty(0, dtype=a.dtype, device=a.device).set_(a.untyped_storage()))
+    return base.as_strided(a.shape, a.stride(), a.storage_offset())
 
 
 class _capturing:

@@ -32,7 +32,7 @@ class CheckpointError(Exception):
 
 def save(state, path):
     """Write ``state`` (plain types and tensors) to ``path`` atomically: a crash never leaves half a file."""
-    data = pack({"format": FORMAT, **state})
+    data = pack({"format": FORMAT, **state}, layout=False)  # read_model takes each tensor's bytes as they are
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 

@@ -63,7 +63,7 @@ def describe(device="cpu"):
 
 # -- memory: is the machine (its memory cgroup) short of it? ------------------------------------------
 
-def _memory_cgroup():
+def memory_cgroup():
     """(version, folder) of this process's memory cgroup, or None."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
@@ -88,9 +88,10 @@ def _read(path):
         return ""
 
 
-def oom_kills():
-    """How many processes the kernel has killed for lack of memory in this process's cgroup so far (0: unknown)."""
-    found = _memory_cgroup()
+def oom_kills(cgroup=None):
+    """How many processes the kernel has killed for lack of memory in this process's memory cgroup (or in
+    ``cgroup``, a ``(version, folder)``) so far (0: unknown)."""
+    found = cgroup or memory_cgroup()
     if found is None:
         return 0
     version, folder = found
@@ -105,7 +106,7 @@ def oom_kills():
 def memory_short(margin=0.95):
     """A line saying how short of memory the machine is, or None: the cgroup at its limit, or the kernel
     stalling every task on memory (PSI)."""
-    found = _memory_cgroup()
+    found = memory_cgroup()
     if found is not None:
         version, folder = found
         limit = _read(folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")).strip()
@@ -118,3 +119,17 @@ def memory_short(margin=0.95):
             if float(fields.get("avg10", 0)) > 20.0:
                 return "it spends most of its time waiting for memory"
     return None
+
+
+def memory_limit_mb():
+    """The memory this process may use, in MB: its memory cgroup's limit where it has one, else the machine's."""
+    found = memory_cgroup()
+    if found is not None:
+        version, folder = found
+        limit = _read(folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")).strip()
+        if limit.isdigit() and int(limit) < 1 << 50:
+            return int(limit) >> 20
+    for line in _read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) >> 10
+    return 4096

@@ -19,6 +19,7 @@ class Kind(str, enum.Enum):
     REFUSED = "refused"  # the sandbox refused what the code tried (a file, a process, the network)
     MALFORMED = "malformed-answer"  # the worker's answer does not fit the request: never graded as correct
     NOT_RUN = "not-run"  # an earlier failure of the same code (an import that hung, say) stopped it
+    NOT_ALLOWED = "not-allowed"  # the code uses a library shortcut the course's policy rules out (grader/policy.py)
     STARVED = "starved"  # the grading machine ran out of memory or time: not a verdict on the code
     GRADER_ERROR = "grader-error"  # the grader itself is broken: tell the course staff
 

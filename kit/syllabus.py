@@ -22,6 +22,11 @@ class Unit:
     builds: str  # what the student writes (Markdown, one line)
     teaches: str  # why it is in the syllabus (one line)
     code: bool = True  # False for the final project: a trained checkpoint, not a file
+    # The course's policy (grader/policy.py): what this exercise asks the student to write themselves (its
+    # messages' words), and the library shortcuts its file may not use, by dotted name (a trailing ``*``: every
+    # name that begins so). Found in the submitted source by a parse, aliases followed; ``POLICY`` turns it on.
+    own: str = ""
+    forbids: tuple = ()
 
     @property
     def file(self):
@@ -29,19 +34,36 @@ class Unit:
         return f"{self.name}.py" if self.code else None
 
 
+# The library shortcuts each exercise may not use (the course's policy, grader/policy.py).
+_ATTENTION = ("torch.nn.functional.scaled_dot_product_attention", "torch.nn.MultiheadAttention",
+              "torch.nn.functional.multi_head_attention_forward", "torch.nn.attention.flex_attention.flex_attention",
+              "torch.nn.attention.varlen.*", "torch.ops.aten.scaled_dot_product_attention",
+              "torch.ops.aten._scaled_dot_product_*", "torch.ops.aten._native_multi_head_attention",
+              "torch.ops.aten._flash_attention_forward", "torch.ops.aten._efficient_attention_forward",
+              "flash_attn.*", "xformers.ops.*")
+_LAYERS = ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer", "torch.nn.TransformerEncoder",
+           "torch.nn.TransformerDecoder", "torch.nn.Transformer", "torch.nn.MultiheadAttention",
+           "torch.ops.aten._transformer_encoder_layer_fwd", "transformers.*")
+
 UNITS = (
     Unit("residual", 10, "01_residual", "`Residual`: `y = x + F(x)`",
-         "the skip path that lets a gradient reach early layers through the identity"),
+         "the skip path that lets a gradient reach early layers through the identity",
+         own="the residual connection", forbids=_LAYERS),
     Unit("rmsnorm", 15, "02_rmsnorm", "`RMSNorm`: `x / sqrt(mean(x²) + eps) * weight`, statistics in float32",
-         "rescaling each vector to unit root-mean-square keeps a deep stack's activations in range"),
+         "rescaling each vector to unit root-mean-square keeps a deep stack's activations in range",
+         own="RMSNorm", forbids=("torch.nn.functional.rms_norm", "torch.nn.RMSNorm", "torch.rms_norm",
+                                 "torch.ops.aten.rms_norm", "torch.ops.aten._fused_rms_norm*")),
     Unit("attention", 25, "03_attention",
          "RoPE tables and rotation, causal multi-head / grouped-query self-attention",
-         "attention gathers information from earlier positions; RoPE tells it how far back they are"),
+         "attention gathers information from earlier positions; RoPE tells it how far back they are",
+         own="attention", forbids=_ATTENTION),
     Unit("block", 20, "04_block", "SwiGLU `FeedForward` and the pre-norm `TransformerBlock`",
-         "norm, attention, add; norm, feed-forward, add: the unit a transformer stacks"),
+         "norm, attention, add; norm, feed-forward, add: the unit a transformer stacks",
+         own="the transformer block", forbids=_LAYERS),
     Unit("decoder", 15, "05_decoder",
          "`TransformerDecoder` (a stack of blocks) and `TransformerLM` (embedding, tied head)",
-         "a stack of blocks and a final norm between the embedding and the tied output head"),
+         "a stack of blocks and a final norm between the embedding and the tied output head",
+         own="the decoder", forbids=_LAYERS),
 )
 FINAL = Unit("final", 15, "06_final_project",
              "train your model on TinyShakespeare to training-split perplexity < 2.5",
@@ -57,6 +79,9 @@ TOTAL = sum(POINTS.values())
 # The final project's model (the syllabus's "4 layers, 256 hidden"): 8 heads, 256 characters of context.
 CURRICULUM = {"num_layers": 4, "hidden_size": 256, "num_heads": 8, "max_seq_len": 256}
 TARGET_PERPLEXITY = 2.5  # training-split perplexity the final check asks for
+# The course's policy on library shortcuts (each unit's ``forbids``): "on" at the desk and in every graded flow;
+# the instructor turns it off with ``--policy off`` or ``KIT_POLICY=off`` (grader/policy.py).
+POLICY = "on"
 
 
 def unit(name):

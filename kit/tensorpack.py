@@ -8,6 +8,15 @@ each tensor's dtype, shape and byte range, the structure's depth and length. Mem
 reading is at most the size of the bytes read, which callers cap (``MAX_FRAME`` for the
 worker's answers, ``kit.checkpoint.MAX_BYTES`` for checkpoints).
 
+A tensor's layout travels too, so that a non-contiguous input reaches the student's code
+non-contiguous (``x.view(...)`` on a transposed activation must fail there as it would in
+training): a tensor that is not contiguous, or starts past the beginning of its storage, is
+sent as the span of storage it covers (a 1-D tensor) and a view of it,
+``{"$t": "3", "$v": [shape, strides, offset]}``. The reader checks that view against the span
+before making it (non-negative strides and offset, every element inside the span, no element
+reached twice, no more elements than the span holds), so a crafted view can neither read out of
+bounds nor inflate.
+
 This file imports nothing of the kit: the worker loads it by path.
 """
 import json
@@ -17,13 +26,14 @@ ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 
 MAX_HEADER = 8 << 20  # bytes of JSON header: tens of thousands of tensors, far more than any message holds
 MAX_DEPTH = 32
 TREE = "tree"
+SPAN = 4  # a view is sent with its layout when its storage span is at most SPAN times its size (else compacted)
 
 
 class PackError(ValueError):
     """The bytes are not a well-formed pack within the limits (the message says which)."""
 
 
-def _encode(obj, tensors, depth=0):
+def _encode(obj, tensors, depth=0, layout=True):
     import torch
     if depth > MAX_DEPTH:
         raise PackError("nested too deeply")
@@ -32,22 +42,61 @@ def _encode(obj, tensors, depth=0):
         t = obj.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        tensors[name] = t.contiguous()
-        return {"$t": name}
+        view = _layout(t) if layout else None
+        if view is None:
+            tensors[name] = t.contiguous()
+            return {"$t": name}
+        shape, strides, offset, span = view
+        # the storage from `start` to the view's last element, as a tensor of its own
+        start = t.storage_offset() - offset
+        tensors[name] = t.as_strided((span,), (1,), start).clone()
+        return {"$t": name, "$v": [shape, strides, offset]}
     if isinstance(obj, dict):
-        return {"$d": [[_encode(k, tensors, depth + 1), _encode(v, tensors, depth + 1)] for k, v in obj.items()]}
+        return {"$d": [[_encode(k, tensors, depth + 1, layout), _encode(v, tensors, depth + 1, layout)]
+                       for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
-        return [_encode(v, tensors, depth + 1) for v in obj]
+        return [_encode(v, tensors, depth + 1, layout) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     raise PackError(f"cannot pack a {type(obj).__name__}")
 
 
-def pack(obj):
-    """``obj`` (dicts, lists, tuples, str, int, float, bool, None, tensors) as bytes."""
+def _layout(t):
+    """``(shape, strides, offset, span)`` to send ``t`` as a view, or None to send it compacted.
+
+    Only views worth the bytes keep their layout: not contiguous or not at the start of their storage,
+    no element reached twice (an expanded tensor is compacted), and a span at most ``SPAN`` times the size.
+    """
+    if t.numel() == 0 or (t.is_contiguous() and t.storage_offset() == 0):
+        return None
+    shape, strides = list(t.shape), list(t.stride())
+    if not _distinct(shape, strides):
+        return None
+    last = sum((n - 1) * s for n, s in zip(shape, strides))  # the last element's distance from the first
+    offset = t.storage_offset() if t.storage_offset() + last + 1 <= SPAN * t.numel() else 0
+    span = offset + last + 1
+    if span > SPAN * t.numel():
+        return None
+    return shape, strides, offset, span
+
+
+def _distinct(shape, strides):
+    """Whether no two indices of a view reach the same element: sorted by stride, each dimension's stride
+    passes the farthest reach of the smaller ones (what every permutation or slicing of a dense tensor has)."""
+    reach = 0
+    for n, s in sorted(((n, s) for n, s in zip(shape, strides) if n > 1), key=lambda d: d[1]):
+        if s <= reach:
+            return False
+        reach += (n - 1) * s
+    return True
+
+
+def pack(obj, layout=True):
+    """``obj`` (dicts, lists, tuples, str, int, float, bool, None, tensors) as bytes; ``layout=False`` sends every
+    tensor compacted (a checkpoint, whose readers take each tensor's bytes as they are: kit/checkpoint.py)."""
     from safetensors.torch import save
     tensors = {}
-    tree = _encode(obj, tensors)
+    tree = _encode(obj, tensors, layout=layout)
     # safetensors refuses tensors that share memory (tied weights, views): give each its own
     seen, out = set(), {}
     for name, t in tensors.items():
@@ -111,12 +160,14 @@ def _decode(node, tensors, used, depth=0):
     if isinstance(node, list):
         return [_decode(v, tensors, used, depth + 1) for v in node]
     if isinstance(node, dict):
-        if set(node) == {"$t"}:
+        if set(node) in ({"$t"}, {"$t", "$v"}):
             name = node["$t"]
             if not isinstance(name, str) or name not in tensors:
                 raise PackError("reference to a missing tensor")
+            if name in used:  # one span, one tensor: a view never shares its storage with another
+                raise PackError("a tensor used twice")
             used.add(name)
-            return tensors[name]
+            return tensors[name] if "$v" not in node else _view(tensors[name], node["$v"])
         if set(node) == {"$d"} and isinstance(node["$d"], list):
             out = {}
             for pair in node["$d"]:
@@ -131,6 +182,26 @@ def _decode(node, tensors, used, depth=0):
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
     raise PackError("malformed node")
+
+
+def _view(span, layout):
+    """``span`` (1-D) seen as ``layout`` = [shape, strides, offset], once the view is known to stay inside it."""
+    if not (isinstance(layout, list) and len(layout) == 3 and isinstance(layout[0], list)
+            and isinstance(layout[1], list) and len(layout[0]) == len(layout[1]) <= MAX_DEPTH):
+        raise PackError("malformed view")
+    shape, strides, offset = layout
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in (*shape, *strides, offset)):
+        raise PackError("malformed view")
+    if span.dim() != 1:
+        raise PackError("a view of a tensor that is not a span")
+    numel = 1
+    for n in shape:
+        numel *= n
+    if numel == 0 or numel > span.numel() or not _distinct(shape, strides):
+        raise PackError("a view that reaches an element twice or holds more elements than its span")
+    if offset + sum((n - 1) * s for n, s in zip(shape, strides)) >= span.numel():
+        raise PackError("a view that reaches past its span")
+    return span.as_strided(shape, strides, offset)
 
 
 def unpack(data, max_bytes):

@@ -14,12 +14,15 @@ import torch
 
 from kit.machine import cpu_has_bf16
 
-SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_800}  # measured on 2 CPU cores: BENCHMARKS.md
+SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_000}  # measured on 2 CPU cores: BENCHMARKS.md
+# Muon's steps are scaled to AdamW's RMS (lab/muon.py) but take twice AdamW's peak: lower training-split
+# perplexity at every step measured (6.52 against 7.47 at step 200): BENCHMARKS.md, issue 32.
+PEAK_LR = {"adamw": 2e-3, "muon": 4e-3}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 PRECISION = {v: k for k, v in DTYPES.items()}
 # Hyperparameters that define a run: on --resume they come from the checkpoint, not the command line.
 RUN_ARGS = ("batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "grad_clip", "seed", "eval_every",
-            "eval_windows", "schedule_steps", "optimizer")
+            "eval_windows", "schedule_steps", "optimizer", "embed_lr_scale")
 
 
 def upgrade(state):
@@ -30,8 +33,10 @@ def upgrade(state):
     """
     state = dict(state)
     args = dict(state.get("args") or {})
+    args.setdefault("lr", PEAK_LR["adamw"])
     args.setdefault("optimizer", "adamw")
     args.setdefault("schedule_steps", SCHEDULE_STEPS["adamw"])
+    args.setdefault("embed_lr_scale", 3.0)  # before the flag: MuonAdamW's default (the optimizer's state keeps it too)
     state["args"] = args
     state.setdefault("precision", "fp32")
     state.setdefault("lr_scale", 1.0)
@@ -85,12 +90,44 @@ def resume_precision(saved, asked, device):
     return saved
 
 
-def pick_compile(name, device):
-    """torch.compile pays off (+6-8% tokens/s on the 2-core CPU, BENCHMARKS.md) once it has compiled (20-30 s
-    the first time); on a CPU it needs a C++ compiler at run time; MPS is left eager."""
+# torch.compile makes a step 6-8 % faster on a CPU in float32 (more with bf16, ~40 % on a GPU: BENCHMARKS.md,
+# throughput) and costs 20-30 s on a quiet 2-core CPU with a warm cache, 150 s on a loaded one with a cold
+# cache (about 13 s on a GPU): on a CPU it wins that back only after several minutes of training.
+COMPILE_FROM_MINUTES = {"cpu": 10.0, "cuda": 1.0}
+STEP_SECONDS = {"cpu": 0.5, "cuda": 0.01, "mps": 0.1}  # rough, to size a run planned in steps (--steps)
+
+
+def pick_compile(name, device, minutes=None):
+    """Whether to torch.compile the training forward pass, and why not when it does not (a note, or None).
+
+    ``minutes``: about how long this run trains. A run too short to win back compiling stays eager; on a CPU
+    compiling needs a C++ compiler at run time; MPS is left eager."""
     if name != "auto":
-        return name == "on"
-    return device == "cuda" or (device == "cpu" and any(shutil.which(c) for c in ("c++", "g++", "clang++")))
+        return name == "on", None
+    if device not in COMPILE_FROM_MINUTES:
+        return False, None
+    if device == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return False, "note: no C++ compiler found (c++, g++, clang++): training without torch.compile, ~7 % slower"
+    if minutes is not None and minutes < COMPILE_FROM_MINUTES[device]:
+        return False, (f"note: not compiling: {minutes:.3g} minutes of training are too short to win back "
+                       f"torch.compile's time (it pays from about {COMPILE_FROM_MINUTES[device]:g}); "
+                       "--compile on compiles all the same")
+    return True, None
+
+
+def training_minutes(args, state=None):
+    """About how many minutes this run trains: --minutes, or --steps at a rough step time, or, resuming, what
+    is left of the checkpoint's plan (within --minutes)."""
+    device = pick_device(args.device)
+    by_steps = lambda steps: max(0, steps) * STEP_SECONDS.get(device, 0.5) / 60  # noqa: E731
+    if state is None:
+        return by_steps(args.steps) if args.steps is not None else args.minutes
+    total, step = state.get("total_steps"), state.get("step", 0)
+    if total is None or step >= total:
+        return args.minutes
+    if state.get("budget_end") is None:
+        return min(args.minutes, by_steps(total - step))
+    return min(args.minutes, max(0.0, state["budget_end"] - state.get("elapsed", 0.0)) / 60)
 
 
 @dataclass
@@ -133,8 +170,11 @@ def resolve(args, state=None):
         args.optimizer = pick_optimizer(args.optimizer, device)
         if args.schedule_steps is None:
             args.schedule_steps = SCHEDULE_STEPS[args.optimizer]
+        if args.lr is None:
+            args.lr = PEAK_LR[args.optimizer]
         model = {"num_layers": args.layers, "hidden_size": args.hidden, "num_heads": args.heads,
                  "max_seq_len": args.seq_len}
         precision = pick_precision(args.precision, device)
-    return RunConfig(args, model, device, DTYPES[precision], args.optimizer, args.schedule_steps,
-                     pick_compile(args.compile, device), notes)
+    compile, why = pick_compile(args.compile, device, training_minutes(args, state))
+    notes += [why] if why else []
+    return RunConfig(args, model, device, DTYPES[precision], args.optimizer, args.schedule_steps, compile, notes)

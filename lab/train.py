@@ -63,7 +63,7 @@ def parse(argv=None):
                         "once under the target (default: %(default)s)")
     p.add_argument("--schedule-steps", type=COUNT,
                    help="longest learning-rate schedule, in steps, on a machine fast enough (default: 10,000 with "
-                        "adamw, 3,800 with muon)")
+                        "adamw, 3,000 with muon)")
     p.add_argument("--steps", type=COUNT, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=POSITIVE, default=TARGET_PERPLEXITY,
                    help="stop once training-split perplexity is below this")
@@ -72,13 +72,18 @@ def parse(argv=None):
     p.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "muon"],
                    help="muon: Muon for the hidden matrices, AdamW for the rest (lab/muon.py); auto: muon on a "
                         "CPU, adamw on a GPU, as measured in BENCHMARKS.md (default: %(default)s)")
-    p.add_argument("--lr", type=POSITIVE, default=2e-3, help="peak learning rate (default: %(default)s)")
+    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 4e-3 with muon, 2e-3 with adamw)")
     p.add_argument("--min-lr-ratio", type=FRACTION, default=0.1, help="final learning rate as a fraction of the peak")
+    p.add_argument("--embed-lr-scale", type=POSITIVE, default=3.0,
+                   help="muon: the learning rate of the AdamW group (tied embedding, norm gains) as a multiple of "
+                        "the schedule's (default: %(default)s)")
     p.add_argument("--warmup", type=number(int, 0), default=100, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=number(float, 0), default=0.0)
     p.add_argument("--grad-clip", type=number(float, 0), default=1.0)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--eval-every", type=COUNT, default=250, help="steps between evaluations")
+    p.add_argument("--eval-every", type=COUNT, default=100,
+                   help="steps between evaluations (each a second or two; the run stops at the first one under the "
+                        "target) (default: %(default)s)")
     p.add_argument("--eval-windows", type=COUNT, default=32, help="windows per split in the periodic evaluation")
     p.add_argument("--save-every", type=POSITIVE, default=5.0, help="minutes between checkpoints")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -86,8 +91,9 @@ def parse(argv=None):
                    help="bf16 autocast or plain fp32 (auto: bf16 where the device computes it natively; "
                         "with --resume, the checkpoint's)")
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
-                   help="torch.compile the training forward pass (auto: where a C++ compiler is found; "
-                        "falls back to eager if compiling fails)")
+                   help="torch.compile the training forward pass, before the clock starts (auto: for runs of 10 "
+                        "minutes or more on a CPU with a C++ compiler, or on a GPU; falls back to eager if "
+                        "compiling fails)")
     p.add_argument("--threads", type=COUNT, help="CPU threads (default: all cores)")
     # model size: the final check wants the curriculum's model; smaller ones are for quick experiments and tests
     p.add_argument("--layers", type=COUNT, default=CURRICULUM["num_layers"])
@@ -155,7 +161,8 @@ def make_optimizer(model, config):
     """The run's optimizer, built last, from the decided configuration."""
     a = config.args
     if config.optimizer == "muon":
-        return MuonAdamW(model, lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay, ns_dtype=config.ns_dtype)
+        return MuonAdamW(model, lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay, ns_dtype=config.ns_dtype,
+                         adamw_lr_scale=a.embed_lr_scale)
     return torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=a.weight_decay)
 
 
@@ -284,6 +291,30 @@ class Trainer:
         self.step += 1
         return loss.item()
 
+    def compile_first(self):
+        """Compile the training step (forward and backward) now, before the clock starts, saying so while it runs:
+        torch.compile works in the first call, 20-150 s on a CPU that --minutes must not count as training. A
+        window of the text, no optimizer step, no random draw: the run goes on exactly as without it."""
+        if self.fwd is self.model:
+            return
+        b, t = self.args.batch_size, self.seq_len
+        x = self.train_ids[: b * t + 1]
+        x, y = x[:-1].view(b, t).to(self.device), x[1:].view(b, t).to(self.device)
+        t0 = time.perf_counter()
+        with Status("compiling the model (torch.compile, once a run; not counted as training)", self.args.quiet):
+            try:
+                with self.autocast():
+                    logits = self.fwd(x)
+                F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).backward()
+            except Exception as e:  # noqa: BLE001  (compiling failed: go on without it)
+                print(f"note: torch.compile failed ({type(e).__name__}); training without it", file=sys.stderr)
+                self.fwd = self.model
+            finally:
+                self.model.zero_grad(set_to_none=True)
+        if self.fwd is not self.model:
+            print(f"compiled in {time.perf_counter() - t0:.0f} s (not counted in the {self.args.minutes:g} minutes)"
+                  if self.budget_end is not None else f"compiled in {time.perf_counter() - t0:.0f} s")
+
     def evaluate(self, starts=None, split_name="train"):
         ids = self.train_ids if split_name == "train" else self.val_ids
         with self.autocast():
@@ -360,9 +391,10 @@ class Trainer:
     def run(self):
         a, c = self.args, self.config
         print(f"model: {count_parameters(self.model):,} parameters {c.model} from {a.impl}; device {self.device}, "
-              f"{self.precision}{', compiled' if c.compile else ''}, batch {a.batch_size} x {self.seq_len}, "
-              f"{c.optimizer}")
+              f"{self.precision}, {'torch.compile' if c.compile else 'eager'}, batch {a.batch_size} x "
+              f"{self.seq_len}, {c.optimizer}")
         self.plan()
+        self.compile_first()
         from tqdm import tqdm
         provisional = None if self.extending else c.schedule_steps  # until replan has measured a step
         bar = tqdm(total=self.end if self.end is not None else provisional, initial=self.step, disable=a.quiet,
@@ -454,6 +486,39 @@ class Trainer:
             print(f"training-split perplexity {ppl:.3f} is not under {self.args.target} yet: "
                   f"continue with `python -m lab.train --impl {self.args.impl} --resume --minutes 15`")
         return 0 if self.saved_to == self.out else 1
+
+
+class Status:
+    """A status line that counts the seconds while something slow runs (a thread redraws it), or, with
+    ``quiet``, one printed line."""
+
+    def __init__(self, what, quiet=False):
+        self.what, self.quiet = what, quiet
+
+    def __enter__(self):
+        import threading
+
+        from tqdm import tqdm
+        if self.quiet:
+            print(f"{self.what} ...", flush=True)
+            return self
+        self.bar = tqdm(total=None, desc=self.what, bar_format="{desc}: {elapsed}", dynamic_ncols=True)
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True)
+        self.thread.start()
+        return self
+
+    def _tick(self):
+        every = 1.0 if sys.stderr.isatty() else 15.0  # a log or a notebook's pipe: a line every 15 s
+        while not self.done.wait(every):
+            self.bar.refresh()
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            self.done.set()
+            self.thread.join()
+            self.bar.close()
+        return False
 
 
 def upgrade_file(path):

@@ -15,6 +15,9 @@ from tests.mutants import copy_solutions  # noqa: F401  (re-exported for the tes
 
 KIT = Path(__file__).resolve().parent.parent
 SOLUTIONS = KIT / "solutions"
+# The kit's own tests read its English, whatever the machine's locale (a zh_CN one would choose Chinese:
+# kit/i18n.py); tests/test_i18n.py chooses its languages itself.
+os.environ["KIT_LANG"] = "en"
 from kit.syllabus import FILES  # noqa: E402,F401
 
 
@@ -97,8 +100,9 @@ def bundle(tmp_path_factory):
     return zip_path, source, seed_file
 
 
-def autograde(bundle, root, files, **env):
-    """Run the bundle's run_autograder with /autograder at ``root``; return results.json."""
+def autograde(bundle, root, files, rc=0, **env):
+    """Run the bundle's run_autograder with /autograder at ``root``; return results.json. ``rc``: the exit status
+    expected (1 where the grading machinery failed, which run_autograder reports so that the instructor sees it)."""
     from grader.sandbox import bwrap_works
     root.mkdir()
     (root / "source").symlink_to(bundle[1])
@@ -117,5 +121,5 @@ def autograde(bundle, root, files, **env):
            **({} if bwrap_works() else {"ALLOW_WEAK_SANDBOX": "1"}), **env}
     p = subprocess.run(["bash", str(bundle[1] / "run_autograder")], env=env, capture_output=True, text=True,
                        timeout=900)
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == rc, p.stderr
     return json.loads((root / "results" / "results.json").read_text())

@@ -88,7 +88,7 @@ def test_a_submission_past_its_wall_clock_limit_is_killed_with_its_worker(tmp_pa
     p = batch(subs, "--csv", out, "--jobs", 1, "--only", "residual", "--timeout", 8, "--call-timeout", 300)
     row = rows(out)["hang"]
     assert p.returncode == 1
-    assert (row["status"], row["total"]) == ("timeout", "0") and "killed after 8 s" in row["message"]
+    assert (row["status"], row["total"]) == ("timeout", "0") and "stopped after 8 s" in row["message"]
     # neither the grading process nor its worker outlives the limit (the kernel delivers the kill)
     for _ in range(50):
         alive = [pid for pid, args in running().items() if str(subs / "hang") in args]

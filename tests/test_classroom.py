@@ -85,7 +85,7 @@ def test_release_builder_refuses_to_ship_solution_code(tmp_path, monkeypatch):
     assert [(f, n) for f, n, _, _ in rel.find_leaks(tmp_path)] == [("notes.py", 2)]
     leaky = dict(rel.generate())
     leaky["rmsnorm.py"] += f"\n\ndef helper(x):\n    {line}\n"
-    monkeypatch.setattr(rel, "generate", lambda: leaky)
+    monkeypatch.setattr(rel, "generate", lambda **kw: leaky)
     with pytest.raises(rel.ReleaseError, match="solution code would ship"):
         rel.build(tmp_path / "student", quiet=True)
     assert not (tmp_path / "student").exists()
@@ -192,13 +192,13 @@ def test_autograder_on_a_half_done_submission_gives_its_partial_score(bundle, tm
 
 
 def test_autograder_always_writes_a_results_file(bundle, tmp_path):
-    data = autograde(bundle, tmp_path / "slow", {f: SOLUTIONS / f for f in FILES}, GRADING_TIMEOUT="1")
+    data = autograde(bundle, tmp_path / "slow", {f: SOLUTIONS / f for f in FILES}, rc=1, GRADING_TIMEOUT="1")
     assert data["score"] == 0 and data["tests"] == [] and "longer than 1 s" in data["output"]
     data = autograde(bundle, tmp_path / "broken", {f: SOLUTIONS / f for f in FILES},
-                     KIT_PYTHON=str(tmp_path / "no-python"))
+                     rc=127, KIT_PYTHON=str(tmp_path / "no-python"))
     assert data["score"] == 0 and "please tell the course staff" in data["output"]
     data = autograde(bundle, tmp_path / "nouser", {f: SOLUTIONS / f for f in FILES},
-                     AUTOGRADER_USER="no-such-user-here")
+                     rc=1, AUTOGRADER_USER="no-such-user-here")
     assert data["score"] == 0 and "misconfigured" in data["output"]
     data = autograde(bundle, tmp_path / "empty", {"notes.txt": "hello"})
     assert data["score"] == 0 and "No exercise files" in data["output"] and "notes.txt" in data["output"]

@@ -54,7 +54,7 @@ def test_failure_message_has_the_four_parts(tmp_path):
     sub = mutate(tmp_path / "sub", "rmsnorm.py", "torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)",
                  "torch.rsqrt(xf.pow(2).mean(-1, keepdim=True)) + self.eps")
     data, out, _ = grade(sub, "rmsnorm")
-    eps = by_name(data)["rmsnorm: eps sits inside the square root: tiny inputs, and eps = 0.1"]
+    eps = by_name(data)["rmsnorm: eps sits inside the square root: tiny inputs with the default eps (1e-6), and eps = 0.1"]
     assert eps["status"] == "failed"
     for part in ("checked:", "expected:", "got:", "hint:", "max abs error", "at index"):
         assert part in eps["output"], eps["output"]
@@ -129,7 +129,9 @@ def test_a_missing_corpus_is_the_graders_fault_not_the_students(tmp_path):
     and the runners say "tell the course staff"), not starvation and not a verdict on the model."""
     import json
     record = tmp_path / "record.json"
-    _, out, _ = grade(KIT / "solutions", "final", extra=["--corpus", str(tmp_path / "gone.txt"), "--record", str(record)])
+    _, out, code = grade(KIT / "solutions", "final", extra=["--corpus", str(tmp_path / "gone.txt"), "--record",
+                                                             str(record)], check=False)
+    assert code == 3  # graded, with a grader error: the runners flag it for the staff
     (final,) = json.loads(record.read_text())["results"]
     assert final["failure"]["kind"] == "grader-error", final
     assert "gone.txt: no such file" in final["failure"]["got"] and "make data" in final["failure"]["hint"]
@@ -167,3 +169,72 @@ def test_compute_threads_one_for_the_checks_all_for_a_model_on_many_windows(tmp_
     assert all(r.passed for r in graded.results)
     assert seen and set(seen) == {1}
     assert torch.get_num_threads() == before
+
+
+# --- the wire format keeps a tensor's layout, and refuses views that leave their span ----------------------
+
+def test_tensorpack_keeps_strides_and_offsets():
+    """A non-contiguous input reaches the student's code non-contiguous (its strides and storage offset kept)."""
+    import torch
+
+    from kit.tensorpack import pack, unpack
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.randn(4, 6, 16, generator=g).transpose(0, 1), torch.randn(10, generator=g)[2:],
+             torch.randn(3, 8, generator=g)[:, ::2], torch.randn(2, 3, 4, generator=g).permute(2, 0, 1)[1:]]
+    for t, u in zip(cases, unpack(pack(cases), 1 << 20)):
+        assert torch.equal(t, u) and u.stride() == t.stride() and u.storage_offset() == t.storage_offset()
+    # what is not worth its bytes travels compacted: an expanded tensor, a sparse slice
+    wide, sparse = torch.randn(1, 5, generator=g).expand(4, 5), torch.randn(100, generator=g)[::50]
+    for t, u in zip((wide, sparse), unpack(pack([wide, sparse]), 1 << 20)):
+        assert torch.equal(t, u) and u.is_contiguous()
+    # the worker's fresh copy of each argument keeps the layout too (a transposed x stays transposed)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("_worker_for_test", KIT / "grader" / "worker.py")
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    for t in cases:
+        f = worker._fresh(t)
+        assert torch.equal(f, t) and f.stride() == t.stride() and f.storage_offset() == t.storage_offset()
+        assert f.untyped_storage().data_ptr() != t.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("layout, why", [
+    ([[4, 4], [4, 1], 1], "reaches past its span"),          # 16 elements from offset 1 in a span of 16
+    ([[16, 2], [1, 1], 0], "twice"),                          # overlapping strides
+    ([[8], [0], 0], "twice"),                                 # an expansion: one element read 8 times
+    ([[2, 2], [-1, 1], 2], "malformed"),                      # a negative stride
+    ([[2, 2], [1, 2], -1], "malformed"),                      # a negative offset
+    ([[1 << 41], [1], 0], "malformed"),                       # a size past the limits
+    ([[2, 2], [2, 1]], "malformed"),                          # no offset
+    ([[2, 2], [2, True], 0], "malformed"),                    # a bool for an int
+    ([[17], [1], 0], "more elements"),                        # more elements than the span
+])
+def test_tensorpack_refuses_views_outside_their_span(layout, why):
+    import json
+
+    import torch
+    from safetensors.torch import save
+
+    from kit.tensorpack import TREE, PackError, unpack
+    data = save({"0": torch.arange(16.0)}, metadata={TREE: json.dumps({"$t": "0", "$v": layout})})
+    with pytest.raises(PackError, match=why):
+        unpack(data, 1 << 20)
+    # a view of a tensor that is not 1-D, and one tensor used twice, are refused too
+    data = save({"0": torch.zeros(4, 4)}, metadata={TREE: json.dumps({"$t": "0", "$v": [[4], [1], 0]})})
+    with pytest.raises(PackError, match="not a span"):
+        unpack(data, 1 << 20)
+    data = save({"0": torch.zeros(4)}, metadata={TREE: json.dumps([{"$t": "0"}, {"$t": "0"}])})
+    with pytest.raises(PackError, match="used twice"):
+        unpack(data, 1 << 20)
+
+
+def test_checkpoints_store_every_tensor_compacted():
+    """A checkpoint's readers take each tensor's bytes as they are (kit/checkpoint.py): no views there."""
+    import torch
+
+    from kit.tensorpack import TREE, header, pack, unpack
+    w = torch.randn(4, 6).t()
+    data = pack({"model": {"w": w}}, layout=False)
+    assert '"$v"' not in header(data, 1 << 20)[1][TREE]
+    u = unpack(data, 1 << 20)["model"]["w"]
+    assert torch.equal(u, w) and u.is_contiguous()

@@ -1,13 +1,23 @@
-"""The nbgrader course (classroom/nbgrader.py, grader/notebook.py), proven with real nbgrader.
+"""The nbgrader course (classroom/nbgrader.py, classroom/nbgrader_autograde.py), proven with real nbgrader.
 
 The course is built here from the sources (dist/ is never committed), released with
-`nbgrader generate_assignment`, and three submissions are autograded with `nbgrader autograde`,
-each in its own copy of the course so the three run side by side:
+`nbgrader generate_assignment`, and submissions are autograded with `nbgrader autograde` on a secret
+$GRADER_SEED, in three copies of the course so they run side by side:
 
 * ``full``: the source notebooks (the solutions): full automatic points on every module notebook;
-* ``unfilled``: the release as handed out: 0;
 * ``half``: residual and rmsnorm done, attention's RoPE functions only: residual 10, rmsnorm 15, and
-  for attention exactly what ``python -m grader`` gives the same code.
+  for attention exactly what ``python -m grader`` gives the same code;
+* ``unfilled``: the release as handed out: 0; graded with it, the attacks of issue 28 on the RMSNorm
+  notebook (the only notebook these students hand in): ``a_cheat`` leaves the solution cell as the stub
+  and makes the "Try it" cell replace what the test cells call; ``b_leak`` (the stub too, so that no line
+  of the reference is its own) prints $GRADER_SEED, the reference's source and raw HTML from its "Try it"
+  cell; ``c_vandal`` overwrites ``z_victim``'s submitted notebook and the gradebook; ``d_killer`` (honest
+  code) kills its kernel before the test cells run. Where bubblewrap cannot start, the kernel runs
+  unsandboxed (GRADER_ALLOW_WEAK_SANDBOX=1): the cheat still gets the stub's points, and the others are
+  not run (nothing keeps them out there).
+
+Every honest notebook's exported points equal, check by check, `python -m grader --untrusted` on the
+same five files with the same seed.
 
 The final project's check needs a trained 4 x 256 checkpoint, which no test here trains (half an hour
 of CPU): training is switched off (TRANSFORMER_KIT_TRAINING=off), so its 15 automatic points are 0
@@ -15,8 +25,12 @@ in every submission, and the test asserts that the check failed for that reason 
 
 nbgrader comes from requirements-nbgrader.txt; without it the nbgrader tests are skipped.
 """
+import hashlib
+import html
 import json
 import os
+import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -27,6 +41,7 @@ import pytest
 from conftest import KIT, SOLUTIONS, grade
 
 from classroom import nbgrader as course
+from classroom.nbgrader_autograde import bwrap_works
 from classroom.notebook import Notebook
 from classroom.regions import BEGIN, END, join_parts
 from kit.syllabus import MODULES, POINTS, unit
@@ -34,6 +49,9 @@ from kit.syllabus import MODULES, POINTS, unit
 NOTEBOOKS = {u: unit(u).notebook for u in [*MODULES, "final"]}
 
 ASSIGNMENT = course.ASSIGNMENT
+SEED = secrets.token_hex(16)  # the course's grading seed: the autograde's and the CLI's, in no kernel
+SANDBOX = bwrap_works()
+WEAK = "bubblewrap cannot start here: the kernel runs unsandboxed, so nothing keeps it from the seed or other files"
 HALF = {"residual": None, "rmsnorm": None, "attention": {"attention-code-precompute_rope", "attention-code-apply_rope"}}
 
 
@@ -157,6 +175,52 @@ def test_workspace_takes_only_usable_sibling_notebooks(tmp_path):
         nb.check("block.block_shape")
 
 
+def test_autograde_reads_the_code_of_the_solution_cells(tmp_path):
+    """The files graded at autograde: the source's read-only parts with the submitted solution cells; a module
+    whose solution cell lost its `%%module` line is the stub (as in the student's kernel), with a note."""
+    from classroom.nbgrader_autograde import submission_files
+    source, submitted = tmp_path / "source", tmp_path / "submitted"
+    for d in (source, submitted):
+        d.mkdir()
+    for f, text in course.build().items():
+        if f.startswith("source/"):
+            (source / Path(f).name).write_text(text)
+    for module in ("rmsnorm", "attention"):
+        shutil.copy(nb_path(source, module), submitted)
+    files, notes = submission_files(source, submitted, "rmsnorm")
+    assert files["rmsnorm"] == course.code_of(nb_path(source, "rmsnorm").read_text(), "rmsnorm") and not notes
+    assert files["attention"] == course.code_of(nb_path(source, "attention").read_text(), "attention")
+    assert files["block"] == (KIT / "exercises" / "block.py").read_text()  # not submitted: the stub
+    nb = json.loads(nb_path(submitted, "rmsnorm").read_text())
+    cell = next(c for c in nb["cells"] if meta(c).get("solution") and c["cell_type"] == "code")
+    cell["source"] = src(cell).split("\n", 1)[1]  # the %%module line deleted
+    nb_path(submitted, "rmsnorm").write_text(json.dumps(nb))
+    files, notes = submission_files(source, submitted, "rmsnorm")
+    assert files["rmsnorm"] == (KIT / "exercises" / "rmsnorm.py").read_text()
+    assert len(notes) == 1 and "rmsnorm.py" in notes[0] and "does not start with" in notes[0], notes
+
+
+def test_feedback_outputs_keep_text_and_images_only():
+    """What the kernel printed reaches the feedback as text and plain images: no HTML, script, SVG, output
+    metadata or paths of the grading machine."""
+    from classroom.nbgrader_autograde import clean_markdown, clean_output
+    png = "iVBORw0KGgo="
+    out = clean_output({"output_type": "display_data", "metadata": {"width": '1" onload="x'},
+                        "data": {"text/html": "<img src=x onerror=alert(1)>", "application/javascript": "alert(1)",
+                                 "image/svg+xml": "<svg onload=alert(1)/>", "image/png": png,
+                                 "text/plain": "<IPython.core.display.HTML object>"}}, [KIT])
+    assert dict(out.data) == {"image/png": png, "text/plain": "<IPython.core.display.HTML object>"}
+    assert out.metadata == {}
+    assert clean_output({"output_type": "display_data", "data": {"image/png": '" onerror="alert(1)'}}, []) is None
+    out = clean_output({"output_type": "error", "ename": "ValueError", "evalue": f"{KIT}/solutions/x.py",
+                        "traceback": ["File /tmp/tier2-rmsnorm-ab12/rmsnorm.py:3", f"{KIT}/classroom/notebook/x.py"]},
+                       [KIT])
+    assert str(KIT) not in out.evalue + "".join(out.traceback) and "/tmp/" not in "".join(out.traceback)
+    assert out.traceback[0] == "File rmsnorm.py:3"
+    md = clean_markdown('My answer <img src=x onerror=alert(1)> and [link](javascript:alert(1))')
+    assert "<img" not in md and "javascript:" not in md
+
+
 # ---------------------------------------------------------------------------
 # Real nbgrader: release, then autograde three submissions
 # ---------------------------------------------------------------------------
@@ -164,18 +228,22 @@ def test_workspace_takes_only_usable_sibling_notebooks(tmp_path):
 def nbgrader_env(root):
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # nbgrader runs `alembic`
-    env.update(TRANSFORMER_KIT=str(KIT), TRANSFORMER_KIT_TRAINING="off",
+    env.update(TRANSFORMER_KIT=str(KIT), TRANSFORMER_KIT_TRAINING="off", GRADER_SEED=SEED,
                JUPYTER_CONFIG_DIR=str(root / "jupyter-config"), JUPYTER_DATA_DIR=str(root / "jupyter-data"),
                JUPYTER_RUNTIME_DIR=str(root / "jupyter-runtime"))
+    if not SANDBOX:
+        env["GRADER_ALLOW_WEAK_SANDBOX"] = "1"
     return env
 
 
-def fill(release, source, target, which):
+def fill(release, source, target, which, modules=(*MODULES, "final"), try_code=None):
     """Copy release notebooks to ``target``, with the solution cells ``which`` ({module: grade ids or None
-    for all}) taken from the source notebooks."""
+    for all}) taken from the source notebooks (and the "Try it" cell's code ``try_code`` where given)."""
     target.mkdir(parents=True)
-    for module in [*MODULES, "final"]:
+    for module in modules:
         nb = json.loads(nb_path(release, module).read_text())
+        if try_code is not None:
+            next(c for c in nb["cells"] if c.get("id") == f"{module}-try")["source"] = try_code
         chosen = which.get(module, set())
         solved = {meta(c).get("grade_id"): c["source"] for c in cells(nb_path(source, module))}
         for c in nb["cells"]:
@@ -196,10 +264,85 @@ def scores(course_dir, student):
 
 
 def outputs(course_dir, student, module, grade_id):
+    """The text a cell of an autograded notebook shows (``grade_id`` None: the "Try it" cell)."""
     for c in cells(nb_path(course_dir / "autograded" / student / ASSIGNMENT, module)):
-        if meta(c).get("grade_id") == grade_id:
+        if (meta(c).get("grade_id") == grade_id) if grade_id else c.get("id") == f"{module}-try":
             return "\n".join("".join(o.get("text", "")) + o.get("evalue", "") for o in c.get("outputs", []))
     raise KeyError(grade_id)
+
+
+CHEAT = """# Try it: the test cells call nb.check and the grading helpers; make every one of them pass
+import classroom.notebook as kit_notebook
+import classroom.notebook.grading as kit_grading
+kit_grading.run_checks = lambda *a, **k: []
+kit_grading.grade_unit = lambda *a, **k: None
+kit_notebook.run_checks = lambda *a, **k: []
+nb.check = lambda *a, **k: print("PASS")
+type(nb).check = lambda self, *a, **k: print("PASS")
+"""
+
+LEAK = """# Try it: print the course's secrets into my own feedback
+import os, sys, pathlib
+print("seed:", os.environ.get("GRADER_SEED"))
+for pid in os.listdir("/proc"):
+    try:
+        print("environ", pid, open(f"/proc/{pid}/environ", "rb").read())
+    except Exception as e:
+        print("environ", pid, type(e).__name__)
+guesses = [pathlib.Path(os.environ.get("TRANSFORMER_KIT", ".")), *pathlib.Path.cwd().parents, pathlib.Path(%(kit)r)]
+for g in guesses:
+    for f in (g / "solutions" / "rmsnorm.py", g / "solutions" / "ANSWERS.md", g / "grader" / "measure.py"):
+        try:
+            print(f, f.read_text())
+        except Exception as e:
+            print(f, type(e).__name__)
+try:
+    import solutions.rmsnorm, inspect
+    print(inspect.getsource(solutions.rmsnorm))
+except Exception as e:
+    print("import solutions:", type(e).__name__)
+from IPython.display import HTML, display
+display(HTML('<img src=x onerror="alert(1)">'))
+print('<img src=x onerror="alert(2)">')
+"""
+
+VANDAL = """# Try it: blank the neighbour's submission and the gradebook
+import pathlib
+blank = pathlib.Path(%(blank)r).read_text() if pathlib.Path(%(blank)r).exists() else "{}"
+targets = [pathlib.Path(%(victim)r), pathlib.Path(%(gradebook)r), pathlib.Path(%(config)r),
+           *[p / "submitted" / "z_victim" / "tier2" / "02_rmsnorm.ipynb" for p in pathlib.Path.cwd().parents],
+           *[p / "gradebook.db" for p in pathlib.Path.cwd().parents]]
+for t in targets:
+    try:
+        t.write_text(blank if t.suffix == ".ipynb" else "vandalised")
+        print("wrote", t)
+    except Exception as e:
+        print("could not write", t, type(e).__name__)
+"""
+
+KILLER = """# Try it: kill the kernel's parent, then the kernel, before any test cell runs
+import os, signal
+os.kill(os.getppid(), signal.SIGKILL)
+os._exit(3)
+"""
+
+
+def submission_files(folder, files):
+    """The five files of a submission, written as ``python -m grader`` takes them."""
+    folder.mkdir(parents=True)
+    for m, text in files.items():
+        (folder / f"{m}.py").write_text(text)
+    return folder
+
+
+def cli_scores(folder, root):
+    """``{check id: score}`` from `python -m grader --untrusted` on ``folder`` with the course's seed."""
+    record = root / f"{folder.name}.record.json"
+    p = subprocess.run([sys.executable, "-m", "grader", "--impl", str(folder), "--untrusted", "--seed", SEED,
+                        "--record", str(record), "--no-color", *([] if SANDBOX else ["--allow-weak-sandbox"])],
+                       cwd=KIT, capture_output=True, text=True, timeout=900)
+    assert p.returncode in (0, 1), p.stdout[-3000:] + p.stderr[-3000:]
+    return {r["check"]: r["score"] for r in json.loads(record.read_text())["results"]}
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +357,7 @@ def graded(tmp_path_factory):
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     source, release = base / "source" / ASSIGNMENT, base / "release" / ASSIGNMENT
     plans = {"full": {m: None for m in MODULES}, "unfilled": {}, "half": HALF}
-    procs = {}
+    procs, hashes = {}, {}
     for student, which in plans.items():
         d = root / student
         shutil.copytree(base, d)
@@ -222,25 +365,45 @@ def graded(tmp_path_factory):
         if student == "half":  # a checkpoint in the submission: autograde reads it, feedback must not copy it
             (d / "submitted" / student / ASSIGNMENT / "runs").mkdir()
             (d / "submitted" / student / ASSIGNMENT / "runs" / "final.pt").write_bytes(b"not a checkpoint" * 64)
+        if student == "unfilled":  # the attacks, on the RMSNorm notebook, graded beside the unfilled release
+            sub = d / "submitted"
+            fill(release, source, sub / "a_cheat" / ASSIGNMENT, {}, ["rmsnorm"], CHEAT)
+            if SANDBOX:
+                victim = nb_path(sub / "z_victim" / ASSIGNMENT, "rmsnorm")
+                fill(release, source, sub / "b_leak" / ASSIGNMENT, {}, ["rmsnorm"],
+                     LEAK % {"kit": str(KIT)})
+                fill(release, source, sub / "c_vandal" / ASSIGNMENT, {}, ["rmsnorm"],
+                     VANDAL % {"blank": str(nb_path(release, "rmsnorm")), "victim": str(victim),
+                               "gradebook": str(d / "gradebook.db"), "config": str(d / "nbgrader_config.py")})
+                fill(release, source, sub / "z_victim" / ASSIGNMENT, {"rmsnorm": None}, ["rmsnorm"])
+                fill(release, source, sub / "d_killer" / ASSIGNMENT, {"rmsnorm": None}, ["rmsnorm"], KILLER)
+                hashes = {f: hashlib.sha256(f.read_bytes()).hexdigest()
+                          for f in (victim, d / "nbgrader_config.py")}
         log = open(d / "autograde.log", "w")
         procs[student] = (subprocess.Popen([sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT], cwd=d,
                                            env=env, stdout=log, stderr=subprocess.STDOUT), log, d)
-    # meanwhile: what the grader itself gives the half-done attention (the same five files)
-    half = root / "half-files"
-    half.mkdir()
-    for m in MODULES:
-        shutil.copy((SOLUTIONS if m in ("residual", "rmsnorm") else KIT / "exercises") / f"{m}.py", half / f"{m}.py")
-    (half / "attention.py").write_text(course.code_of(
-        nb_path(root / "half" / "submitted" / "half" / ASSIGNMENT, "attention").read_text(), "attention"))
-    data, _, _ = grade(half, "attention")
-    cli_attention = sum(t["score"] for t in data["tests"])
+    # meanwhile: what the grader itself gives the same five files, with the same seed
+    half_files = {m: (SOLUTIONS if m in ("residual", "rmsnorm") else KIT / "exercises").joinpath(f"{m}.py").read_text()
+                  for m in MODULES}
+    half_files["attention"] = course.code_of(
+        nb_path(root / "half" / "submitted" / "half" / ASSIGNMENT, "attention").read_text(), "attention")
+    full_files = {m: course.code_of(nb_path(source, m).read_text(), m) for m in MODULES}
+    cli = {"half": cli_scores(submission_files(root / "half-files", half_files), root),
+           "full": cli_scores(submission_files(root / "full-files", full_files), root)}
+    stubs = {m: (KIT / "exercises" / f"{m}.py").read_text() for m in MODULES}
+    cli["stub"] = cli_scores(submission_files(root / "stub-files", stubs), root)
     results = {}
     for student, (proc, log, d) in procs.items():
-        code = proc.wait(timeout=1200)
+        code = proc.wait(timeout=1800)
         log.close()
         assert code == 0, (d / "autograde.log").read_text()[-4000:]
         results[student] = scores(d, student)
-    return SimpleNamespace(root=root, source=source, release=release, scores=results, cli_attention=cli_attention)
+    attackers = ["a_cheat", *(["b_leak", "c_vandal", "d_killer", "z_victim"] if SANDBOX else [])]
+    for student in attackers:
+        results[student] = scores(root / "unfilled", student)
+    cli_attention = sum(v for k, v in cli["half"].items() if k.startswith("attention."))
+    return SimpleNamespace(root=root, source=source, release=release, scores=results, cli_attention=cli_attention,
+                           cli=cli, hashes=hashes)
 
 
 def test_release_has_stubs_and_every_check(graded):
@@ -288,23 +451,148 @@ def test_autograde_half_done_partial(graded):
                    "block": 0, "decoder": 0, "final": 0}
 
 
+def text(page):
+    """What a student reads on a feedback page: no style sheets, no markup."""
+    page = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S | re.I)
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
+def feedback(graded, course_copy, student):
+    """``{notebook: html}`` of ``nbgrader generate_feedback`` for ``student`` (run once)."""
+    d = graded.root / course_copy
+    fb = d / "feedback" / student / ASSIGNMENT
+    if not fb.is_dir():
+        p = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", student],
+                           cwd=d, env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return {f.stem: f.read_text(encoding="utf-8") for f in fb.glob("*.html")}
+
+
+def cell_scores(graded, student, module):
+    """``{check id: points}`` the gradebook holds for ``student``'s notebook of ``module``."""
+    cells = graded.scores[student][NOTEBOOKS[module]].cells
+    return {gid.replace(f"{module}-check-", f"{module}.", 1): v for gid, v in cells.items()}
+
+
+def unit_of(scores, module):
+    return {k: v for k, v in scores.items() if k.split(".")[0] == module}
+
+
+def test_honest_grades_equal_the_grader_check_by_check(graded):
+    """The gradebook (what `nbgrader export` writes) holds, cell by cell, what `python -m grader --untrusted`
+    gives the same five files on the same seed: the solutions, and a half-done submission."""
+    for student in ("full", "half"):
+        for module in MODULES:
+            assert cell_scores(graded, student, module) == unit_of(graded.cli[student], module), (student, module)
+    p = subprocess.run([sys.executable, "-m", "nbgrader", "export"], cwd=graded.root / "full",
+                       env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    import csv
+    rows = list(csv.DictReader((graded.root / "full" / "grades.csv").open()))
+    assert len(rows) == 1 and float(rows[0]["raw_score"]) == sum(
+        v for k, v in graded.cli["full"].items() if k.split(".")[0] in MODULES) == sum(POINTS[m] for m in MODULES)
+
+
+def test_attack_stub_with_patched_checks_scores_as_the_stub(graded):
+    """(a) A stub solution cell and a "Try it" cell that replaces nb.check and the grading helpers: the
+    kernel's test cells print PASS, the gradebook holds the grader's points for the stub (0), cell by cell."""
+    assert cell_scores(graded, "a_cheat", "rmsnorm") == unit_of(graded.cli["stub"], "rmsnorm")
+    assert graded.scores["a_cheat"][NOTEBOOKS["rmsnorm"]].auto == 0
+    out = outputs(graded.root / "unfilled", "a_cheat", "rmsnorm", "rmsnorm-check-parameters")
+    assert "not implemented yet" in out and "PASS" not in out, out  # the grader's message replaced the kernel's
+
+
+@pytest.mark.skipif(not SANDBOX, reason=WEAK)
+def test_attack_reading_the_seed_and_the_reference_leaks_nothing(graded):
+    """(b) A "Try it" cell that prints $GRADER_SEED, every process's environment, the reference's source and
+    raw HTML: the kernel had none of them, the feedback shows no seed, no reference code and no live HTML."""
+    tried = outputs(graded.root / "unfilled", "b_leak", "rmsnorm", None)
+    assert "seed: None" in tried and "import solutions: ModuleNotFoundError" in tried, tried[:3000]
+    from classroom.regions import lines as region_lines
+    released = nb_path(graded.release, "rmsnorm").read_text()
+    reference = [x.text.strip() for x in region_lines((SOLUTIONS / "rmsnorm.py").read_text())
+                 if x.inside and len(x.text.strip()) > 30 and x.text.strip() not in released]
+    assert reference
+    pages = feedback(graded, "unfilled", "b_leak")
+    autograded = nb_path(graded.root / "unfilled" / "autograded" / "b_leak" / ASSIGNMENT, "rmsnorm").read_text()
+    assert pages
+    for where, page in {**pages, "autograded notebook": autograded}.items():
+        assert SEED not in page, where
+        for line in reference:
+            assert line not in text(page) and line not in page, (where, line)
+    page = pages[NOTEBOOKS["rmsnorm"]]
+    assert not re.search(r"<img[^>]*onerror", page, re.I)  # shown as text, never as markup
+    assert 'onerror="alert(2)"' in text(page)
+    assert cell_scores(graded, "b_leak", "rmsnorm") == unit_of(graded.cli["stub"], "rmsnorm")
+
+
+@pytest.mark.skipif(not SANDBOX, reason=WEAK)
+def test_attack_writing_another_submission_changes_nothing(graded):
+    """(c) A kernel that overwrites another student's submitted notebook, the gradebook and the course's
+    configuration: it could write none of them, and the neighbour graded after it gets the grader's points."""
+    for f, digest in graded.hashes.items():
+        assert hashlib.sha256(f.read_bytes()).hexdigest() == digest, f
+    tried = outputs(graded.root / "unfilled", "c_vandal", "rmsnorm", None)
+    assert "could not write" in tried and "wrote " not in tried, tried[:3000]
+    assert cell_scores(graded, "z_victim", "rmsnorm") == unit_of(graded.cli["full"], "rmsnorm")
+    assert graded.scores["z_victim"][NOTEBOOKS["rmsnorm"]].auto == POINTS["rmsnorm"]
+
+
+@pytest.mark.skipif(not SANDBOX, reason=WEAK)
+def test_a_kernel_that_dies_still_gets_its_code_graded(graded):
+    """A "Try it" cell that kills its kernel (and tries its parent) before the test cells run: the
+    notebook is still graded, on its code, by the grader."""
+    assert cell_scores(graded, "d_killer", "rmsnorm") == unit_of(graded.cli["full"], "rmsnorm")
+    assert graded.scores["d_killer"][NOTEBOOKS["rmsnorm"]].auto == POINTS["rmsnorm"]
+
+
+def test_without_bubblewrap_autograde_refuses_unless_allowed(graded, tmp_path):
+    """Where bubblewrap cannot start (KIT_NO_BWRAP simulates it), autograde runs no student's notebook unless
+    the instructor allows a weak sandbox; allowed, the kernel is unsandboxed and says so in the log, and the
+    points still come from the grader: the cheat of (a) still scores as the stub."""
+    d = tmp_path / "course"
+    shutil.copytree(graded.root / "course", d)
+    fill(graded.release, graded.source, d / "submitted" / "a_cheat" / ASSIGNMENT, {}, ["rmsnorm"], CHEAT)
+    env = {k: v for k, v in nbgrader_env(graded.root).items() if k != "GRADER_ALLOW_WEAK_SANDBOX"}
+    env["KIT_NO_BWRAP"] = "1"
+    cmd = [sys.executable, "-m", "nbgrader", "autograde", ASSIGNMENT]
+    p = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and "refusing to run a student's notebook with no sandbox" in p.stdout + p.stderr, \
+        (p.stdout + p.stderr)[-3000:]
+    p = subprocess.run([*cmd, "--force"], cwd=d, env={**env, "GRADER_ALLOW_WEAK_SANDBOX": "1"}, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert "isolation: none" in p.stdout + p.stderr
+    got = scores(d, "a_cheat")[NOTEBOOKS["rmsnorm"]].cells
+    assert {g.replace("rmsnorm-check-", "rmsnorm.", 1): v for g, v in got.items()} == \
+        unit_of(graded.cli["stub"], "rmsnorm")
+
+
+def test_release_feedback_for_submissions_placed_by_hand(graded, tmp_path):
+    """`nbgrader release_feedback` works for a submission placed by hand (no timestamp.txt, no exchange)."""
+    feedback(graded, "half", "half")
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    os.chmod(exchange, 0o777)
+    p = subprocess.run([sys.executable, "-m", "nbgrader", "release_feedback", ASSIGNMENT, "--student", "half",
+                        f"--Exchange.root={exchange}"], cwd=graded.root / "half", env=nbgrader_env(graded.root),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stdout + p.stderr, p.stdout[-3000:] + p.stderr[-3000:]
+    assert len(list(exchange.rglob("*.html"))) == len(NOTEBOOKS)
+
+
 def test_feedback_shows_only_the_checks_own_messages(graded):
     """generate_feedback: each check cell shows the check's own message, with no kit internals and no path
     of the grading machine, and the student's checkpoint is not copied into the feedback."""
-    import html
-    import re
     d = graded.root / "half"
-    p = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", "half"],
-                       cwd=d, env=nbgrader_env(graded.root), capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    feedback = d / "feedback" / "half" / ASSIGNMENT
-    pages = {f.stem: f.read_text(encoding="utf-8") for f in feedback.glob("*.html")}
+    pages = feedback(graded, "half", "half")
     assert set(pages) == set(NOTEBOOKS.values())
-    assert not list(feedback.rglob("*.pt")), sorted(str(f) for f in feedback.rglob("*"))
-
-    def text(page):  # what the student reads: no style sheets, no markup
-        page = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S | re.I)
-        return html.unescape(re.sub(r"<[^>]+>", "", page))
+    fb = d / "feedback" / "half" / ASSIGNMENT
+    assert not list(fb.rglob("*.pt")), sorted(str(f) for f in fb.rglob("*"))
+    for name, page in pages.items():  # no path of the grading machine anywhere (the "Try it" tracebacks included)
+        for leak in (str(KIT), str(graded.root), "/home/student", "/tmp/", "/opt/transformer-kit", "make train",
+                     "git add"):
+            assert leak not in text(page), (name, leak)
     assert "not implemented yet" in text(pages[NOTEBOOKS["block"]])
     # the attention's failure comes with its pictures (the reference's attention maps, gradient norms)
     assert pages[NOTEBOOKS["attention"]].count("data:image/png;base64,") >= 2

@@ -14,7 +14,8 @@ from conftest import KIT, SOLUTIONS, by_name, copy_solutions, grade
 
 from kit.syllabus import POINTS
 
-HOSTS = {"macos": ("resource limits", "audit hook"), "windows": ("audit hook",)}
+HOSTS = {"macos": ("resource limits", "memory: RLIMIT_AS of 4096 MB per process", "audit hook"),
+         "windows": ("audit hook",)}
 
 
 @pytest.fixture

@@ -103,6 +103,6 @@ def test_the_leaderboard_is_in_results_json_only_when_asked(tmp_path, trained):
     assert "leaderboard" not in plain
     board, _, _ = grade(SOLUTIONS, "final", extra=[*extra, "--leaderboard"])
     rows = {r["name"]: r for r in board["leaderboard"]}
-    assert set(rows) == {"Training-split perplexity", "Validation perplexity", "Minutes of training"}
+    assert set(rows) == {"Training-split perplexity", "Validation perplexity"}  # nothing the checkpoint says
     assert 1.0 < rows["Training-split perplexity"]["value"] < 2.5 and rows["Training-split perplexity"]["order"] == "asc"
-    assert rows["Minutes of training"]["value"] >= 0
+    assert "Minutes of training" not in rows  # the checkpoint's own word (tests/test_escaping.py forges it)

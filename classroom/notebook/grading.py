@@ -9,13 +9,16 @@ and no paths.
 """
 import hashlib
 import os
+import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from grader import runner
 from grader.report import notebook as render_failure
 from grader.report import num, pictures_part
 from kit.files import remove_tree
+from kit.text import plain_text
 
 # seconds for one grading run: one module well under a minute; the final check measures 200,000 characters
 # with the 4 x 256 model, minutes on 2 cores. nbgrader's cell limits are these plus CELL_MARGIN
@@ -23,6 +26,26 @@ from kit.files import remove_tree
 GRADING_TIMEOUT, FINAL_GRADING_TIMEOUT, CELL_MARGIN = 270.0, 1170.0, 30
 
 _CACHE = {}  # unit -> (key, Grading): the latest grading of each unit in this kernel
+# set to "outside" in the kernel's environment by the course's autograde (classroom/nbgrader_autograde.py): the
+# grader scores every test cell after the notebook has run, outside this kernel, and replaces its output
+OUTSIDE = "TRANSFORMER_KIT_GRADING"
+GRADED_OUTSIDE = ("graded by the course's grader once the notebook has run, outside this kernel: "
+                  "its result replaces this line")
+
+# The grader's hints speak to students at a terminal (make, git); in a notebook the same advice reads
+NOTEBOOK_HINTS = (
+    (re.compile(r"run `make train` \(.*?\), then `make check` again; .*`git add -f runs/final\.pt`", re.S),
+     "run the training cell of this notebook (it stops by itself once under 2.5; about half an hour on 2 CPU "
+     "cores) and run the check cells again; hand in the notebook folder with the runs/final.pt it wrote"),
+    (re.compile(r"`make train ARGS=--resume` continues your run \(in the notebook: RESUME = True\)"),
+     "set RESUME = True in the training cell and run it again: it continues your run"),
+    (re.compile(r"run `make train` \(.*?\)", re.S), "run the training cell of this notebook"),
+    (re.compile(r"`make train` with the default sizes"), "the training cell of this notebook, unchanged"),
+    (re.compile(r"with `make train`"), "with the training cell of this notebook"),
+    (re.compile(r"`make check`"), "the check cells"),
+    (re.compile(r"`make train[^`]*`"), "the training cell of this notebook"),
+    (re.compile(r"`git add[^`]*`"), "hand in runs/final.pt with the notebook"),
+)
 
 
 class CheckFailed(AssertionError):
@@ -61,10 +84,25 @@ def grade_unit(unit, folder, checkpoint=None):
         finally:
             remove_tree(work)
         if out.grading is None:
-            raise CheckFailed(f"the grader could not grade {unit}.py: {out.message or out.status} "
+            raise CheckFailed(f"the grader could not grade {unit}.py: {plain_text(out.message or out.status)} "
                               "(this is not a verdict on your code: tell the course staff if it persists)")
         _CACHE[unit] = (key, out.grading, pictures)
     return _CACHE[unit][1]
+
+
+def notebook_message(result):
+    """A failed check as a notebook test cell shows it: the grader's words, its hint told as to a notebook student."""
+    f = result.failure
+    if f is not None and f.hint:
+        hint = f.hint
+        for pattern, words in NOTEBOOK_HINTS:
+            hint = pattern.sub(words, hint)
+        result = replace(result, failure=replace(f, hint=hint))
+    return render_failure(result)
+
+
+def pictures_of(report):
+    return _pictures(report)
 
 
 def _pictures(report):
@@ -111,10 +149,10 @@ def run_checks(unit, ids, folder, checkpoint=None, out=print):
         if r.passed and r.note:
             out("      " + r.note)
         elif not r.passed and r.points == 0:
-            out("      " + render_failure(r).replace("\n", "\n      "))
+            out("      " + notebook_message(r).replace("\n", "\n      "))
         elif not r.passed:
             failed.append(r)
     if failed:
         show_pictures(unit)  # what the failure looks like (an attention map, gradient norms), where there is one
-        raise CheckFailed("\n\n".join(render_failure(r) for r in failed))
+        raise CheckFailed("\n\n".join(notebook_message(r) for r in failed))
     return [by_id[i] for i in wanted]

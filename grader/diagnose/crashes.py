@@ -46,6 +46,18 @@ def _broadcast_sizes(text):
     return {int(m.group(1)), int(m.group(2))} if m else None
 
 
+def noncontiguous_view(exc):
+    """``.view(...)`` on a tensor whose strides cannot give that shape: the checks pass a non-contiguous input
+    (a transposed tensor, as real activations can be), and ``view`` needs memory laid out for it."""
+    raised = _raised(exc)
+    if raised and raised[0] == "RuntimeError" and "view size is not compatible with input tensor's size and stride" \
+            in raised[1]:
+        return ("a .view(...) of a tensor that is not contiguous in memory: the check passes a transposed input, "
+                "as a real activation can be, and view cannot reshape it without a copy",
+                "use .reshape(...) (or .flatten), which copies only when it must; or leave the input's shape alone")
+    return None
+
+
 def attention_crash(H, Hkv=None):
     """Explain the crashes that betray a classic attention mistake, for a module with H heads and Hkv kv heads."""
     Hkv = Hkv or H
@@ -56,6 +68,11 @@ def attention_crash(H, Hkv=None):
             return None
         _, text, function = raised
         sizes = _broadcast_sizes(text)
+        if function == "apply_rope" and sizes and not sizes & {H, Hkv} and max(sizes) - min(sizes) == 1:
+            n = min(sizes)
+            return (f"the RoPE tables reach apply_rope with one row too few ({n} rows for {n + 1} positions): they are "
+                    "sliced from row 1 (cos[1:T + 1]), which at T = max_seq_len runs past the end of the tables",
+                    "row t of the tables rotates position t, from 0: pass self.cos[:T] and self.sin[:T]")
         if function == "apply_rope" and sizes:
             return ("RoPE is applied to q or k in another layout than (B, H, T, head_dim): the (T, head_dim) "
                     "tables broadcast against the wrong dimensions",
@@ -65,14 +82,34 @@ def attention_crash(H, Hkv=None):
             return (f"k/v heads are not repeated for grouped-query attention: q has {H} heads, k and v have {Hkv}",
                     "repeat k and v along the head dimension: k.repeat_interleave(num_heads // num_kv_heads, dim=1) "
                     "(query head i reads kv head i // n_rep)")
-        if Hkv < H and re.search(r"size mismatch for (k|v)_proj\.weight", text):
-            return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
-                    "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+        mismatched = {name + ".weight": (int(r), int(c)) for name, r, c in re.findall(
+            r"size mismatch for (\w+)\.weight: copying a param with shape torch\.Size\(\[\d+, \d+\]\) from "
+            r"checkpoint, the shape in current model is torch\.Size\(\[(\d+), (\d+)\]\)", text)}
+        if mismatched:
+            return projection_mistake(mismatched, H, Hkv)
         if Hkv < H and "is invalid for input of size" in text:
             return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
                     "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
-        return missing_attribute(exc)
+        return noncontiguous_view(exc) or missing_attribute(exc)
     return explain
+
+
+def projection_mistake(shapes, H, Hkv=None):
+    """``(likely, hint)`` for attention projections of the wrong shapes (``{name: (rows, cols)}``, the wrong ones
+    at least), when the shapes single out a mistake: head_dim from num_kv_heads, or k/v not shrunk for GQA."""
+    Hkv = Hkv or H
+    q, k, v, o = (shapes.get(f"{n}_proj.weight") for n in "qkvo")
+    C = next((s[1] for s in (q, k, v) if s), None) or (o[0] if o else None)
+    if C is None or C % H:
+        return None
+    if Hkv < H and q and q[0] == C * H // Hkv and (k is None or k[0] == C):
+        return ("head_dim is computed from num_kv_heads (hidden_size // num_kv_heads), not from num_heads: "
+                "every projection has the wrong size",
+                "head_dim = hidden_size // num_heads; k_proj and v_proj then have num_kv_heads * head_dim outputs")
+    if Hkv < H and q in (None, (C, C)) and ((k and k[0] == C) or (v and v[0] == C)):
+        return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
+                "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+    return None
 
 
 # The classes of the API: an AttributeError about one of them is about an attribute the student's code forgot to set.
@@ -182,6 +219,39 @@ def not_passed_on(exc):
             "keyword")
 
 
+def _parts(names):
+    """Parameter names grouped by the part that holds them: ``blocks.3`` for a whole block, else the module."""
+    out = []
+    for n in names:
+        m = re.match(r"((?:\w+\.)*?blocks\.\d+)\.", n)
+        part = m.group(1) if m else n.rsplit(".", 1)[0] if "." in n else n
+        if part not in out:
+            out.append(part)
+    return out
+
+
+def parameter_set(exc):
+    """The reference's weights do not load because the model holds other parameters than the API's: parts of its
+    own (Missing keys: the model has them, the reference's weights do not) or parts it lacks (Unexpected keys)."""
+    raised = _raised(exc)
+    if not raised or exc.error["stage"] != "load":
+        return None
+    extra = re.search(r"Missing key\(s\) in state_dict: ((?:\"[^\"]+\",? ?)+)", raised[1])
+    lacking = re.search(r"Unexpected key\(s\) in state_dict: ((?:\"[^\"]+\",? ?)+)", raised[1])
+    if not (extra or lacking):
+        return None
+    words = []
+    if extra:
+        parts = _parts(re.findall(r'"([^"]+)"', extra.group(1)))
+        words.append("parts the API does not have: " + ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else ""))
+    if lacking:
+        parts = _parts(re.findall(r'"([^"]+)"', lacking.group(1)))
+        words.append("no " + ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else ""))
+    return ("your model's parameters are not the API's: it holds " + "; and ".join(words),
+            "build exactly the parts the API names (num_layers blocks: range(num_layers); no positional embedding, "
+            "RoPE encodes positions), under the API's attribute names")
+
+
 def forward_variant(sub, module, target, x, variants, tol, **request):
     """An explainer for a wrong gradient: the forward pass on the same input, matched against the known mistakes.
 
@@ -198,6 +268,26 @@ def forward_variant(sub, module, target, x, variants, tol, **request):
         y = got["results"][0]["output"]
         import torch
         return match_variant(y, variants, tol) if isinstance(y, torch.Tensor) else None
+    return explain
+
+
+def embedding_rows(got, exp, name="embed_tokens.weight"):
+    """An explainer for a wrong gradient of the embedding that differs in a few rows only (the others match): those
+    token ids get no gradient through the embedding, which ``padding_idx`` does (the tied head's part still comes)."""
+    def explain(exc):
+        import torch
+
+        from ..compare import GRAD
+        g, e = (got.get("param_grads") or {}).get(name), (exp.get("param_grads") or {}).get(name)
+        if not (isinstance(g, torch.Tensor) and isinstance(e, torch.Tensor) and g.shape == e.shape and g.dim() == 2):
+            return None
+        off = ((g.double() - e.double()).abs() > GRAD.bound(e)).any(dim=1).nonzero().flatten().tolist()
+        if not off or len(off) > 2:
+            return None
+        rows = " and ".join(str(r) for r in off)
+        return (f"the gradient of {name} differs only in row {rows} (token id {rows}), the other rows match: no "
+                "gradient reaches that row through the embedding, as nn.Embedding(..., padding_idx=...) does",
+                "leave padding_idx out: the kit's tokens have no padding, and every id must learn")
     return explain
 
 
@@ -246,7 +336,7 @@ def rmsnorm_crash(exc):
     if raised and _broadcast_sizes(raised[1]) and raised[2] == "forward":
         return ("the statistic lost its last dimension (keepdim=True is missing), so it cannot broadcast "
                 "against x", "mean(-1, keepdim=True) gives shape (..., 1), which divides every feature of a vector")
-    return missing_attribute(exc)
+    return noncontiguous_view(exc) or missing_attribute(exc)
 
 
 def lm_crash(V, C):

@@ -32,6 +32,7 @@ from grader.harness import (
 from kit.outcome import CheckFailure
 
 C, H, T = 32, 4, 12  # small enough to read every cell of a heatmap
+THETA = 500.0  # not the default: a rope_theta that is ignored shows in the maps
 
 
 @dataclass
@@ -51,11 +52,11 @@ def _both(sub, ref, req, what):
 
 def attention_maps(sub, ref, seed=""):
     g = seeded("pictures.attention", seed)
-    sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, 10000.0, g=g)
+    sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, THETA, g=g)
     x = randn(g, 1, T, C)
-    req = request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16}), load=sd,
-                  calls=[call(x, capture=True)])
-    got, exp, why = _both(sub, ref, req, "CausalSelfAttention(32, 4) on one input, for the pictures")
+    req = request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16, "rope_theta": THETA}),
+                  load=sd, calls=[call(x, capture=True)])
+    got, exp, why = _both(sub, ref, req, "CausalSelfAttention(32, 4, rope_theta=500) on one input, for the pictures")
     theirs = None if got is None else got["results"][0].get("attention")
     note = why or ("" if theirs is not None else "no softmax or fused attention was seen in your forward pass")
     if theirs is not None and theirs.shape[0] != H:
@@ -65,6 +66,11 @@ def attention_maps(sub, ref, seed=""):
 
 def _grad_request(unit, ref, g, module=None):
     """The request of one backward pass through ``unit``'s module (or its ``module``), or None."""
+    if unit == "residual":  # around the grader's Shift sublayer: the gradient of its weight, through the branch
+        shift = {"__obj__": "standin:sublayers.Shift", "args": [C],
+                 "load": {"weight": torch.randn(C, C, generator=g) / C ** 0.5}}
+        return request("residual", "Residual", init=([shift], {}),
+                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
     if unit == "rmsnorm":
         return request("rmsnorm", "RMSNorm", init=([C], {}), load={"weight": 1 + 0.3 * torch.randn(C, generator=g)},
                        calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])

@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..harness import standin_block_parts, standin_stack
+from ..harness import standin_block_parts, standin_module, standin_stack
 
 
 def residual(x, weight):
@@ -62,6 +62,12 @@ def rmsnorm(x, weight, eps):
         "the weight is not applied":
             (lambda: (xf * torch.rsqrt(ms + eps)).type_as(x) * torch.ones_like(w),
              "multiply by self.weight at the end"),
+        "the mean is squared instead of the squares averaged: mean(x)**2, not mean(x**2)":
+            (lambda: out(xf * torch.rsqrt(xf.mean(-1, keepdim=True).pow(2) + eps)),
+             "square first, then average: x.pow(2).mean(-1, keepdim=True)"),
+        "the statistic is taken over all dimensions (one mean for the whole tensor) instead of the last one":
+            (lambda: out(xf * torch.rsqrt(xf.pow(2).mean() + eps)),
+             "normalise each vector over its features: mean(dim=-1, keepdim=True)"),
         "the sum of squares is used instead of the mean":
             (lambda: out(xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)),
              "use mean(x**2, dim=-1), not sum: RMS is a root *mean* square"),
@@ -77,6 +83,20 @@ def rmsnorm(x, weight, eps):
             (lambda: (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)) * w,
              "compute on x.float() and cast back with .type_as(x): squares in bfloat16 lose precision"),
     }
+
+
+def rmsnorm_default_eps(x, weight, eps=1e-6):
+    """RMSNorm(dim) with no eps given: the eps mistakes, and another default than the API's 1e-6."""
+    others = {f"the default eps is {d:g}, not the API's {eps:g}":
+              (lambda d=d: rmsnorm_value(x, weight, d), f"def __init__(self, dim, eps={eps:g}): the API's default")
+              for d in (1e-5, 1e-8) if d != eps}
+    return {**rmsnorm(x, weight, eps), **others}
+
+
+def rmsnorm_value(x, weight, eps):
+    """The right RMSNorm of x with this eps."""
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).type_as(x) * weight
 
 
 def rmsnorm_eps_argument(x, weight, eps):
@@ -160,9 +180,13 @@ def attention(x, sd, num_heads, num_kv_heads=None, theta=10000.0, rope="half", r
         offset = {"causal": 1, "diagonal": 0, "shifted": 2}[mask]
         m = torch.ones(T, T, dtype=torch.bool).triu(offset)
         s = s.masked_fill(m, float("-inf"))  # with the diagonal masked, row 0 is all -inf: NaN, as the bug gives
+    if mask in ("inverted", "inverted_sdpa"):  # True read as "attend": each query sees only later keys
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
     if mask == "lower":
         s = s.masked_fill(torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
     a = torch.softmax(s, dim=softmax_dim)
+    if mask == "inverted_sdpa":  # scaled_dot_product_attention gives a query with no visible key zero weights
+        a = a.nan_to_num(0.0)
     if scale == "after_softmax":  # the weights divided instead of the scores: they no longer sum to one
         a = a / math.sqrt(D)
     if mask == "after_softmax":  # future weights zeroed after the softmax: rows no longer sum to one
@@ -182,6 +206,10 @@ def rope_table_variants(head_dim, max_seq_len, theta=10000.0):
                                     "inv_freq[i] = theta ** (-2i / head_dim), i.e. "
                                     "theta ** (-torch.arange(0, head_dim, 2) / head_dim)")
            for e in ("i/d", "+2i/d", "4i/d")}
+    if theta != 10000.0:
+        out["the theta argument is ignored (10000 is used)"] = (
+            lambda: torch.stack(rope_tables(head_dim, max_seq_len)),
+            "use the argument: inv_freq = theta ** (-torch.arange(0, head_dim, 2) / head_dim)")
     out["positions start at 1"] = (lambda: torch.stack(rope_tables(*args, start=1)),
                                    "positions = torch.arange(max_seq_len), starting at 0")
     out["the interleaved layout (each angle repeated twice in a row)"] = (
@@ -212,10 +240,17 @@ def apply_rope_variants(x, cos, sin):
 
 
 def attention_variants(x, sd, H, Hkv=None, theta=10000.0):
-    """Each entry: what the mistake would output on x with weights sd."""
-    def v(hint, **knobs):
+    """Each entry: what the mistake would output on x with weights sd.
+
+    A check's ``theta`` other than 10000 must be no power of it that another mistake's exponent gives
+    (100 = 10000 ** (1/2) makes theta ** (-4i/d) equal 10000 ** (-2i/d), the argument ignored): 500 is safe.
+    """
+    def v(hint, theta=theta, **knobs):
         return (lambda: attention(x, sd, H, Hkv, theta, **knobs), hint)
-    return {
+    ignored = {} if theta == 10000.0 else {
+        "rope_theta is ignored (the RoPE tables are built with the default theta 10000)":
+            v("pass the argument on: precompute_rope(self.head_dim, max_seq_len, rope_theta)", theta=10000.0)}
+    return {**ignored,
         "no causal mask (every position sees the future)":
             v("mask the scores above the diagonal with -inf before the softmax: triu(ones(T, T), diagonal=1)",
               mask="none"),
@@ -223,6 +258,15 @@ def attention_variants(x, sd, H, Hkv=None, theta=10000.0):
             v("mask strictly above the diagonal: torch.triu(..., diagonal=1), not diagonal=0", mask="diagonal"),
         "the mask is shifted: position t also sees t + 1":
             v("mask strictly above the diagonal: torch.triu(..., diagonal=1)", mask="shifted"),
+        "the boolean mask is inverted: it is True above the diagonal (the keys to hide), but "
+        "scaled_dot_product_attention reads True as a key to attend, so each query sees only later positions":
+            v("for scaled_dot_product_attention, pass is_causal=True, or a mask that is True where attending is "
+              "allowed: torch.ones(T, T, dtype=torch.bool).tril()", mask="inverted_sdpa"),
+        # tril() masked and triu(1) inverted hide the same keys: the numbers cannot tell the two apart
+        "the mask hides the past and the diagonal instead of the future, so each query sees only later positions "
+        "(a tril() mask, or the triu(1) mask inverted)":
+            v("fill the scores where the key is in the future: scores.masked_fill(torch.ones(T, T, "
+              "dtype=torch.bool).triu(1), float('-inf'))", mask="inverted"),
         "the mask hides the past instead of the future (tril instead of triu)":
             v("keys after the query (s > t) are masked: triu, not tril", mask="lower"),
         "the mask is applied after the softmax (the weights of each query no longer sum to one)":
@@ -286,6 +330,8 @@ def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
     """Wrong assemblies of a block, over the stand-in components (what the hybrid check runs)."""
     p = standin_block_parts(sd, C, H, Hkv, T, eps, theta)
     no_eps = standin_block_parts(sd, C, H, Hkv, T, theta=theta)
+    eps_first = {**no_eps, "n1": p["n1"]}  # only input_layernorm gets rms_norm_eps
+    eps_second = {**no_eps, "n2": p["n2"]}  # only post_attention_layernorm gets it
     no_theta = standin_block_parts(sd, C, H, Hkv, T, eps)
     default = standin_block_parts(sd, C, H, Hkv, T)
     n1, attn, n2, mlp = p["n1"], p["attn"], p["n2"], p["mlp"]
@@ -386,6 +432,10 @@ def block_variants(x, sd, C, H, Hkv=None, T=16, eps=1e-6, theta=10000.0):
             "CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta)"),
         "rms_norm_eps is not passed on to the norms (they use the default eps)": v(wired(no_eps),
             "RMSNorm(hidden_size, eps=rms_norm_eps) for both norms"),
+        "rms_norm_eps reaches post_attention_layernorm only (input_layernorm uses the default eps)":
+            v(wired(eps_second), "RMSNorm(hidden_size, eps=rms_norm_eps) for input_layernorm too"),
+        "rms_norm_eps reaches input_layernorm only (post_attention_layernorm uses the default eps)":
+            v(wired(eps_first), "RMSNorm(hidden_size, eps=rms_norm_eps) for post_attention_layernorm too"),
         "rope_theta is not passed on to the attention": v(wired(no_theta),
             "CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta)"),
     }
@@ -403,11 +453,89 @@ def ffn_variants(x, sd):
         "ReLU instead of SiLU": v(lambda: F.relu(g) * u, "SwiGLU uses F.silu (x * sigmoid(x)), not relu"),
         "GELU instead of SiLU": v(lambda: F.gelu(g) * u, "SwiGLU uses F.silu, not gelu"),
         "sigmoid instead of SiLU": v(lambda: g.sigmoid() * u, "silu(x) = x * sigmoid(x), not sigmoid(x)"),
+        "up_proj is used as the gate too: silu(up_proj(x)) * up_proj(x)": v(lambda: F.silu(u) * u,
+            "the gate is its own projection: down_proj(silu(gate_proj(x)) * up_proj(x))"),
+        "gate_proj is used for both factors: silu(gate_proj(x)) * gate_proj(x)": v(lambda: F.silu(g) * g,
+            "the second factor is up_proj: down_proj(silu(gate_proj(x)) * up_proj(x))"),
         "no gate: down_proj(silu(up_proj(x)))": v(lambda: F.silu(u),
             "multiply by the gate: down_proj(silu(gate_proj(x)) * up_proj(x))"),
         "silu applied to the product: silu(gate * up)": v(lambda: F.silu(g * u), "silu on the gate only"),
         "gate and up added instead of multiplied": v(lambda: F.silu(g) + u, "multiply: silu(gate) * up"),
     }
+
+
+def _stack(sd, prefix, num_layers, C, H, T, block_kw, norm_eps):
+    """Stand-in blocks built with ``block_kw`` and a stand-in final norm with ``norm_eps``, loaded from ``sd``."""
+    blk = standin_module("block")
+    blocks = []
+    for i in range(num_layers):
+        b = blk.TransformerBlock(C, H, max_seq_len=T, **block_kw)
+        b.load_state_dict({k[len(f"{prefix}blocks.{i}."):]: v for k, v in sd.items()
+                           if k.startswith(f"{prefix}blocks.{i}.")})
+        blocks.append(b)
+    norm = blk.RMSNorm(C, norm_eps)
+    norm.load_state_dict({k[len(f"{prefix}norm."):]: v for k, v in sd.items() if k.startswith(f"{prefix}norm.")})
+    return blocks, norm
+
+
+def _run_stack(blocks, norm, x):
+    with torch.no_grad():
+        for b in blocks:
+            x = b(x)
+        return norm(x)
+
+
+def _argument_variants(sd, prefix, num_layers, C, H, T, kwargs, run, owner):
+    """What the stack computes when rms_norm_eps or rope_theta stops on the way: ``run(blocks, norm)`` of each
+    wrong stack. ``owner`` is the class whose __init__ receives them (TransformerLM or TransformerDecoder)."""
+    eps, theta = kwargs.get("rms_norm_eps"), kwargs.get("rope_theta")
+    if eps is None and theta is None:
+        return {}
+    shape = {k: v for k, v in kwargs.items() if k in ("num_kv_heads", "intermediate_size")}
+    full = {**shape, **({"rms_norm_eps": eps} if eps is not None else {}),
+            **({"rope_theta": theta} if theta is not None else {})}
+
+    def v(block_kw, norm_eps, hint):
+        return (lambda: run(*_stack(sd, prefix, num_layers, C, H, T, block_kw, norm_eps)), hint)
+    norm_eps = 1e-6 if eps is None else eps
+    out = {}
+    if eps is not None:
+        out["rms_norm_eps is not passed on to the final norm (the blocks get it)"] = v(
+            full, 1e-6, "self.norm = RMSNorm(hidden_size, eps=rms_norm_eps) in TransformerDecoder")
+        out["rms_norm_eps is not passed on to the blocks (the final norm gets it)"] = v(
+            {k: w for k, w in full.items() if k != "rms_norm_eps"}, eps,
+            "TransformerBlock(..., rms_norm_eps=rms_norm_eps, ...) for every block")
+    if theta is not None:
+        out["rope_theta is not passed on to the blocks"] = v(
+            {k: w for k, w in full.items() if k != "rope_theta"}, norm_eps,
+            "TransformerBlock(..., rope_theta=rope_theta) for every block")
+    if eps is not None and theta is not None:
+        out["rms_norm_eps and rope_theta are not passed on to the blocks (the final norm gets eps)"] = v(
+            shape, eps, "TransformerBlock(hidden_size, num_heads, num_kv_heads, intermediate_size, max_seq_len, "
+            "rms_norm_eps, rope_theta)")
+    names = " and ".join(k for k in ("rms_norm_eps", "rope_theta") if k in full)
+    out[(f"{names} do not get past TransformerDecoder: the blocks and the final norm use their defaults"
+         if owner == "TransformerDecoder" else
+         f"{names} do not get from TransformerLM to the blocks and the final norm, which use their defaults "
+         "(TransformerLM does not pass them to the decoder, or the decoder does not pass them on: the decoder's "
+         "own checks tell which)")] = v(
+        shape, 1e-6, f"pass every argument of {owner}.__init__ on: TransformerDecoder(num_layers, hidden_size, "
+        "num_heads, num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta), and from there to "
+        "each TransformerBlock and RMSNorm(hidden_size, eps=rms_norm_eps)")
+    return out
+
+
+def decoder_arguments(x, sd, num_layers, C, H, T=16, **kwargs):
+    """TransformerDecoder(..., **kwargs) over stand-ins with rms_norm_eps or rope_theta lost on the way."""
+    return _argument_variants(sd, "", num_layers, C, H, T, kwargs, lambda b, n: _run_stack(b, n, x),
+                              "TransformerDecoder")
+
+
+def lm_arguments(idx, sd, num_layers, C, H, T=16, **kwargs):
+    """TransformerLM(..., **kwargs) over stand-in blocks with rms_norm_eps or rope_theta lost on the way."""
+    emb = sd["embed_tokens.weight"]
+    return _argument_variants(sd, "decoder.", num_layers, C, H, T, kwargs,
+                              lambda b, n: _run_stack(b, n, emb[idx]) @ emb.T, "TransformerLM")
 
 
 def decoder_variants(x, sd, num_layers, C, H, T=16):

@@ -33,6 +33,8 @@ ALTERNATIVES = [
                 "an additive mask buffer", "attention.py", "attention_complex.py"),
     Alternative("F.scaled_dot_product_attention with kv heads repeated by expand (no enable_gqa), a boolean mask and "
                 "an explicit scale", "attention.py", "attention_sdpa_mask.py"),
+    Alternative("precompute_rope in float64 (the docstring leaves the dtype open), float64 buffers, apply_rope cast "
+                "back to x's dtype", "attention.py", "attention_rope64.py"),
     Alternative("torch.nn.functional.rms_norm", "rmsnorm.py", "rmsnorm_functional.py"),
     Alternative("RMS from torch.linalg.vector_norm", "rmsnorm.py", "rmsnorm_vector_norm.py"),
     Alternative("torch.add(sublayer(x), x), registered with add_module", "residual.py", "residual_add.py"),

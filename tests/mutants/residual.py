@@ -17,4 +17,12 @@ MUTANTS = [
            "        self.sublayer = sublayer", "        self.fn = sublayer",
            more=((RET, "        return x + self.fn(x, *args, **kwargs)"),),
            loses=("keeps_sublayer", "gradients"), named="store it as self.sublayer"),
+    Mutant("Residual flattens x with view (fails on a non-contiguous x)", "residual.py",
+           RET, "        flat = x.view(-1, x.shape[-1])  # (B*T, C)\n"
+                "        return (flat + self.sublayer(flat, *args, **kwargs)).view(x.shape)",
+           loses=("matches_x_plus_sublayer",), named="a .view(...) of a tensor that is not contiguous"),
+    Mutant("the sublayer's output detached from the graph (x + self.sublayer(x).detach())", "residual.py",
+           RET, "        return x + self.sublayer(x, *args, **kwargs).detach()",
+           loses=("keeps_sublayer", "gradients"), named="the sublayer's output is detached from the graph",
+           says=(("*", "the sublayer's output is detached from the graph"),), never=("not called",)),
 ]

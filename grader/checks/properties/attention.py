@@ -22,7 +22,13 @@ from grader.compare import (
     require,
     require_tensor,
 )
-from grader.diagnose.crashes import attention_crash, explaining, no_attribute, nondeterministic
+from grader.diagnose.crashes import (
+    attention_crash,
+    explaining,
+    no_attribute,
+    nondeterministic,
+    projection_mistake,
+)
 from grader.harness import StudentError, both, call, check, only, randn, reference_state
 from kit.outcome import CheckFailure, Kind
 
@@ -51,9 +57,12 @@ def check_rope_tables(sub, ref, g):
     out = got["results"][0]["output"]
     require(isinstance(out, list) and len(out) == 2, what, "a tuple (cos, sin) of two tensors", describe_value(out),
             "return cos, sin", Kind.WRONG_STRUCTURE)
-    cos, sin = (require_tensor(t, (T, D), f"{name} of {what}", ROPE_HINT) for name, t in zip(("cos", "sin"), out))
-    swapped = torch.allclose(cos[0], torch.zeros(D)) and torch.allclose(sin[0], torch.ones(D))
-    require(torch.allclose(cos[0], torch.ones(D)) and torch.allclose(sin[0], torch.zeros(D)),
+    # float32 or float64 tables (the docstring leaves the dtype open): compared in float64
+    cos, sin = (require_tensor(t, (T, D), f"{name} of {what}", ROPE_HINT).double()
+                for name, t in zip(("cos", "sin"), out))
+    zeros, ones = torch.zeros(D, dtype=torch.float64), torch.ones(D, dtype=torch.float64)
+    swapped = torch.allclose(cos[0], zeros) and torch.allclose(sin[0], ones)
+    require(torch.allclose(cos[0], ones) and torch.allclose(sin[0], zeros),
             "cos[0] and sin[0] (position 0)", "all ones and all zeros",
             f"cos[0] = {cos[0][:4].tolist()}..., sin[0] = {sin[0][:4].tolist()}...",
             "cos and sin come out swapped: return angles.cos(), angles.sin(), cos first" if swapped else
@@ -63,7 +72,8 @@ def check_rope_tables(sub, ref, g):
             "the two halves of the last dimension of cos", "equal (the rotate-half layout)", "different halves",
             "cos = torch.cat([angles.cos(), angles.cos()], dim=-1)")
     for name, t, e in zip(("cos", "sin"), out, exp["results"][0]["output"]):
-        assert_close(t, e, f"{name} of {what}", FP32, "inv_freq = theta ** (-arange(0, head_dim, 2) / head_dim)")
+        assert_close(t, e, f"{name} of {what}", FP32, "inv_freq = theta ** (-arange(0, head_dim, 2) / head_dim)",
+                     dtype=False)
 
 
 @check(0)
@@ -113,7 +123,7 @@ def check_rope_relative(sub, ref, g):
             "position")
     ref_cos, ref_sin = tables_ref["results"][0]["output"]
     for name, t, e in zip(("cos", "sin"), (cos, sin), (ref_cos, ref_sin)):
-        assert_close(t, e, f"{name} of precompute_rope({D}, {T})", FP32, ROPE_HINT)
+        assert_close(t, e, f"{name} of precompute_rope({D}, {T})", FP32, ROPE_HINT, dtype=False)
     got, exp = both(sub, ref, "attention", "apply_rope", "apply_rope on q and k repeated at every position",
                     calls=[call(qs, ref_cos, ref_sin), call(ks, ref_cos, ref_sin)])
     for r, e in zip(got["results"], exp["results"]):
@@ -146,19 +156,22 @@ def at_t1(sub, ref, g, Hkv, T=16, label=None):
 
 @check(1)
 def check_parameters(sub, ref, g):
-    """q_proj, k_proj, v_proj, o_proj without bias; GQA shrinks k_proj and v_proj; no RoPE in state_dict"""
+    """q_proj, k_proj, v_proj, o_proj without bias, GQA shrinks k_proj, v_proj, no RoPE in state_dict; output at T = 1"""
     for Hkv, kv_rows in ((None, 32), (2, 16), (1, 8)):
         got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})",
                    init=cfg_init(Hkv=Hkv), attrs=["head_dim", "num_heads", "num_kv_heads"])
         keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
         want = {"q_proj.weight": (32, 32), "k_proj.weight": (kv_rows, 32), "v_proj.weight": (kv_rows, 32),
                 "o_proj.weight": (32, 32)}
-        kv_wrong = any(keys.get(k) not in (None, want[k]) for k in ("k_proj.weight", "v_proj.weight"))
-        assert_equal(keys, want, f"CausalSelfAttention(32, 4, num_kv_heads={Hkv}).state_dict() names and shapes",
-                     ("k_proj or v_proj has the wrong number of outputs for grouped-query attention: they map "
-                      "hidden_size to num_kv_heads * head_dim features" if kv_wrong else
-                      "nn.Linear(..., bias=False); k/v have num_kv_heads * head_dim outputs; "
-                      "RoPE tables are buffers with persistent=False"))
+        what = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv}).state_dict() names and shapes"
+        compared()
+        if keys != want:  # the shapes say which size went wrong when they single one out
+            found = projection_mistake(keys, 4, Hkv)
+            raise CheckFailure(what, repr(want), repr(keys), found[1] if found else
+                               "nn.Linear(..., bias=False); q_proj and o_proj have num_heads * head_dim features, "
+                               "k_proj and v_proj num_kv_heads * head_dim, with head_dim = hidden_size // num_heads; "
+                               "RoPE tables are buffers with persistent=False", found[0] if found else None,
+                               Kind.WRONG_STRUCTURE)
         head_dim = got["attrs"]["head_dim"]
         if isinstance(head_dim, dict) and head_dim.get("__missing__"):  # the worker's mark for an absent attribute
             compared()
@@ -201,7 +214,7 @@ def _raises_value_error(sub, what, hint, **kwargs):
 
 @check(1)
 def check_validation(sub, ref, g):
-    """Bad configurations and T > max_seq_len raise ValueError; a good one runs, T = max_seq_len included"""
+    """Bad configurations and T > max_seq_len raise ValueError; a good one runs (T = max_seq_len) and matches at T = 1"""
     _raises_value_error(sub, "CausalSelfAttention with hidden_size 30 and 4 heads",
                         "check hidden_size % num_heads in __init__", init=([30, 4], {}))
     _raises_value_error(sub, "CausalSelfAttention with 4 heads and 3 kv heads",

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from grader.compare import FP32, GRAD, assert_close, assert_equal, fmt_shape, require, require_tensor
+from grader.compare import FP32, GRAD, assert_close, assert_equal, fmt_shape, keys_message, require, require_tensor
 from grader.diagnose.crashes import (
     bypassed,
     explaining,
@@ -18,10 +18,12 @@ from grader.diagnose.crashes import (
     missing_attribute,
     nondeterministic,
     not_passed_on,
+    parameter_set,
     standin_crash,
 )
 from grader.harness import DECODER_PATCH, DECODER_STANDINS, both, call, check, grad_check, only, randn, reference_state
 from grader.reference import ReferenceUnavailable
+from kit.outcome import Kind
 
 HYBRID = {"standins": DECODER_STANDINS, "patch": DECODER_PATCH}
 DEC_HINT = "for block in self.blocks: x = block(x); then x = self.norm(x)"
@@ -46,7 +48,8 @@ def stacked(sub, target, init, x=None, **request):
     of its own where a stand-in belongs, an argument that does not reach the blocks, something random (given x)."""
     random = [nondeterministic(sub, "decoder", target, x, init=init, **HYBRID, **request)] if x is not None else []
     return explaining(standin_crash(SIGNATURES), missing_attribute,
-                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on, *random)
+                      bypassed(sub, "decoder", target, init, DECODER_STANDINS, DECODER_PATCH), not_passed_on,
+                      parameter_set, *random)
 
 
 @check(0)
@@ -172,6 +175,17 @@ def check_lm_initialisation(sub, ref, g):
     require(loss <= math.log(65) + 0.5, "the loss of a fresh TransformerLM(65, ...) on random tokens",
             f"near ln(65) = {math.log(65):.2f} (logits near zero)", f"{loss:.3g}",
             "apply the GPT-2 initialisation after building every part: self.apply(self._init_weights)")
+    # the reference can run these weights only if they are the API's: extra or misshaped parameters are the
+    # model's structure, not a fault of the reference that loads them (strictly)
+    shapes, _ = ref.template("decoder", "TransformerLM", init[0], init[1])
+    expected = {k: [list(shape), dtype] for k, (shape, dtype) in shapes.items()}
+    differs = keys_message(got["keys"], expected)
+    require(not differs, "the parameters of a fresh TransformerLM(65, num_layers=2, hidden_size=64, num_heads=4) "
+            "(its state_dict's names and shapes)", f"the API's {len(expected)} parameters (embed_tokens, decoder.blocks.0 "
+            "and 1, decoder.norm, lm_head)", differs,
+            "build exactly the API's parts, named as it names them: embed_tokens, decoder (num_layers blocks and a "
+            "norm), lm_head tied to embed_tokens; nothing more (RoPE already encodes positions: no positional "
+            "embedding)", Kind.WRONG_STRUCTURE)
     try:  # the reported weights are the model's: the reference stack with them gives the same logits
         exp = ref.run(both_request(init, got["params"], idx), "the reference with your model's initial weights")
     except ReferenceUnavailable:  # at the desk, no reference can run your weights: the property above decides

@@ -11,8 +11,17 @@ the submission's own model is only checked to be causal and to give the same log
 drawn afresh. At the student's desk (the release ships no reference) the student's own model
 computes the logits. Either way the checkpoint is read within ``kit.checkpoint``'s limits and
 must hold exactly the curriculum model's weights.
+
+How many windows: a sequential test (``kit.perplexity``) decides "under 2.5 or not" at 99 %
+confidence from windows drawn at random with the grading's seed (secret in every graded flow), so a
+model far from the bar costs 16 windows and one close to it the full 782. The check has a deadline
+of its own (``--final-timeout``, ``FINAL_TIMEOUT`` seconds by default): past it the check stops with
+``Kind.STARVED``, saying the machine ran out of time, and the finished checks keep their points.
 """
+import math
 import secrets
+import time
+from pathlib import Path
 
 import torch
 
@@ -21,41 +30,111 @@ from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
 from kit.corpus import CharTokenizer, DataError, find, split
 from kit.outcome import CheckFailure, Kind
-from kit.perplexity import SEED, TRAIN_CHARS, VAL_CHARS, batch, exp_mean, nll_sum, windows
+from kit.perplexity import (
+    CONFIDENCE,
+    FINAL_TIMEOUT,
+    LOOKS,
+    SEED,
+    TRAIN_CHARS,
+    VAL_WINDOWS,
+    OutOfTime,
+    Sequential,
+    batch,
+    run,
+    window_losses,
+    window_seed,
+    windows,
+)
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
 
 BATCH = 8  # windows per forward call
-CHUNK = 128  # windows per request to the worker (16 calls): a few seconds each, a few MB of logits
-AGREE = 4  # windows on which the submission's model must give the reference's logits
+CHUNK = 128  # windows per request to the worker at the desk: a few seconds each, a few MB of logits
+AGREE = 4  # windows on which the submission's model must give the reference's logits (of the first look's)
+CALL_TIMEOUT = 120  # seconds for one request to the worker, within the check's own deadline
 TRAIN_HINT = ("run `make train` (it stops by itself once under 2.5; about half an hour on 2 CPU cores, minutes on "
               "a GPU: BENCHMARKS.md has the measured times)")
+TIME_HINT = ("this is not a verdict on your model: the grading machine was too slow or too busy to finish the "
+             "measurement in time; the course staff can give it more time (python -m grader --final-timeout S) "
+             "or grade again when the machine is less busy")
+
+
+def cpu_quota():
+    """The CPUs this process's cgroup (or one above it) may use per period, where a quota says (Gradescope's 0.5
+    CPU, ``docker --cpus``, a batch's cgroup); None where none does."""
+    quotas = []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2: cpu.max is "max 100000" or "50000 100000"
+            root, files = Path("/sys/fs/cgroup"), [("cpu.max", None)]
+        elif "cpu" in controllers.split(","):
+            root, files = Path("/sys/fs/cgroup") / controllers, [("cpu.cfs_quota_us", "cpu.cfs_period_us")]
+            if not root.is_dir():
+                root = Path("/sys/fs/cgroup/cpu")
+        else:
+            continue
+        folder = root / path.lstrip("/")
+        while True:
+            try:
+                for quota, period in files:
+                    if period is None:
+                        q, p = (folder / quota).read_text().split()
+                    else:
+                        q, p = (folder / quota).read_text(), (folder / period).read_text()
+                    if q.strip() not in ("max", "-1"):
+                        quotas.append(int(q) / int(p))
+            except (OSError, ValueError):
+                pass
+            if folder == root or folder.parent == folder:
+                break
+            folder = folder.parent
+    return min(quotas) if quotas else None
+
+
+def usable_threads(threads):
+    """``threads``, at most as many as the CPU quota grants (at least one): two threads in half a CPU spin against
+    each other (measured in a 0.5-CPU cgroup: 1.8 s a window in float32, against 57 ms with one thread; the earlier
+    kit's whole grading there took up to 197 s, BENCHMARKS.md, section final)."""
+    quota = cpu_quota()
+    return max(1, min(threads, math.ceil(quota))) if quota else threads
 
 
 def fail(checked, got, hint, expected=None, kind=Kind.WRONG_VALUE):
     raise CheckFailure(checked, expected, got, hint, kind=kind)
 
 
-def student_logits(sub, weights, vocab, xs, what, timeout=120):
+def student_logits(sub, weights, vocab, xs, what, deadline):
     """Logits of the submission's TransformerLM, loaded strictly with the checkpoint's weights (every thread: the
-    grader waits meanwhile)."""
-    got = only(sub, "decoder", "TransformerLM", what, init=([vocab], dict(CURRICULUM)), load=weights,
-               calls=[call(x) for x in xs], timeout=timeout, threads=sub.threads)
+    grader waits meanwhile). A request cut short by the check's deadline (not by its own limit) is ``OutOfTime``."""
+    timeout = min(CALL_TIMEOUT, max(1.0, deadline - time.monotonic()))
+    try:
+        got = only(sub, "decoder", "TransformerLM", what, init=([vocab], dict(CURRICULUM)), load=weights,
+                   calls=[call(x) for x in xs], timeout=timeout, threads=usable_threads(sub.threads))
+    except CheckFailure as e:
+        if e.failure.kind is Kind.TIMED_OUT and timeout < CALL_TIMEOUT:
+            raise OutOfTime(None) from None
+        raise
     return [require_tensor(r["output"], (*x.shape, vocab), what, "logits must be (B, T, vocab_size)")
             for x, r in zip(xs, got["results"])]
 
 
-def desk_perplexity(sub, weights, vocab, split_ids, n_chars, seed, label):
-    """The perplexity from the submission's own logits, in requests of CHUNK windows (no logits kept)."""
-    T = CURRICULUM["max_seq_len"]
-    starts = windows(len(split_ids), T, n_chars, seed)
-    total, count = 0.0, 0
-    for i in range(0, len(starts), CHUNK):
-        batches = [batch(split_ids, starts[j:j + BATCH], T) for j in range(i, min(i + CHUNK, len(starts)), BATCH)]
-        outs = student_logits(sub, weights, vocab, [xb for xb, _ in batches],
-                              f"TransformerLM with your checkpoint on {label} windows")
-        for (_, yb), logits in zip(batches, outs):
-            total, count = total + nll_sum(logits, yb), count + yb.numel()
-    return exp_mean(total, count), count
+class DeskMeasurement:
+    """Per-window losses from the submission's own logits (at the desk, where no reference ships), in requests of
+    at most CHUNK windows (no logits kept)."""
+
+    def __init__(self, sub, weights, vocab, ids, starts, label, deadline):
+        self.sub, self.weights, self.vocab, self.ids, self.starts = sub, weights, vocab, ids, starts
+        self.label, self.deadline = label, deadline
+
+    def __call__(self, i, j):
+        T = CURRICULUM["max_seq_len"]
+        batches = [batch(self.ids, self.starts[k:min(k + BATCH, j)], T) for k in range(i, j, BATCH)]
+        outs = student_logits(self.sub, self.weights, self.vocab, [x for x, _ in batches],
+                              f"TransformerLM with your checkpoint on {self.label} windows", self.deadline)
+        return [v for (_, y), logits in zip(batches, outs) for v in window_losses(logits, y).tolist()]
 
 
 def reference_model(ref, V, weights):
@@ -78,9 +157,20 @@ def corpus(grading):
              "course's grader, please tell the course staff", kind=Kind.GRADER_ERROR)
 
 
+def out_of_time(budget, estimate):
+    """The check's deadline passed before the measurement could decide: the machine's failure, not the model's."""
+    so_far = (f"after {estimate.windows} of at most {LOOKS[-1]} windows the perplexity was {estimate.describe()}, "
+              f"not yet decided at {CONFIDENCE:.0%} confidence" if estimate is not None else
+              "before the measurement had two windows")
+    fail(f"the final check's measurement, within its {budget:g} s", f"the time ran out: {so_far}", TIME_HINT,
+         f"a verdict within {budget:g} s", Kind.STARVED)
+
+
 @check(15)
 def check_tinyshakespeare_perplexity(sub, ref, grading):
     """Your trained model: training-split perplexity < 2.5 on TinyShakespeare, causal, the curriculum's 4 x 256"""
+    budget = getattr(grading, "final_timeout", None) or FINAL_TIMEOUT
+    deadline = time.monotonic() + budget
     text = corpus(grading)
     tok = CharTokenizer.from_text(text)
     V, T = tok.vocab_size, CURRICULUM["max_seq_len"]
@@ -108,35 +198,42 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
             f"the corpus's {V} characters", "another vocabulary", "train on data/tinyshakespeare.txt with `make train`",
             Kind.WRONG_STRUCTURE)
     train_ids, val_ids = split(tok.ids(text))
+    # the windows, drawn at random from the grading's seed (secret in every graded flow, SEED at the desk): the
+    # sequential test measures them in this order, as many as it needs
+    starts = windows(len(train_ids), T, TRAIN_CHARS, window_seed(grading.seed, "train"))
 
     # the submission's own model, loaded with the checkpoint, in one request: on a causality probe (the second half
-    # of two windows changed) and, where the reference measures, on training windows drawn afresh for this grading
+    # of two windows changed) and, where the reference measures, on training windows of the first look (always
+    # measured), picked afresh for this grading
     x, _ = batch(train_ids, windows(len(train_ids), T, 2 * T, SEED + 7), T)
     x2 = x.clone()
     x2[:, T // 2:] = (x2[:, T // 2:] + 1 + torch.arange(T - T // 2) % (V - 1)) % V
     model = reference_model(ref, V, weights)
-    picks = sorted(secrets.SystemRandom().sample(range(-(-TRAIN_CHARS // T)), AGREE)) if model is not None else []
+    picks = sorted(secrets.SystemRandom().sample(range(LOOKS[0]), AGREE)) if model is not None else []
     probes, what = [x, x2], "TransformerLM with your checkpoint on a causality probe"
-    if picks:  # the measurement's own windows (kit.perplexity.windows), those it keeps the logits of
-        probes.append(batch(train_ids, windows(len(train_ids), T, TRAIN_CHARS, SEED)[picks], T)[0])
+    if picks:
+        probes.append(batch(train_ids, starts[picks], T)[0])
         what += " and on sampled training windows"
-    y, y2, *sampled = student_logits(sub, weights, V, probes, what)
+    try:
+        y, y2, *sampled = student_logits(sub, weights, V, probes, what, deadline)
 
-    # 1. causal: changing the second half of a window must not move the logits of the first half
-    err = (y[:, :T // 2] - y2[:, :T // 2]).abs().max().item()
-    require(err <= 1e-4, "logits at positions < 128 after changing the characters at positions >= 128",
-            "unchanged (tolerance 1e-4)", f"changed by up to {err:.3g}",
-            "the model must not see the future: check the attention mask")
+        # 1. causal: changing the second half of a window must not move the logits of the first half
+        err = (y[:, :T // 2] - y2[:, :T // 2]).abs().max().item()
+        require(err <= 1e-4, "logits at positions < 128 after changing the characters at positions >= 128",
+                "unchanged (tolerance 1e-4)", f"changed by up to {err:.3g}",
+                "the model must not see the future: check the attention mask")
 
-    # 2. the perplexity with teacher forcing over full windows
-    if model is not None:  # computed here, from the weights: nothing the submission says counts (grader/measure.py)
-        from grader.measure import measure
-        ppl, n_train, kept = measure(model, train_ids, TRAIN_CHARS, SEED, T, TARGET_PERPLEXITY, keep=set(picks),
-                                     threads=grading.threads)
-        val_ppl, n_val, _ = measure(model, val_ids, VAL_CHARS, SEED + 1, T, threads=grading.threads)
-    else:  # at the desk: the student's own model computes the logits (in its sandbox), the numbers are made here
-        ppl, n_train = desk_perplexity(sub, weights, V, train_ids, TRAIN_CHARS, SEED, "training-split")
-        val_ppl, n_val = desk_perplexity(sub, weights, V, val_ids, VAL_CHARS, SEED + 1, "validation-split")
+        # 2. the perplexity with teacher forcing over full windows, as many as the sequential test needs
+        if model is not None:  # computed here, from the weights: nothing the submission says counts
+            from grader.measure import measure, sample
+            est, kept, precision = measure(model, train_ids, starts, T, TARGET_PERPLEXITY, keep=picks,
+                                           threads=usable_threads(grading.threads), deadline=deadline)
+        else:  # at the desk: the student's own model computes the logits (in its sandbox), the numbers are made here
+            desk = DeskMeasurement(sub, weights, V, train_ids, starts, "training-split", deadline)
+            est = run(Sequential(TARGET_PERPLEXITY, T), desk, CHUNK, deadline)[0]
+            precision = "float32, by your own model (the student release has no reference)"
+    except OutOfTime as e:
+        out_of_time(budget, e.estimate)
 
     # 3. the submission's own model gives the reference's logits on the sampled windows
     if picks:
@@ -149,15 +246,39 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
                 "weights", "the same logits (tolerance 1e-3)", f"max abs difference {diff:.3g} on sampled training "
                 "windows", "the module checks above say where your model differs; fix those first")
 
-    minutes = info.get("elapsed")
-    grading.measure(perplexity=round(ppl, 4), val_perplexity=round(val_ppl, 4),
-                    minutes=round(minutes / 60, 1) if isinstance(minutes, (int, float)) else None)
-    summary = (f"training-split perplexity {ppl:.3f} over {n_train:,} predicted characters (validation split: "
-               f"{val_ppl:.3f} over {n_val:,}; the gap is the model fitting its training text)")
+    # 4. the validation split, beside it (never graded): as many windows as the verdict took (at most VAL_WINDOWS),
+    # within what is left of the deadline
+    val_starts = windows(len(val_ids), T, min(VAL_WINDOWS, est.windows) * T, window_seed(grading.seed, "val"))
+    if model is not None:
+        val = sample(model, val_ids, val_starts, T, threads=usable_threads(grading.threads), deadline=deadline)
+    else:
+        try:
+            val = run(Sequential(None, T, (len(val_starts),)),
+                      DeskMeasurement(sub, weights, V, val_ids, val_starts, "validation-split", deadline), CHUNK,
+                      deadline)[0]
+        except OutOfTime as e:
+            val = e.estimate
+
+    ppl = est.perplexity
+    val_ppl = val.perplexity if val is not None else None
+    low, high = est.interval
+    grading.measure(perplexity=round(ppl, 4), perplexity_low=round(low, 4), perplexity_high=round(high, 4),
+                    windows=est.windows, val_perplexity=round(val_ppl, 4) if val_ppl is not None else None)
+    how = (f"decided at {CONFIDENCE:.0%} confidence" if est.decided else
+           f"too close to {TARGET_PERPLEXITY} to decide at {CONFIDENCE:.0%} confidence: the full measurement's "
+           "estimate decides")
+    summary = f"training-split perplexity {est.describe()}, {how}; measured in {precision}"
+    if val is not None:
+        summary += (f" (validation split: {val.describe()}"
+                    + ("" if val.windows == len(val_starts) else ", cut short by the deadline")
+                    + "; the gap is the model fitting its training text)")
+    else:
+        summary += " (validation split: not measured, the deadline came first)"
     if grading.corpus:
         summary += f" [measured on {grading.corpus}, not on TinyShakespeare]"
     grading.note(summary)
-    require(ppl < TARGET_PERPLEXITY,
-            f"perplexity = exp(mean cross-entropy) over {n_train:,} training-split characters, full {T}-character "
-            "windows", f"< {TARGET_PERPLEXITY}", f"{ppl:.3f} (validation {val_ppl:.3f})",
+    require(est.under,
+            f"perplexity = exp(mean cross-entropy) over training-split windows of {T} characters drawn at random, "
+            f"as many as a sequential test needs to decide at {CONFIDENCE:.0%} confidence", f"< {TARGET_PERPLEXITY}",
+            f"{est.describe()}; {how}" + (f" (validation {val_ppl:.3f})" if val_ppl is not None else ""),
             "train longer: `make train ARGS=--resume` continues your run (in the notebook: RESUME = True)")

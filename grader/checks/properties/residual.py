@@ -3,9 +3,22 @@
 The shape check is INFO (0 points): shapes alone are what any tensor of the right size has, so
 the points sit with the checks that compare values.
 """
-from grader.compare import GRAD, assert_close, assert_equal, describe_value, fmt_shape, require
+import torch
+
+from grader.compare import (
+    FP32,
+    GRAD,
+    assert_close,
+    assert_equal,
+    compared,
+    describe_value,
+    fmt_shape,
+    is_close,
+    require,
+)
 from grader.diagnose.crashes import explaining, inplace_crash
 from grader.harness import both, call, check, only, randn
+from kit.outcome import CheckFailure
 
 INPLACE_HINT = "write `return x + self.sublayer(x)`, not `x += ...`: the caller still needs x"
 LINEAR = {"__obj__": "torch.nn.Linear", "args": [8, 8], "kwargs": {"bias": False}}
@@ -26,9 +39,22 @@ def check_keeps_sublayer(sub, ref, g):
         got, exp = both(sub, ref, "residual", "Residual", "Residual(nn.Linear(8, 8))(x).backward(dy)",
                         init=([LINEAR], {}), load=sd, calls=[call(x, grad=dy, input_grad=False)])
     r, e = got["results"][0], exp["results"][0]
-    require("sublayer.weight" in (r.get("param_grads") or {}) and r["param_grads"]["sublayer.weight"] is not None,
+    grad = (r.get("param_grads") or {}).get("sublayer.weight")
+    if not isinstance(grad, torch.Tensor):
+        # no gradient: the output says whether the sublayer was skipped or its output cut from the graph
+        y = r["output"]
+        right = isinstance(y, torch.Tensor) and is_close(y, e["output"], FP32)
+        skipped = isinstance(y, torch.Tensor) and y.shape == x.shape and torch.equal(y, x)
+        compared()
+        raise CheckFailure(
             "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", "a gradient",
-            "none (the sublayer is not called in forward)", "call it: return x + self.sublayer(x)")
+            "none, though the output x + sublayer(x) is right" if right else
+            "none, and the output is x itself" if skipped else "none",
+            "return x + self.sublayer(x) with the sublayer's output in the graph" if right else
+            "call it: return x + self.sublayer(x)",
+            "the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): it is added, "
+            "but no gradient flows back through it, so the sublayer never trains" if right else
+            "the sublayer is not called in forward" if skipped else None)
     assert_close(r["param_grads"]["sublayer.weight"], e["param_grads"]["sublayer.weight"],
                  "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", GRAD,
                  "the sublayer's output must reach the result once: return x + self.sublayer(x)")

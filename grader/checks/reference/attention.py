@@ -1,7 +1,7 @@
 """RoPE and causal self-attention against the reference."""
 import torch
 
-from grader.compare import BF16, FP32, GRAD, assert_close, describe_value, require
+from grader.compare import BF16, FP32, GRAD, assert_close, compared, describe_value, require
 from grader.diagnose.crashes import attention_crash, explaining, forward_variant, nondeterministic
 from grader.diagnose.probe import attention_staged
 from grader.harness import (
@@ -10,12 +10,14 @@ from grader.harness import (
     check,
     compare_outputs,
     grad_check,
+    only,
     randn,
     reference_state,
     request,
     unchanged_input,
 )
-from kit.outcome import Kind
+from grader.protocol import changed
+from kit.outcome import CheckFailure, Kind
 
 from ..properties.attention import rope_size
 
@@ -36,6 +38,9 @@ def check_rope_tables_values(sub, ref, g):
         stacked = torch.stack(list(g_out)) if all(isinstance(t, torch.Tensor) and t.shape == g_out[0].shape
                                                   for t in g_out) else g_out[0]
         full = (*args, 10000.0)[:3]
+        # the docstring leaves the tables' dtype open: float32 and float64 are both right (compared in float64)
+        if isinstance(stacked, torch.Tensor) and stacked.dtype == torch.float64:
+            stacked = stacked.float()
         assert_close(stacked, torch.stack(e_out), f"torch.stack(precompute_rope{args})", FP32,
                      "angles = outer(arange(T), theta ** (-arange(0, d, 2) / d)); cos/sin of cat([angles, angles])",
                      ref.variants("rope_table_variants", head_dim=full[0], max_seq_len=full[1], theta=full[2]))
@@ -43,16 +48,22 @@ def check_rope_tables_values(sub, ref, g):
 
 @check(3)
 def check_apply_rope_values(sub, ref, g):
-    """apply_rope matches the reference on (B, H, T, D) and (T, D) inputs, with tables longer than T"""
+    """apply_rope matches the reference on (B, H, T, D) and (T, D) inputs, tables longer than T; x left unchanged"""
     tables = ref.run(request("attention", "precompute_rope", calls=[call(16, 12)]), "precompute_rope(16, 12)")
     cos, sin = tables["results"][0]["output"]
     for x, rows in ((randn(g, 2, 3, 7, 16), 7), (randn(g, 7, 16), 7), (randn(g, 2, 2, 7, 16), 12)):
         label = f"apply_rope(x, cos, sin) for x of shape {tuple(x.shape)}" + (
             f" and tables of {rows} rows (the first {x.shape[-2]} are used)" if rows > x.shape[-2] else "")
-        got, exp = both(sub, ref, "attention", "apply_rope", label, calls=[call(x, cos[:rows], sin[:rows])])
+        args = (x, cos[:rows], sin[:rows])
+        got, exp = both(sub, ref, "attention", "apply_rope", label, calls=[call(*args)])
         assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32,
                      "x * cos + rotate_half(x) * sin with rotate_half(x) = cat([-x2, x1], dim=-1)",
                      ref.variants("apply_rope_variants", x=x, cos=cos[:rows], sin=sin[:rows]))
+        # a function's inputs are the caller's: attention passes q and k, which it may still need
+        for name, before, after in zip(("x", "cos", "sin"), args, got["results"][0]["inputs_after"]):
+            require(not changed(before, after), f"{name} after {label}", f"{name} unchanged",
+                    f"{name} was modified in place", "return a new tensor: x * cos + rotate_half(x) * sin, not "
+                    "x.mul_(cos) or x *= cos (the caller's tensor changes with it)")
 
 
 def attn(sub, ref, g, C, H, Hkv, xs, label, T=16, theta=10000.0, tol=FP32, dtype=None):
@@ -73,7 +84,9 @@ def check_matches_reference(sub, ref, g):
     xs = [randn(g, 2, 7, 32), randn(g, 1, 1, 32), randn(g, 3, 16, 32), randn(g, 5, 2, 32).transpose(0, 1),
           randn(g, 1, 4, 32, scale=4.0)]
     attn(sub, ref, g, 32, 4, None, xs, "CausalSelfAttention(32, 4, max_seq_len=16)")
-    attn(sub, ref, g, 48, 3, None, [randn(g, 2, 6, 48)], "CausalSelfAttention(48, 3, rope_theta=100)", theta=100.0)
+    # 500: no power of 10000 that a wrong exponent gives (theta = 100 with -4i/d is 10000 with -2i/d), so an ignored
+    # rope_theta and a wrong exponent give different numbers
+    attn(sub, ref, g, 48, 3, None, [randn(g, 2, 6, 48)], "CausalSelfAttention(48, 3, rope_theta=500)", theta=500.0)
 
 
 @check(2)
@@ -103,7 +116,20 @@ def check_gradients(sub, ref, g):
 
 @check(2)
 def check_bfloat16(sub, ref, g):
-    """A bfloat16 attention module on bfloat16 input matches the reference"""
+    """A bfloat16 attention module on bfloat16 input matches the reference; its tensors follow .to() (buffers)"""
+    what = "CausalSelfAttention(32, 4, num_kv_heads=2).to(torch.bfloat16)"
+    got = only(sub, "attention", "CausalSelfAttention", what, init=([32, 4], {"num_kv_heads": 2, "max_seq_len": 16}),
+               dtype="bfloat16", want=["structure"])
+    plain = [f"self.{name} ({dtype})" for name, dtype, registered in got["structure"]["tensors"] if not registered]
+    compared()
+    if plain:
+        raise CheckFailure(f"the tensors {what} holds besides its parameters",
+                           "buffers, which model.to(...) converts and moves with the parameters",
+                           "plain attributes: " + ", ".join(plain[:6]),
+                           "register them in __init__: self.register_buffer('cos', cos, persistent=False)",
+                           f"{plain[0].split(' ')[0]} is kept as a plain tensor attribute, not a buffer: model.to(dtype "
+                           "or device) leaves it behind (still float32, still on the CPU), so the model breaks or "
+                           "mixes precisions once it moves", Kind.WRONG_STRUCTURE)
     x = randn(g, 2, 8, 32, dtype=torch.bfloat16)
     attn(sub, ref, g, 32, 4, 2, [x], "CausalSelfAttention(32, 4, num_kv_heads=2).to(torch.bfloat16)",
          tol=BF16, dtype="bfloat16")

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from grader.compare import BF16, FP32, FP32_DEEP, GRAD
+from grader.compare import BF16, FP32, FP32_DEEP, GRAD, compared
 from grader.diagnose.crashes import (
     bypassed,
     explaining,
@@ -30,6 +30,7 @@ from grader.harness import (
     check,
     compare_outputs,
     grad_check,
+    only,
     randn,
     reference_state,
     unchanged_input,
@@ -114,7 +115,7 @@ def check_block_assembly_gqa(sub, ref, g):
 
 @check(1)
 def check_block_arguments(sub, ref, g):
-    """The block passes intermediate_size and num_kv_heads on to its MLP and attention (over stand-ins)"""
+    """The block passes intermediate_size, num_kv_heads and max_seq_len on to its MLP and attention (over stand-ins)"""
     kwargs = {"intermediate_size": 48, "num_kv_heads": 2, "max_seq_len": 16}
     sd = reference_state(ref, "block", "TransformerBlock", 32, 4, g=g, **kwargs)
     init_args = ([32, 4], kwargs)
@@ -132,6 +133,34 @@ def check_block_arguments(sub, ref, g):
             if e.error["stage"] != "load" or not_passed_on(e):
                 raise
             raise CheckFailure.of(replace(e.failure, hint=hint)) from None
+    # max_seq_len shapes no weight: the stand-in attention raises ValueError past its own, as the real one does
+    with over_standins(sub, init_args=([32, 4], {"max_seq_len": 8})):
+        max_seq_len_reaches(sub, "block", "TransformerBlock", "TransformerBlock(32, 4, max_seq_len=8)", randn(g, 1, 9, 32),
+                            "TransformerBlock -> CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
+                            "rope_theta)", init=([32, 4], {"max_seq_len": 8}), **HYBRID)
+
+
+def max_seq_len_reaches(sub, module, target, label, x, chain, **request):
+    """``label`` run on ``x``, one position past its max_seq_len, over stand-ins: the stand-in attention raises
+    ValueError past the max_seq_len it was given, so running without one means the argument did not reach it."""
+    T = x.shape[1]
+    what = f"{label}(x) on T = {T} over the grader's stand-ins"
+    try:
+        only(sub, module, target, what, calls=[call(x)], **request)
+    except StudentError as e:
+        if e.error["type"] == "ValueError":
+            compared()
+            return
+        raise  # a crash: the caller's explainers name it
+    compared()
+    # it ran: unless a component of its own stands where the stand-in belongs, the argument did not reach it
+    own = bypassed(sub, module, target, request["init"], request["standins"], request["patch"])(None)
+    raise CheckFailure(what, "ValueError (the attention's max_seq_len is exceeded)", "no error",
+                       own[1] if own else f"pass max_seq_len on at every level ({chain}): by position in the "
+                       "signature's order, or by keyword",
+                       own[0] if own else f"max_seq_len does not reach the CausalSelfAttention: with "
+                       f"max_seq_len={T - 1}, {T} positions ran, so the attention was built with another max_seq_len "
+                       "(its default?)")
 
 
 @check(3)

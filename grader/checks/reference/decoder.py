@@ -7,7 +7,7 @@ your own components.
 import torch
 
 from grader.compare import FP32, FP32_DEEP, GRAD, assert_close
-from grader.diagnose.crashes import explaining, forward_variant, lm_crash, untied_head
+from grader.diagnose.crashes import embedding_rows, explaining, forward_variant, lm_crash, untied_head
 from grader.harness import (
     DECODER_PATCH,
     DECODER_STANDINS,
@@ -22,6 +22,7 @@ from grader.harness import (
 
 from ..properties.decoder import DEC_HINT as HINT
 from ..properties.decoder import HYBRID, LM_HINT, stacked
+from .block import max_seq_len_reaches
 
 
 def dec_state(ref, g, L=3, **kwargs):
@@ -43,7 +44,7 @@ def check_decoder_values(sub, ref, g):
 
 @check(2)
 def check_decoder_arguments(sub, ref, g):
-    """TransformerDecoder passes rms_norm_eps, rope_theta, num_kv_heads and intermediate_size on to its blocks"""
+    """TransformerDecoder passes every argument on to its blocks (all of them) and its final norm (rms_norm_eps)"""
     for kwargs in ({"rms_norm_eps": 0.1, "rope_theta": 50.0}, {"num_kv_heads": 2, "intermediate_size": 48}):
         sd = dec_state(ref, g, **{k: v for k, v in kwargs.items() if k in ("num_kv_heads", "intermediate_size")})
         init = ([3, 32, 4], {"max_seq_len": 16, **kwargs})
@@ -52,8 +53,15 @@ def check_decoder_arguments(sub, ref, g):
         with stacked(sub, "TransformerDecoder", init, x, load=sd):
             compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder(3, 32, 4, {args}) over "
                             "stand-ins", [x], FP32, "pass every argument on: TransformerBlock(hidden_size, num_heads, "
-                            "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta)", init=init,
-                            load=sd, **HYBRID)
+                            "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta) for each block, "
+                            "RMSNorm(hidden_size, eps=rms_norm_eps) for the final norm",
+                            lambda x: ref.variants("decoder_arguments", x=x, sd=sd, num_layers=3, C=32, H=4, **kwargs),
+                            init=init, load=sd, **HYBRID)
+    init = ([3, 32, 4], {"max_seq_len": 8})
+    with stacked(sub, "TransformerDecoder", init):
+        max_seq_len_reaches(sub, "decoder", "TransformerDecoder", "TransformerDecoder(3, 32, 4, max_seq_len=8)",
+                            randn(g, 1, 9, 32), "TransformerDecoder -> TransformerBlock -> CausalSelfAttention",
+                            init=init, **HYBRID)
 
 
 @check(2)
@@ -80,21 +88,32 @@ def lm(ref, g, V=11, L=2, **kwargs):
 
 @check(2)
 def check_lm_values(sub, ref, g):
-    """TransformerLM logits match the reference (over stand-in blocks), also with num_kv_heads and intermediate_size"""
+    """TransformerLM logits match the reference (over stand-in blocks), and every argument reaches the blocks"""
     init, sd = lm(ref, g)
     idx = [torch.randint(0, 11, (2, 9), generator=g), torch.randint(0, 11, (1, 1), generator=g)]
     with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init, idx[0], load=sd):
         compare_outputs(sub, ref, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32)", idx,
                         FP32, LM_HINT, lambda i: ref.variants("lm_variants", idx=i, sd=sd, num_layers=2, C=32, H=4),
                         init=init, load=sd, **HYBRID)
-    # the arguments that shape the blocks' weights reach them (the stand-in blocks build them from what they get)
-    init, sd = lm(ref, g, num_kv_heads=2, intermediate_size=48)
+    # every argument reaches the blocks and the final norm (the stand-ins build their weights from what they get,
+    # and eps and theta show in their outputs)
+    kwargs = {"num_kv_heads": 2, "intermediate_size": 48, "rms_norm_eps": 0.1, "rope_theta": 50.0}
+    init, sd = lm(ref, g, **kwargs)
     idx = torch.randint(0, 11, (2, 6), generator=g)
-    label = "TransformerLM(11, num_layers=2, hidden_size=32, num_kv_heads=2, intermediate_size=48)"
+    label = "TransformerLM(11, num_layers=2, hidden_size=32, num_kv_heads=2, intermediate_size=48, rms_norm_eps=0.1, " \
+        "rope_theta=50)"
     with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init, idx, load=sd):
         compare_outputs(sub, ref, "decoder", "TransformerLM", label, [idx], FP32, "pass every argument on: "
                         "TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, "
-                        "max_seq_len, rms_norm_eps, rope_theta)", init=init, load=sd, **HYBRID)
+                        "max_seq_len, rms_norm_eps, rope_theta)",
+                        lambda i: ref.variants("lm_arguments", idx=i, sd=sd, num_layers=2, C=32, H=4, **kwargs),
+                        init=init, load=sd, **HYBRID)
+    init = ([11], {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "max_seq_len": 8})
+    with stacked(sub, "TransformerLM", init):
+        max_seq_len_reaches(sub, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32, "
+                            "max_seq_len=8)", torch.randint(0, 11, (1, 9), generator=g),
+                            "TransformerLM -> TransformerDecoder -> TransformerBlock -> CausalSelfAttention",
+                            init=init, **HYBRID)
 
 
 @check(3)
@@ -109,7 +128,7 @@ def check_lm_gradients(sub, ref, g):
         got, exp = both(sub, ref, "decoder", "TransformerLM", label, init=init, load=sd, calls=[call(idx, grad=up)],
                         **HYBRID)
         with explaining(forward_variant(sub, "decoder", "TransformerLM", idx, variants, FP32, init=init, load=sd,
-                                        **HYBRID)):
+                                        **HYBRID), embedding_rows(got["results"][0], exp["results"][0])):
             grad_check(got["results"][0], exp["results"][0], label, GRAD, LM_HINT)
 
 

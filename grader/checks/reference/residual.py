@@ -1,6 +1,8 @@
 """Residual: values, argument passing, gradients, no in-place change."""
-from grader.compare import FP32, GRAD, assert_close
-from grader.diagnose.crashes import explaining, inplace_crash
+import torch
+
+from grader.compare import FP32, GRAD, assert_close, is_close
+from grader.diagnose.crashes import explaining, inplace_crash, noncontiguous_view
 from grader.harness import both, call, check, grad_check, randn, standin_obj, unchanged_input
 
 from ..properties.residual import INPLACE_HINT
@@ -16,9 +18,12 @@ def check_matches_x_plus_sublayer(sub, ref, g):
     """Residual(f)(x) equals x + f(x) on several shapes, T = 1 and a non-contiguous x"""
     s = shift(g, 16)
     xs = [randn(g, 2, 5, 16), randn(g, 1, 1, 16), randn(g, 3, 16), randn(g, 7, 3, 16).transpose(0, 1)]
-    got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x)", init=([s], {}), calls=[call(x) for x in xs])
+    with explaining(noncontiguous_view):
+        got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x)", init=([s], {}),
+                        calls=[call(x) for x in xs])
     for x, gr, er in zip(xs, got["results"], exp["results"]):
-        assert_close(gr["output"], er["output"], f"Residual(f)(x) for x of shape {tuple(x.shape)}", FP32,
+        layout = "" if x.is_contiguous() else ", non-contiguous"
+        assert_close(gr["output"], er["output"], f"Residual(f)(x) for x of shape {tuple(x.shape)}{layout}", FP32,
                      "return x + self.sublayer(x): the input plus the sublayer's output",
                      ref.variants("residual", x=x, weight=s["load"]["weight"]))
 
@@ -43,8 +48,20 @@ def check_gradients(sub, ref, g):
     with explaining(inplace_crash(INPLACE_HINT)):
         got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x).backward(dy)", init=([s], {}),
                         calls=[call(x, grad=up)])
-    grad_check(got["results"][0], exp["results"][0], "Residual(f)(x).backward(dy)", GRAD,
-               hint="the gradient must flow through both paths: x itself and the sublayer")
+    r = got["results"][0]
+
+    def identity_only(exc):
+        """x's gradient is dy itself: it came through the skip path alone, the sublayer's branch is cut."""
+        dx = (r.get("input_grads") or [None])[0]
+        if isinstance(dx, torch.Tensor) and is_close(dx, up, GRAD) and is_close(r["output"], exp["results"][0]["output"],
+                                                                               FP32):
+            return ("the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): the "
+                    "output is right, but the gradient of x is dy itself, the skip path's alone",
+                    "return x + self.sublayer(x) with the sublayer's output in the graph")
+        return None
+    with explaining(identity_only):
+        grad_check(r, exp["results"][0], "Residual(f)(x).backward(dy)", GRAD,
+                   hint="the gradient must flow through both paths: x itself and the sublayer")
 
 
 @check(0)

@@ -21,16 +21,19 @@ def check_matches_reference(sub, ref, g):
           randn(g, 1, 9, 16, scale=0.1) + 0.5]
     with explaining(rmsnorm_crash):
         compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16)", xs, FP32, HINT,
-                        lambda x: ref.variants("rmsnorm", x=x, weight=sd["weight"], eps=1e-6), init=([16], {}), load=sd)
+                        lambda x: ref.variants("rmsnorm_default_eps", x=x, weight=sd["weight"], eps=1e-6), init=([16], {}),
+                        load=sd)
 
 
 @check(2)
 def check_eps(sub, ref, g):
-    """eps sits inside the square root: tiny inputs, and eps = 0.1"""
+    """eps sits inside the square root: tiny inputs with the default eps (1e-6), and eps = 0.1"""
     sd = weights(g, 16)
     tiny = randn(g, 2, 4, 16, scale=1e-3)
-    compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-6)", [tiny], FP32, HINT,
-                    lambda x: ref.variants("rmsnorm", x=x, weight=sd["weight"], eps=1e-6), init=([16], {}), load=sd)
+    # built with no eps: what is checked is the default, and the title says so
+    compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16)", [tiny], FP32, HINT,
+                    lambda x: ref.variants("rmsnorm_default_eps", x=x, weight=sd["weight"], eps=1e-6), init=([16], {}),
+                    load=sd)
     compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=0.1)", [randn(g, 2, 4, 16, scale=0.5)], FP32,
                     HINT, lambda x: ref.variants("rmsnorm_eps_argument", x=x, weight=sd["weight"], eps=0.1),
                     init=([16], {"eps": 0.1}), load=sd)
