@@ -25,11 +25,12 @@ endif
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
 
-# torch: the CPU build from PyTorch's CPU index wherever there is no GPU (Linux without NVIDIA's driver: PyPI's
+# torch: the CPU build from PyTorch's CPU index wherever there is no GPU (Linux without NVIDIA's driver or nvidia-smi: PyPI's
 # Linux torch is the CUDA build, about 4.9 GB), PyPI's where that index cannot be reached; PyPI's on macOS and
 # Windows (CPU builds there) and next to an NVIDIA driver. TORCH=cpu or TORCH=pypi decides instead.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-TORCH       ?= $(if $(and $(filter Linux,$(shell uname -s 2>/dev/null)),$(if $(wildcard /proc/driver/nvidia),,1)),cpu,pypi)
+TORCH       ?= $(if $(and $(filter Linux,$(shell uname -s 2>/dev/null)),$(if $(or $(wildcard /proc/driver/nvidia),$(shell \
+                 command -v nvidia-smi 2>/dev/null)),,1)),cpu,pypi)
 TORCH_CPU    = .venv/bin/python -m pip install -q --disable-pip-version-check --retries 1 --timeout 30 \
 	--index-url $(TORCH_INDEX) "$$(grep -E '^torch==' requirements.txt)" || echo "make install: $(TORCH_INDEX) \
 	cannot be reached, so torch comes from PyPI: on Linux its CUDA build, about 4.9 GB (README.md, Installing)"

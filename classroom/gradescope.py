@@ -43,7 +43,7 @@ VISIBILITIES = ("visible", "after_published", "after_due_date", "hidden")
 # before that, or there is no results.json at all.
 DEFAULT_TIMEOUT = 540
 # What the bundle carries of the kit (folders are copied without caches).
-BUNDLE = ["grader", "kit", "lab", "solutions", "classroom/__init__.py", "classroom/gradescope.py",
+BUNDLE = ["grader", "kit", "lab", "solutions", "locale", "classroom/__init__.py", "classroom/gradescope.py",
           "requirements.txt", "data/tinyshakespeare.txt"]
 SEED_FILE = "grading_seed"  # in the bundle: readable by root only once setup.sh has run
 POLICY_FILE = "policy"  # in the bundle: "on" or "off", the course's rules on library shortcuts (grader/policy.py)
@@ -228,7 +228,7 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
                 notes.append(f"No {CHECKPOINT} in your upload: the final TinyShakespeare check needs your trained "
                              f"checkpoint (runs/final.pt, uploaded as {CHECKPOINT}).")
             if out.starved:
-                notes.append(f"{len(out.starved)} check(s) stopped because the grading machine ran short of memory: "
+                notes.append(f"{len(out.starved)} check(s) stopped because the grading machine ran short of memory or time: "
                              "this is not a verdict on your code; please tell the course staff.")
             if out.grader_errors:
                 notes.append(f"{len(out.grader_errors)} check(s) hit a fault of the grader, not of your code: please "

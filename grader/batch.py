@@ -211,7 +211,7 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
         if out.grader_errors or out.starved:  # flagged for the staff: not a verdict on the code
             status = "grader-error" if out.grader_errors else "starved"
             message = (f"{len(out.grader_errors)} check(s) hit a grader error" if out.grader_errors else
-                       f"{len(out.starved)} check(s) stopped: the machine ran short of memory") + \
+                       f"{len(out.starved)} check(s) stopped: the grading machine ran short of memory or time") + \
                 f"; see {folder.name}.txt" + (f"; {message}" if message else "")
         row = csv_row(folder.name, units, out.grading, status, message, out.seconds)
         if out.grading is not None:

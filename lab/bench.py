@@ -177,10 +177,11 @@ def bench_target(minutes, device="cpu", optimizer="auto", precision="auto"):
                          device, optimizer, precision)
 
 
-# The CPU's training recipe before issue 32, as lab.train's flags (its schedule as --steps): `--versus previous`
-# trains it beside today's (also run as --steps: its whole schedule, whatever the load does to the step time).
-RECIPES = {"previous": ["--steps", "3800", "--lr", "2e-3", "--warmup", "100", "--min-lr-ratio", "0.1",
-                        "--embed-lr-scale", "3"]}
+# Candidate recipes for the CPU, as lab.train's flags (the schedule as --steps): `--versus NAME` trains one beside
+# today's (also run as --steps: its whole schedule, whatever the load does to the step time). BENCHMARKS.md has
+# each one's run.
+RECIPES = {"peak-4e-3": ["--steps", "3000", "--lr", "4e-3", "--warmup", "100", "--min-lr-ratio", "0.1",
+                         "--embed-lr-scale", "3"]}
 
 
 def load_text():

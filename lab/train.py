@@ -63,7 +63,7 @@ def parse(argv=None):
                         "once under the target (default: %(default)s)")
     p.add_argument("--schedule-steps", type=COUNT,
                    help="longest learning-rate schedule, in steps, on a machine fast enough (default: 10,000 with "
-                        "adamw, 3,000 with muon)")
+                        "adamw, 3,800 with muon)")
     p.add_argument("--steps", type=COUNT, help="plan exactly this many steps instead of planning from --minutes")
     p.add_argument("--target", type=POSITIVE, default=TARGET_PERPLEXITY,
                    help="stop once training-split perplexity is below this")
@@ -72,7 +72,7 @@ def parse(argv=None):
     p.add_argument("--optimizer", default="auto", choices=["auto", "adamw", "muon"],
                    help="muon: Muon for the hidden matrices, AdamW for the rest (lab/muon.py); auto: muon on a "
                         "CPU, adamw on a GPU, as measured in BENCHMARKS.md (default: %(default)s)")
-    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 4e-3 with muon, 2e-3 with adamw)")
+    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 2e-3)")
     p.add_argument("--min-lr-ratio", type=FRACTION, default=0.1, help="final learning rate as a fraction of the peak")
     p.add_argument("--embed-lr-scale", type=POSITIVE, default=3.0,
                    help="muon: the learning rate of the AdamW group (tied embedding, norm gains) as a multiple of "

@@ -508,9 +508,10 @@ def test_bench_versus_writes_both_curves_side_by_side(tmp_path, monkeypatch):
     for path in hists:
         path.write_bytes(b"")
     runs = {n: (None, tmp_path / f"{n}.pt", None, f"python -m lab.train {n}") for n in ("today", "previous")}
-    hits = bench.report_versus(runs, "previous", 600, "cpu", "fp32", 1, ["load average 9.5 on 2 CPUs"], 3600, True)
-    assert hits["today"]["step"] == 2500 and hits["previous"] is None
+    runs = {n: r for n, r in zip(("today", "peak-4e-3"), runs.values())}
+    hits = bench.report_versus(runs, "peak-4e-3", 600, "cpu", "fp32", 1, ["load average 9.5 on 2 CPUs"], 3600, True)
+    assert hits["today"]["step"] == 2500 and hits["peak-4e-3"] is None
     text = (tmp_path / "BENCHMARKS.md").read_text()
-    assert "<!-- bench:target-versus-previous -->" in text and "Today: under 2.5 at step **2500**" in text, text
-    assert "previous: not under 2.5: step 3000" in text and "load average 9.5 on 2 CPUs" in text
+    assert "<!-- bench:target-versus-peak-4e-3 -->" in text and "Today: under 2.5 at step **2500**" in text, text
+    assert "peak-4e-3: not under 2.5: step 3000" in text and "load average 9.5 on 2 CPUs" in text
     assert "| 2500 | 2.300 (2.490), 25.0 min | 3.500, 25.0 min |" in text, text
