@@ -176,11 +176,11 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
                      leaderboard=None, policy=None):
     """Grade ``root/submission``; return ``(results.json dict, flagged)``, flagged when the grading machinery
     failed somewhere in it (never raises for a student's reason)."""
+    from grader import runner
+    from grader.report import gradescope
     from grader.sandbox import MAX_SOURCE
     from kit.checkpoint import MAX_BYTES
     from kit.text import one_line
-    from grader import runner
-    from grader.report import gradescope
     root = Path(root)
     timeout = timeout or float(os.environ.get("GRADING_TIMEOUT") or DEFAULT_TIMEOUT)
     visibility = visibility or os.environ.get("REFERENCE_VISIBILITY") or "visible"

@@ -46,13 +46,7 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
 from traitlets import Bool, Unicode
 
-from classroom.notebook.grading import (
-    FINAL_GRADING_TIMEOUT,
-    GRADING_TIMEOUT,
-    OUTSIDE,
-    notebook_message,
-    pictures_of,
-)
+from classroom.notebook.grading import FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT, OUTSIDE, notebook_message, pictures_of
 from classroom.notebook.training import CHECKPOINT
 from classroom.regions import cell_source, join_parts, parse_header
 from kit.syllabus import ASSIGNMENT, MODULES, unit

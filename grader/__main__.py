@@ -122,9 +122,9 @@ def main(argv=None):
               "the same inputs)", file=sys.stderr)
     sandbox.start()  # first: the worker imports torch while this process does
     try:
+        from . import policy as course_policy
         from .report import classroom, gradescope, terminal, write_json
         from .run import GraderError, grade, reference_for
-        from . import policy as course_policy
         try:
             reference = reference_for(seed=args.seed)
             grading = grade(folder, only=args.only, checkpoint=args.checkpoint, corpus=args.corpus, sandbox=sandbox,

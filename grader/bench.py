@@ -279,9 +279,9 @@ import json, sys, time
 import torch
 from grader.measure import reference_model, sample
 from grader.reference import Live
+from kit.machine import usable_threads
 from kit.perplexity import LOOKS, windows
 from kit.syllabus import CURRICULUM
-from grader.checks.properties.final import usable_threads
 torch.manual_seed(0)
 ref = Live("solutions")
 weights = {k: v.clone() for k, v in ref.model(65, dict(CURRICULUM)).state_dict().items()}

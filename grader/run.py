@@ -146,6 +146,7 @@ class Collector:
                                    self._measured.get(report.nodeid, {})))
         if self.record:  # a grading killed later (out of time or memory) keeps what it finished (grader/runner.py)
             from kit.files import write_text
+
             from .policy import apply
             partial = Grading(apply(self.results, self.shortcuts), self.sandbox.isolation.describe(),
                               time.monotonic() - self.t0, self.seed, complete=False)

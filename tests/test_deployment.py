@@ -8,12 +8,11 @@ import py_compile
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from conftest import KIT, grade
 
-from kit.syllabus import FILES, MODULES
+from kit.syllabus import FILES
 
 EXERCISES = KIT / "exercises"
 SOLUTIONS = KIT / "solutions"

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import KIT, SOLUTIONS, grade
+from conftest import KIT, SOLUTIONS
 
 from classroom import nbgrader as course
 from classroom.nbgrader_autograde import bwrap_works

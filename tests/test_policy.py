@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from alternatives import ALTERNATIVES, HERE as ALTERNATIVES_DIR, build
+from alternatives import ALTERNATIVES, build
+from alternatives import HERE as ALTERNATIVES_DIR
 from mutants import Grading, copy_solutions
 
 from grader import policy

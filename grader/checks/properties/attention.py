@@ -22,13 +22,7 @@ from grader.compare import (
     require,
     require_tensor,
 )
-from grader.diagnose.crashes import (
-    attention_crash,
-    explaining,
-    no_attribute,
-    nondeterministic,
-    projection_mistake,
-)
+from grader.diagnose.crashes import attention_crash, explaining, no_attribute, nondeterministic, projection_mistake
 from grader.harness import StudentError, both, call, check, only, randn, reference_state
 from kit.outcome import CheckFailure, Kind
 

@@ -18,10 +18,8 @@ model far from the bar costs 16 windows and one close to it the full 782. The ch
 of its own (``--final-timeout``, ``FINAL_TIMEOUT`` seconds by default): past it the check stops with
 ``Kind.STARVED``, saying the machine ran out of time, and the finished checks keep their points.
 """
-import math
 import secrets
 import time
-from pathlib import Path
 
 import torch
 
@@ -29,6 +27,7 @@ from grader.compare import require, require_tensor
 from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
 from kit.corpus import CharTokenizer, DataError, find, split
+from kit.machine import usable_threads
 from kit.outcome import CheckFailure, Kind
 from kit.perplexity import (
     CONFIDENCE,
@@ -56,50 +55,6 @@ TRAIN_HINT = ("run `make train` (it stops by itself once under 2.5; about half a
 TIME_HINT = ("this is not a verdict on your model: the grading machine was too slow or too busy to finish the "
              "measurement in time; the course staff can give it more time (python -m grader --final-timeout S) "
              "or grade again when the machine is less busy")
-
-
-def cpu_quota():
-    """The CPUs this process's cgroup (or one above it) may use per period, where a quota says (Gradescope's 0.5
-    CPU, ``docker --cpus``, a batch's cgroup); None where none does."""
-    quotas = []
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2: cpu.max is "max 100000" or "50000 100000"
-            root, files = Path("/sys/fs/cgroup"), [("cpu.max", None)]
-        elif "cpu" in controllers.split(","):
-            root, files = Path("/sys/fs/cgroup") / controllers, [("cpu.cfs_quota_us", "cpu.cfs_period_us")]
-            if not root.is_dir():
-                root = Path("/sys/fs/cgroup/cpu")
-        else:
-            continue
-        folder = root / path.lstrip("/")
-        while True:
-            try:
-                for quota, period in files:
-                    if period is None:
-                        q, p = (folder / quota).read_text().split()
-                    else:
-                        q, p = (folder / quota).read_text(), (folder / period).read_text()
-                    if q.strip() not in ("max", "-1"):
-                        quotas.append(int(q) / int(p))
-            except (OSError, ValueError):
-                pass
-            if folder == root or folder.parent == folder:
-                break
-            folder = folder.parent
-    return min(quotas) if quotas else None
-
-
-def usable_threads(threads):
-    """``threads``, at most as many as the CPU quota grants (at least one): two threads in half a CPU spin against
-    each other (measured in a 0.5-CPU cgroup: 1.8 s a window in float32, against 57 ms with one thread; the earlier
-    kit's whole grading there took up to 197 s, BENCHMARKS.md, section final)."""
-    quota = cpu_quota()
-    return max(1, min(threads, math.ceil(quota))) if quota else threads
 
 
 def fail(checked, got, hint, expected=None, kind=Kind.WRONG_VALUE):
