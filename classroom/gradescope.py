@@ -206,7 +206,7 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
                          seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
                          python=python, policy=policy)
         print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
-        if out.status == "graded":
+        if out.status in ("graded", "grader-error") and out.grading is not None and out.grading.complete:
             from grader.report import pictures_part
             page = (work / "report.html").read_text(encoding="utf-8") if (work / "report.html").is_file() else ""
             data = gradescope(out.grading, visibility, leaderboard=leaderboard, pictures=pictures_part(page))
