@@ -64,20 +64,25 @@ def describe(device="cpu"):
 
 # -- memory: is the machine (its memory cgroup) short of it? ------------------------------------------
 
-def memory_cgroup():
-    """(version, folder) of this process's memory cgroup, or None."""
+def _cgroups():
+    """``(controllers, path)`` of each line of /proc/self/cgroup (controllers "" for cgroup v2's), [] without."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+        return []
+    return [tuple(line.split(":", 2)[1:]) for line in lines if line.count(":") >= 2]
+
+
+def memory_cgroup():
+    """(version, folder) of this process's memory cgroup, or None."""
+    groups = _cgroups()
+    for controllers, path in groups:
         if "memory" in controllers.split(","):
             folder = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
             return (1, folder) if folder.is_dir() else None
-    for line in lines:
-        if line.startswith("0::"):
-            folder = Path("/sys/fs/cgroup") / line[3:].lstrip("/")
+    for controllers, path in groups:
+        if controllers == "":
+            folder = Path("/sys/fs/cgroup") / path.lstrip("/")
             return (2, folder) if (folder / "memory.max").is_file() else None
     return None
 
@@ -142,12 +147,7 @@ def cpu_quota():
     """The CPUs this process's cgroup (or one above it) may use per period, where a quota says (Gradescope's 0.5
     CPU, ``docker --cpus``, a batch's cgroup); None where none does."""
     quotas = []
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
+    for controllers, path in _cgroups():
         if controllers == "":  # cgroup v2: cpu.max is "max 100000" or "50000 100000"
             root, files = Path("/sys/fs/cgroup"), [("cpu.max", None)]
         elif "cpu" in controllers.split(","):
