@@ -34,6 +34,7 @@ class Group:
         if own is None:
             return None
         version, parent = own
+        _sweep(parent)
         folder = parent / f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             if version == 2 and "memory" not in (parent / "cgroup.subtree_control").read_text().split():
@@ -66,11 +67,19 @@ class Group:
         except OSError:
             return False
 
+    def _subtree(self):
+        """This group's folder and every group made below it (a worker's, inside a grading's), deepest first."""
+        return [Path(root) for root, _, _ in os.walk(self.folder, topdown=False)]
+
     def pids(self):
-        try:
-            return [int(x) for x in (self.folder / "cgroup.procs").read_text().split()]
-        except (OSError, ValueError):
-            return []
+        """Every process in the group or a group below it (v1 lists each group's own only)."""
+        out = []
+        for folder in self._subtree():
+            try:
+                out += [int(x) for x in (folder / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                pass
+        return out
 
     def kill(self, deadline=10.0):
         """SIGKILL everything in the group, pass after pass until it is empty (a fork during a pass is caught by
@@ -101,7 +110,8 @@ class Group:
         self.kill()
         for _ in range(100):
             try:
-                self.folder.rmdir()
+                for folder in self._subtree():  # the groups below first: the kernel refuses a parent that has any
+                    folder.rmdir()
                 return
             except FileNotFoundError:
                 return
@@ -110,6 +120,26 @@ class Group:
 
     def describe(self):
         return f"memory cgroup of {self.limit_mb} MB"
+
+
+def _sweep(parent):
+    """Remove the empty groups that gradings killed from outside left behind (``kit-...-PID-...``, PID gone)."""
+    try:
+        children = [d for d in parent.iterdir() if d.name.startswith("kit-") and d.is_dir()]
+    except OSError:
+        return
+    for d in children:
+        try:
+            pid = int(d.name.split("-")[-2])
+            os.kill(pid, 0)
+            continue  # its grading is still running
+        except (ValueError, IndexError):
+            continue
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        Group(0, d, 0).remove()
 
 
 def descendants(pid):
