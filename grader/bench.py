@@ -27,6 +27,7 @@ from kit.cli import ArgumentParser
 from kit.outcome import totals
 from kit.syllabus import MODULES, POINTS, TOTAL
 
+from .cgroup import rmdir
 from .report import num
 
 KIT = Path(__file__).resolve().parent.parent
@@ -179,12 +180,7 @@ def _in_cgroup(limit_mb, checkpoint):
         peak = int((group / "memory.max_usage_in_bytes").read_text())
         return seconds, graded, peak
     finally:
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        rmdir(group)
 
 
 def bench_memory(checkpoint):
@@ -262,12 +258,7 @@ class CpuGroup:
 
     def close(self):
         for f in self.folders:
-            for _ in range(50):
-                try:
-                    f.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            rmdir(f)
 
 
 def _cpu_groups_usable():

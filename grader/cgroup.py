@@ -122,6 +122,19 @@ class Group:
         return f"memory cgroup of {self.limit_mb} MB"
 
 
+def rmdir(folder, tries=50, wait=0.1):
+    """Remove a cgroup's folder once the kernel lets it go (it refuses while an exiting process is still counted)."""
+    for _ in range(tries):
+        try:
+            Path(folder).rmdir()
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            time.sleep(wait)
+    return False
+
+
 def _sweep(parent):
     """Remove the empty groups that gradings killed from outside left behind (``kit-...-PID-...``, PID gone)."""
     try:
