@@ -61,12 +61,18 @@ docs:  ## regenerate the generated parts of the docs (README points table, docs/
 
 # the messages' catalogs: the code's English messages (marked _() / N_()) into locale/kit.pot, merged into each
 # language's .po (translated by hand), compiled to the .mo the kit reads (committed: running needs no Babel);
-# from kit/syllabus.py, what each unit builds (Unit's 4th argument: the README's points table)
-LOCALE_SOURCES = kit/cli.py kit/i18n.py kit/syllabus.py grader/report.py grader/__main__.py
+# from kit/syllabus.py, what each unit builds (Unit's 4th argument: the README's points table); from the grader,
+# every T() of a failure's words (kit/outcome.py) and each check's title (kit.i18n.extract, locale/babel.cfg)
+LOCALE_SOURCES = kit/cli.py kit/i18n.py kit/outcome.py kit/syllabus.py kit/perplexity.py kit/checkpoint.py \
+	kit/corpus.py kit/loader.py grader/report.py \
+	grader/__main__.py grader/compare.py grader/harness.py grader/sandbox.py grader/run.py grader/runner.py \
+	grader/policy.py grader/measure.py grader/checks grader/diagnose classroom/nbgrader.py \
+	classroom/nbgrader_autograde.py classroom/gradescope.py classroom/notebook classroom/release.py \
+	lab/config.py lab/model.py lab/data.py lab/sample.py lab/train.py lab/experiments
 locale:  ## update locale/*/LC_MESSAGES/kit.po from the code's messages and compile kit.mo (needs Babel, pinned in requirements-nbgrader.txt)
-	$(PY) -m babel.messages.frontend extract -k N_ -k Unit:4 --add-location=file --sort-by-file --project transformer-kit \
-		-o locale/kit.pot $(LOCALE_SOURCES)
-	$(PY) -m babel.messages.frontend update -i locale/kit.pot -d locale -D kit --ignore-obsolete
+	$(PY) -m babel.messages.frontend extract -F locale/babel.cfg -k N_ -k Unit:4 -k T --add-location=file \
+		--sort-by-file --project transformer-kit -o locale/kit.pot $(LOCALE_SOURCES)
+	$(PY) -m babel.messages.frontend update -i locale/kit.pot -d locale -D kit --ignore-obsolete --no-fuzzy-matching
 	$(PY) -m babel.messages.frontend compile -d locale -D kit --statistics
 
 data:  ## verify data/tinyshakespeare.txt, or fetch it again (SRC=path for a local copy)
@@ -94,8 +100,8 @@ release:  ## build dist/student/: stubs, every check with the reference's record
 gradescope:  ## build dist/gradescope.zip (SEED=... the course's grading seed; else a new one, kept beside the zip)
 	$(PY) -m classroom.gradescope $(if $(SEED),--seed $(SEED)) $(ARGS)
 
-nbgrader:  ## build the nbgrader course folder in dist/nbgrader/
-	$(PY) -m classroom.nbgrader
+nbgrader:  ## build the nbgrader course folder in dist/nbgrader/ (LANG=zh: the course in Chinese)
+	$(PY) -m classroom.nbgrader $(if $(RELEASE_LANG),--lang $(RELEASE_LANG))
 
 workflow:  ## print the GitHub Classroom workflow (ARGS="--out PATH" to write it)
 	$(PY) -m classroom.github $(ARGS)

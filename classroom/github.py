@@ -72,6 +72,9 @@ jobs:
         env:
           GRADER_SEED: ${{{{ secrets.GRADER_SEED }}}}
         run: |
+          # a release built in another language (python -m classroom.release --lang zh) names it in locale/default:
+          # the grader, run from .kit, then speaks it
+          if [ -f locale/default ]; then export KIT_LANG="$(head -c 16 locale/default)"; fi
           cd .kit
           status=0
           python -m grader --impl ../exercises --checkpoint ../runs/final.pt --no-color --untrusted \\

@@ -1,4 +1,4 @@
-"""The Gradescope autograder: ``python -m classroom.gradescope [--out dist/gradescope.zip] [--seed S]``.
+"""The Gradescope autograder: ``python -m classroom.gradescope [--out dist/gradescope.zip] [--seed S] [--lang zh]``.
 
 The zip holds, at its root, Gradescope's two entry points (``setup.sh`` and ``run_autograder``,
 generated from ``classroom/templates/``) and the instructor's kit: the grader and its checks,
@@ -15,6 +15,11 @@ root-only), then ``run_autograder`` for every submission, which calls
 3. writes ``/autograder/results/results.json`` atomically, always: the grader's own results, or a
    score of 0 with an explanation when grading could not finish.
 
+What students read in results.json (the notes, the checks' titles and failures) is in the bundle's language:
+``--lang zh`` (else kit/i18n.py's choice where the bundle is built: ``$KIT_LANG``, which ``make gradescope
+LANG=zh`` sets, then the locale) writes it to the bundle's ``locale/default``, which the gradings read
+(kit/i18n.py); English without it. The autograder's log for the instructors stays English.
+
 ``AUTOGRADER_ROOT`` replaces ``/autograder`` (the kit's tests run the real bundle against a
 temporary folder), ``KIT_PYTHON`` the interpreter, ``AUTOGRADER_USER`` the student user ("" for
 none), ``REFERENCE_VISIBILITY``, ``GRADING_TIMEOUT`` and ``LEADERBOARD`` the build's choices.
@@ -28,8 +33,11 @@ import time
 import zipfile
 from pathlib import Path
 
+from kit import i18n
 from kit.cli import ArgumentParser, positive
 from kit.files import remove_tree
+from kit.i18n import _
+from kit.outcome import render
 from kit.syllabus import FILES
 
 KIT = Path(__file__).resolve().parent.parent
@@ -47,6 +55,7 @@ BUNDLE = ["grader", "kit", "lab", "solutions", "locale", "classroom/__init__.py"
           "requirements.txt", "data/tinyshakespeare.txt"]
 SEED_FILE = "grading_seed"  # in the bundle: readable by root only once setup.sh has run
 POLICY_FILE = "policy"  # in the bundle: "on" or "off", the course's rules on library shortcuts (grader/policy.py)
+LANGUAGE_FILE = "locale/default"  # in the bundle built with --lang: the language results.json speaks (kit/i18n.py)
 
 
 class BuildError(Exception):
@@ -78,16 +87,22 @@ def _entries():
         for f in files:
             if "__pycache__" in f.parts or f.suffix in (".pyc", ".tmp", ".part"):
                 continue
+            if f.relative_to(KIT).as_posix() == LANGUAGE_FILE:  # the bundle's own, from --lang (build)
+                continue
             yield str(f.relative_to(KIT)), f
 
 
 def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=None, leaderboard=False, quiet=False,
-          policy="on"):
+          policy="on", lang=None):
     """Write the bundle to ``out`` atomically; return ``(path, seed file or None)``.
 
     Without ``seed`` a new one is made and written beside the bundle (``gradescope-seed.txt``): keep it
-    for regrading; every grading of this bundle uses it.
+    for regrading; every grading of this bundle uses it. ``lang`` (``"zh"``): the language the gradings
+    speak in results.json, written to the bundle's ``locale/default`` (kit/i18n.py; English without it).
     """
+    if lang is not None and i18n.normalise(lang) is None:
+        raise BuildError(f"--lang {lang}: not a language of the kit (one of {', '.join(i18n.LANGUAGES)})")
+    lang = i18n.normalise(lang)
     out = Path(out).resolve()
     if out.is_dir():
         raise BuildError(f"--out {out}: is a folder; give the zip file to write, e.g. {out / 'gradescope.zip'}")
@@ -110,6 +125,8 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
                 z.writestr(info, _render(template, options))
             z.writestr(SEED_FILE, seed + "\n")
             z.writestr(POLICY_FILE, policy + "\n")
+            if lang not in (None, i18n.DEFAULT):
+                z.writestr(LANGUAGE_FILE, lang + "\n")
             for name, path in _entries():
                 z.write(path, name)
         os.chmod(tmp, 0o644)
@@ -129,6 +146,8 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
         print(f"wrote {out} ({n} files; reference checks {visibility}; leaderboard {'on' if leaderboard else 'off'}; "
               f"library shortcuts policy {policy})")
         print(f"grading seed: {'new, kept in ' + str(seed_path) + ' (keep it private, for regrading)' if made else 'yours'}")
+        if lang not in (None, i18n.DEFAULT):
+            print(f"language of the results: {i18n.LANGUAGES[lang]} ({LANGUAGE_FILE} in the bundle)")
     return out, seed_path
 
 
@@ -189,8 +208,12 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
     units = [f for f in FILES if f in found]
     if not units:  # the upload's own names, each escaped (newlines, terminal escapes, bidi controls, markup)
         names = sorted(one_line(p.name, 80) for p in (root / "submission").rglob("*") if p.is_file())[:10]
-        return result("No exercise files in this submission: upload " + ", ".join(FILES) + " (and " + CHECKPOINT
-                      + " for the final check). Found: " + (", ".join(names) or "nothing") + "."), False
+        if names:
+            return result(_("No exercise files in this submission: upload {files} (and {checkpoint} for the final "
+                            "check). Found: {names}.").format(files=", ".join(FILES), checkpoint=CHECKPOINT,
+                                                              names=", ".join(names))), False
+        return result(_("No exercise files in this submission: upload {files} (and {checkpoint} for the final "
+                        "check). Found: nothing.").format(files=", ".join(FILES), checkpoint=CHECKPOINT)), False
     work = Path(tempfile.mkdtemp(prefix="submission-"))  # root only (0700): the grading's record and temp files
     try:
         folder = work / "files"
@@ -202,57 +225,68 @@ def grade_submission(root, python=sys.executable, timeout=None, visibility=None,
         for name in too_big:
             del found[name]
         out = runner.run(folder, work / "grading", timeout=timeout, checkpoint=folder / CHECKPOINT,
-                         checkpoint_shown=f"{CHECKPOINT} (in your upload)", user=user, html=work / "report.html",
-                         seed=seed, untrusted=True, allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
+                         checkpoint_shown=_("{name} (in your upload)").format(name=CHECKPOINT), user=user,
+                         html=work / "report.html", seed=seed, untrusted=True,
+                         allow_weak=bool(os.environ.get("ALLOW_WEAK_SANDBOX")),
                          python=python, policy=policy)
         print(out.output)  # Gradescope keeps run_autograder's output for the instructors (stdout is hidden)
         if out.status in ("graded", "grader-error") and out.grading is not None and out.grading.complete:
             from grader.report import pictures_part
             page = (work / "report.html").read_text(encoding="utf-8") if (work / "report.html").is_file() else ""
             data = gradescope(out.grading, visibility, leaderboard=leaderboard, pictures=pictures_part(page))
-            notes = [f"Graded in {out.seconds:.0f} s ({out.grading.isolation})."]
+            notes = [_("Graded in {seconds:.0f} s ({isolation}).").format(seconds=out.seconds,
+                                                                          isolation=render(out.grading.isolation))]
             missing = [f for f in FILES if f not in found]
             if missing:
-                notes.append("Missing from your upload (their checks score 0): " + ", ".join(missing) + ".")
+                notes.append(_("Missing from your upload (their checks score 0): {files}.").format(
+                    files=", ".join(missing)))
             extra = sorted({one_line(str(p.relative_to(root / "submission")), 80)
                             for p in (root / "submission").rglob("*") if p.is_file() or p.is_symlink()}
                            - {str(path.relative_to(root / "submission")) for path in found.values()})
             if extra:  # only the five files (and the checkpoint) are graded: nothing else of the upload is read
-                notes.append(f"Not graded (only {', '.join(FILES)} and {CHECKPOINT} are): " + ", ".join(extra[:10])
-                             + (f" and {len(extra) - 10} more" if len(extra) > 10 else "") + ".")
+                shown = dict(files=", ".join(FILES), checkpoint=CHECKPOINT, names=", ".join(extra[:10]))
+                notes.append(_("Not graded (only {files} and {checkpoint} are): {names} and {more} more.").format(
+                    more=len(extra) - 10, **shown) if len(extra) > 10 else
+                    _("Not graded (only {files} and {checkpoint} are): {names}.").format(**shown))
             if too_big:
-                notes.append("Too large to be what the exercise asks for, so not graded: " + ", ".join(too_big)
-                             + f" (limits: {MAX_SOURCE >> 20} MB for a source file, {MAX_BYTES >> 20} MB for "
-                             f"{CHECKPOINT}).")
+                notes.append(_("Too large to be what the exercise asks for, so not graded: {names} (limits: "
+                               "{source_mb} MB for a source file, {checkpoint_mb} MB for {checkpoint}).").format(
+                    names=", ".join(too_big), source_mb=MAX_SOURCE >> 20, checkpoint_mb=MAX_BYTES >> 20,
+                    checkpoint=CHECKPOINT))
             if CHECKPOINT not in found and CHECKPOINT not in too_big:
-                notes.append(f"No {CHECKPOINT} in your upload: the final TinyShakespeare check needs your trained "
-                             f"checkpoint (runs/final.pt, uploaded as {CHECKPOINT}).")
+                notes.append(_("No {checkpoint} in your upload: the final TinyShakespeare check needs your trained "
+                               "checkpoint (runs/final.pt, uploaded as {checkpoint}).").format(checkpoint=CHECKPOINT))
             if out.starved:
-                notes.append(f"{len(out.starved)} check(s) stopped because the grading machine ran short of memory or time: "
-                             "this is not a verdict on your code; please tell the course staff.")
+                notes.append(_("{n} check(s) stopped because the grading machine ran short of memory or time: this is "
+                               "not a verdict on your code; please tell the course staff.").format(n=len(out.starved)))
             if out.grader_errors:
-                notes.append(f"{len(out.grader_errors)} check(s) hit a fault of the grader, not of your code: please "
-                             "tell the course staff.")
+                notes.append(_("{n} check(s) hit a fault of the grader, not of your code: please tell the course "
+                               "staff.").format(n=len(out.grader_errors)))
             data["output"] = " ".join(notes + ([data["output"]] if data.get("output") else []))
             data["execution_time"] = round(out.seconds)
             return data, out.flagged
         if out.grading is not None:  # stopped on the way (time, memory): the finished checks keep their points
             data = gradescope(out.grading, visibility, leaderboard=False)
-            why = (f"Grading took longer than {timeout:.0f} s and was stopped" if out.status == "timeout" else
-                   "The grading process was stopped by the machine")
-            data["output"] = (f"{why}: the checks it finished are scored, the others are marked as not finished. "
-                              "Look for an endless loop or far too much work at import time; if your code is fast, "
-                              "please tell the course staff.")
+            if out.status == "timeout":
+                data["output"] = _("Grading took longer than {seconds:.0f} s and was stopped: the checks it finished "
+                                   "are scored, the others are marked as not finished. Look for an endless loop or far "
+                                   "too much work at import time; if your code is fast, please tell the course staff."
+                                   ).format(seconds=timeout)
+            else:
+                data["output"] = _("The grading process was stopped by the machine: the checks it finished are scored, "
+                                   "the others are marked as not finished. Look for an endless loop or far too much "
+                                   "work at import time; if your code is fast, please tell the course staff.")
             return data, True
         if out.status == "timeout":
-            return result(f"Grading took longer than {timeout:.0f} s and was stopped before any check finished. Look "
-                          "for an endless loop or far too much work at import time; if your code is fast, please "
-                          "tell the course staff."), True
+            return result(_("Grading took longer than {seconds:.0f} s and was stopped before any check finished. Look "
+                            "for an endless loop or far too much work at import time; if your code is fast, please "
+                            "tell the course staff.").format(seconds=timeout)), True
         if out.status == "invalid":  # the grader refused the input: one clear line, the student's to fix
-            return result(f"This submission could not be graded: {one_line(out.message, 300)}"), False
-        return result(f"The autograder broke while grading this submission ({out.status}: "
-                      f"{one_line(out.message, 300)}). This is not a verdict on your code: please tell the course "
-                      "staff."), True
+            return result(_("This submission could not be graded: {error}").format(
+                error=one_line(render(out.message), 300))), False
+        return result(_("The autograder broke while grading this submission ({status}: {error}). This is not a "
+                        "verdict on your code: please tell the course staff.").format(
+            status=out.status, error=one_line(render(out.message), 300))), True
     finally:
         remove_tree(work)
 
@@ -273,15 +307,16 @@ def run(root):
         if user:
             pwd.getpwnam(user)
     except KeyError:  # fail closed: never run student code as root by accident
-        data = result(f"The autograder is misconfigured: there is no user {user!r} to run student code as "
-                      "(did setup.sh run?). This is not a verdict on your code: please tell the course staff.")
+        data = result(_("The autograder is misconfigured: there is no user {user} to run student code as (did "
+                        "setup.sh run?). This is not a verdict on your code: please tell the course staff.").format(
+            user=repr(user)))
     else:
         t0 = time.monotonic()
         try:
             data, flagged = grade_submission(root, user=user or None, seed=seed, policy=policy)
         except Exception as e:  # noqa: BLE001 - a broken autograder still answers Gradescope
             print(f"autograder error after {time.monotonic() - t0:.0f} s: {type(e).__name__}: {e}")
-            data = result("The autograder broke. This is not a verdict on your code: please tell the course staff.")
+            data = result(_("The autograder broke. This is not a verdict on your code: please tell the course staff."))
     write_json(root / "results" / "results.json", data)
     if flagged:
         print("autograder: the grading machinery failed on part of this submission (results.json says so): "
@@ -308,9 +343,13 @@ def main(argv=None):
                    help="show the final project's perplexities and training minutes on Gradescope's leaderboard")
     p.add_argument("--policy", choices=("on", "off"), default="on",
                    help="the course's rules on library shortcuts (grader/policy.py; default: %(default)s)")
+    p.add_argument("--lang", choices=list(i18n.LANGUAGES),
+                   help="the language of results.json, what students read on Gradescope (default: kit/i18n.py's "
+                        "choice: $KIT_LANG, which make gradescope LANG=zh sets, then the locale)")
     args = p.parse_args(argv)
     try:
-        build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard, policy=args.policy)
+        build(args.out, args.visibility, args.timeout, args.seed, args.leaderboard, policy=args.policy,
+              lang=args.lang or i18n.language())
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
     python -m classroom.nbgrader               # write dist/nbgrader/
     python -m classroom.nbgrader --out DIR     # write the course folder elsewhere
     python -m classroom.nbgrader --check       # exit 1 if dist/nbgrader/ differs from what would be written
+    python -m classroom.nbgrader --lang zh     # the course in Simplified Chinese (make nbgrader LANG=zh)
 
 The course folder holds ``nbgrader_config.py`` and ``source/tier2/``: one
 notebook per module (residual, rmsnorm, attention, block, decoder) and the
@@ -24,6 +25,19 @@ final project. A module's notebook is made of
 * the self-check questions (``classroom/notebook_text/questions.yaml``) as
   manually graded written answers.
 
+In another language (``--lang zh``; else kit/i18n.py's choice: ``$KIT_LANG``, which ``make nbgrader LANG=zh``
+sets, then the locale) the course speaks it (``LOCALES`` of classroom/release.py): its text comes from
+``classroom/notebook_text/<ll-CC>/<module>.md`` (the English sections, by the same names), its questions and
+answers from ``classroom/notebook_text/questions.<ll-CC>.yaml`` (the same ids and points), the docstrings and
+stub comments of its code cells from ``solutions/<ll>/`` (``classroom.stubs.translate``, as for the release's
+stubs), and this file's own words (headings, code comments) from the gettext catalog (``_()``); the build
+refuses a translation that lacks a section or a question. The code and nbgrader's metadata (grade ids,
+points) are the English build's. The assignment folder then holds ``locale/default`` (``COURSE_LANGUAGE``),
+which the notebooks' runtime reads, as a release's: the kernel speaks the course's language unless
+``$KIT_LANG`` says otherwise; and ``nbgrader_config.py`` sets ``$KIT_LANG`` (unless set) for nbgrader's own
+run, so that the autograde's feedback speaks it too, and words what ``generate_assignment`` writes in place of a
+solution ("YOUR CODE HERE") in the course's language.
+
 Nothing here is edited by hand: change the solutions, the checks or the text,
 then run ``make nbgrader``.
 """
@@ -39,10 +53,13 @@ from pathlib import Path
 
 import yaml
 
-from classroom.notebook import CHECKPOINT
+from classroom.notebook import CHECKPOINT, COURSE_LANGUAGE
 from classroom.notebook import MAX_MINUTES as TRAIN_MAX_MINUTES
 from classroom.notebook.grading import CELL_MARGIN, FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT
 from classroom.regions import RegionError, has_region, header, join_parts, notebook_parts
+from classroom.release import LOCALES
+from classroom.stubs import translate
+from kit import i18n
 from kit.cli import ArgumentParser
 from kit.syllabus import ASSIGNMENT, MODULES, POINTS, unit
 
@@ -128,39 +145,126 @@ def split_solution(source, filename):
     return doc, parts
 
 
-def read_sections(module):
-    """``{section: markdown}`` from classroom/notebook_text/<module>.md (sections start with ``<!-- name -->``)."""
-    path = TEXT / f"{module}.md"
+def shown(path):
+    """A source's path as an error names it: relative to the kit."""
+    try:
+        return Path(path).relative_to(KIT)
+    except ValueError:
+        return path
+
+
+def english(lang):
+    return lang in (None, "en")
+
+
+def words(lang):
+    """The gettext of ``lang``: this file's own words in the course's language (English: the identity)."""
+    return i18n.translation("en" if english(lang) else lang).gettext
+
+
+def text_path(name, lang=None):
+    """``classroom/notebook_text/<name>.md``, or its translation ``<ll-CC>/<name>.md``."""
+    return TEXT / f"{name}.md" if english(lang) else TEXT / LOCALES[lang] / f"{name}.md"
+
+
+def questions_path(lang=None):
+    return TEXT / ("questions.yaml" if english(lang) else f"questions.{LOCALES[lang]}.yaml")
+
+
+def read_sections(module, lang=None):
+    """``{section: markdown}`` from classroom/notebook_text/<module>.md (sections start with ``<!-- name -->``);
+    in ``lang``, from its translation, which must hold the English sections, no more, no fewer, and the same
+    code in its ``try code`` section (its comments translated)."""
+    path = text_path(module, lang)
     if not path.is_file():
-        raise BuildError(f"{path.relative_to(KIT)} is missing")
+        raise BuildError(f"{shown(path)} is missing")
     sections, name = {}, None
     for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
         m = re.match(r"^<!--\s*([\w: .-]+?)\s*-->\s*$", line)
         if m:
             name = m.group(1)
             if name in sections:
-                raise BuildError(f"{path.relative_to(KIT)}: section {name!r} twice")
+                raise BuildError(f"{shown(path)}: section {name!r} twice")
             sections[name] = ""
         elif name is None:
             if line.strip():
-                raise BuildError(f"{path.relative_to(KIT)}: text before the first <!-- section --> line")
+                raise BuildError(f"{shown(path)}: text before the first <!-- section --> line")
         else:
             sections[name] += line
-    return {k: v.strip("\n") + "\n" for k, v in sections.items()}
+    sections = {k: v.strip("\n") + "\n" for k, v in sections.items()}
+    if not english(lang):
+        where = shown(path)
+        ours = read_sections(module)
+        missing, extra = [n for n in ours if n not in sections], [n for n in sections if n not in ours]
+        if missing:
+            raise BuildError(f"{where} lacks the section(s) {', '.join(missing)} of {text_path(module).name}")
+        if extra:
+            raise BuildError(f"{where}: section(s) {', '.join(extra)} not in {text_path(module).name}")
+        differ = [n for n in ours if bool(ours[n].strip()) != bool(sections[n].strip())]
+        if differ:  # an empty section makes no cell: a translation makes the same cells
+            raise BuildError(f"{where}: section(s) {', '.join(differ)} empty in one language only")
+        try:
+            same = "try code" not in ours or code_only(sections["try code"]) == code_only(ours["try code"])
+        except SyntaxError as e:
+            raise BuildError(f"{where}: its <!-- try code --> section is not Python: {e}") from None
+        if not same:
+            raise BuildError(f"{where}: the code of its <!-- try code --> section is not the English one's "
+                             "(only its comments are translated)")
+    return sections
 
 
-def read_questions():
-    data = yaml.safe_load((TEXT / "questions.yaml").read_text(encoding="utf-8"))
+def code_only(source):
+    """Python source without its comments and docstrings (``ast.dump``), to compare code across languages."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def read_questions(lang=None):
+    """``{notebook: [question]}`` from questions.yaml; in ``lang``, from its translation, which must ask the same
+    questions (ids, in order) for the same points."""
+    path = questions_path(lang)
+    name = path.name
+    if not path.is_file():
+        raise BuildError(f"{shown(path)} is missing")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for module, qs in data.items():
         try:
             unit(module)
         except KeyError:
-            raise BuildError(f"questions.yaml: unknown notebook {module!r}") from None
+            raise BuildError(f"{name}: unknown notebook {module!r}") from None
         for q in qs:
             missing = {"id", "points", "question", "answer"} - set(q)
             if missing:
-                raise BuildError(f"questions.yaml: {module}/{q.get('id')} lacks {', '.join(sorted(missing))}")
+                raise BuildError(f"{name}: {module}/{q.get('id')} lacks {', '.join(sorted(missing))}")
+    if not english(lang):
+        ours = read_questions()
+        for module in {**ours, **data}:
+            want = [(q["id"], q["points"]) for q in ours.get(module, [])]
+            got = [(q["id"], q["points"]) for q in data.get(module, [])]
+            if got != want:
+                lacks = [i for i, _ in want if i not in dict(got)]
+                raise BuildError(f"{name}: the questions of {module} are not those of questions.yaml "
+                                 + (f"(it lacks {', '.join(lacks)})" if lacks else
+                                    f"(ids and points: {got}, expected {want})"))
     return data
+
+
+def solution_source(module, lang=None):
+    """``solutions/<module>.py``; in ``lang``, with its docstrings and stub comments from ``solutions/<ll>/``
+    (``classroom.stubs.translate``: the code stays the same)."""
+    path = SOLUTIONS / f"{module}.py"
+    source = path.read_text(encoding="utf-8")
+    if english(lang):
+        return source
+    translation = SOLUTIONS / lang / path.name
+    if not translation.is_file():
+        raise BuildError(f"{shown(translation)} is missing")
+    return translate(source, translation.read_text(encoding="utf-8"), path.name)
 
 
 def docstring_markdown(doc):
@@ -191,13 +295,39 @@ def docstring_markdown(doc):
 # Cells
 # ---------------------------------------------------------------------------
 
-class Cells:
-    """Collects a notebook's cells with valid nbgrader (schema 3) metadata and unique ids."""
+WIDE = re.compile("[\u2e80-\u9fff\u3000-\u303f\uff00-\uffef]")  # CJK characters and punctuation, full-width forms
+PUNCTUATION = re.compile("[\u3000-\u303f\uff00-\uffef]")  # CJK punctuation (，。：（）) and full-width forms
+BLOCK_START = re.compile(r"\s*([-*+]\s|\d+[.)]\s|>)")  # a line that starts a list item or a quote
 
-    def __init__(self, prefix):
+
+def unwrap(markdown):
+    """Markdown whose lines break beside Chinese text joined: a soft line break reads as a space, which Chinese
+    text has neither between its characters nor next to its punctuation (a space stays between a Chinese
+    character and a Latin word). Headings, tables and code blocks stay as they are."""
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        prose = not fenced and not line.lstrip().startswith(("```", "#", "|"))
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if prose and out and out[-1][1] and not BLOCK_START.match(line):
+            last, first = out[-1][0].rstrip().rstrip("*")[-1:], line.lstrip().lstrip("*")[:1]
+            if last and first and (WIDE.match(last) and WIDE.match(first) or PUNCTUATION.match(last)
+                                   or PUNCTUATION.match(first)):
+                out[-1] = (out[-1][0].rstrip() + line.lstrip(), True)
+                continue
+        out.append((line, prose))
+    return "\n".join(line for line, _ in out)
+
+
+class Cells:
+    """Collects a notebook's cells with valid nbgrader (schema 3) metadata and unique ids; in a course in
+    another language (``lang``) its markdown unwrapped (``unwrap``)."""
+
+    def __init__(self, prefix, lang=None):
         self.prefix = prefix
         self.cells = []
         self.ids = set()
+        self.lang = lang
 
     def _id(self, name):
         gid = f"{self.prefix}-{name}"
@@ -209,6 +339,8 @@ class Cells:
 
     def _add(self, kind, source, name, nbgrader=None, extra=None):
         gid = self._id(name)
+        if kind == "markdown" and not english(self.lang):
+            source = unwrap(source)
         meta = dict(extra or {})
         if nbgrader is not None:
             meta["nbgrader"] = {"schema_version": 3, "grade_id": gid, **nbgrader}
@@ -248,8 +380,10 @@ def notebook(cells):
         "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
 
 
-def setup_cell(module):
-    return f'''# Setup (read-only): find the kit, then load the helpers that save your code and run the grader's checks.
+def setup_cell(module, lang=None):
+    _ = words(lang)
+    return _("# Setup (read-only): find the kit, then load the helpers that save your code and run the grader's "
+             "checks.") + f'''
 import os
 import sys
 from pathlib import Path
@@ -265,35 +399,43 @@ from classroom.notebook import Notebook
 nb = Notebook({module!r})'''
 
 
-def plural(n, word):
-    return f"{n:g} {word}" + ("" if n == 1 else "s")
+def points(n, lang=None):
+    """``1 point``, ``2 points``, ``1.5 points`` in ``lang`` (the grader's report words them the same way)."""
+    t = i18n.translation("en" if english(lang) else lang)
+    return t.ngettext("{n} point", "{n} points", 1 if n == 1 else 2).format(n=f"{n:g}")
 
 
-def test_source(check, checkpoint=False):
+def test_source(check, checkpoint=False, lang=None):
+    _ = words(lang)
     arg = ", checkpoint=CHECKPOINT" if checkpoint else ""
-    what = "compared with the reference" if check.reference else "a property"
-    return f"# Check ({plural(check.points, 'point')}, {what}): {check.title}\nnb.check({check.id!r}{arg})"
+    line = _("# Check ({points}, compared with the reference): {title}") if check.reference else \
+        _("# Check ({points}, a property): {title}")
+    # the check's title: its docstring's first line, which the catalog translates (kit.i18n.extract)
+    line = line.format(points=points(check.points, lang), title=_(check.title))
+    return f"{line}\nnb.check({check.id!r}{arg})"
 
 
-def add_questions(cells, module, questions):
+def add_questions(cells, module, questions, lang=None):
+    _ = words(lang)
     qs = questions.get(module, [])
     if not qs:
         return
     total = sum(q["points"] for q in qs)
-    cells.text(f"## Self-check questions ({plural(total, 'point')}, graded by hand)\n\n"
-               "Answer each question in the cell below it, in a few sentences of your own.", "questions")
+    cells.text(_("## Self-check questions ({points}, graded by hand)").format(points=points(total, lang)) + "\n\n"
+               + _("Answer each question in the cell below it, in a few sentences of your own."), "questions")
     for i, q in enumerate(qs, start=1):
-        cells.text(f"**Question {i}** ({plural(q['points'], 'point')}). {q['question'].strip()}",
-                   f"question-{q['id']}")
+        cells.text(_("**Question {number}** ({points}). {question}").format(
+            number=i, points=points(q["points"], lang), question=q["question"].strip()), f"question-{q['id']}")
         cells.answer(q["answer"].strip(), f"answer-{q['id']}", q["points"])
 
 
-def module_notebook(module, questions):
+def module_notebook(module, questions, lang=None):
+    _ = words(lang)
     path = SOLUTIONS / f"{module}.py"
-    source = path.read_text(encoding="utf-8")
-    doc, parts = split_solution(source, path.name)
-    text = read_sections(module)
-    common = read_sections("common")
+    doc, parts = split_solution(solution_source(module, lang), path.name)
+    text = read_sections(module, lang)
+    common = read_sections("common", lang)
+    where = shown(text_path(module, lang))
     used = set()
 
     def section(name, required=False):
@@ -303,14 +445,14 @@ def module_notebook(module, questions):
         if name in common:
             return common[name].replace("{file}", f"{module}.py").replace("{module}", module)
         if required:
-            raise BuildError(f"classroom/notebook_text/{module}.md has no <!-- {name} --> section")
+            raise BuildError(f"{where} has no <!-- {name} --> section")
         return None
 
-    cells = Cells(module)
+    cells = Cells(module, lang)
     cells.text(section("intro", required=True), "intro")
     if doc:
-        cells.text("## The idea, in formulas\n\n" + docstring_markdown(doc), "docstring")
-    cells.code(setup_cell(module), "setup")
+        cells.text(_("## The idea, in formulas") + "\n\n" + docstring_markdown(doc), "docstring")
+    cells.code(setup_cell(module, lang), "setup")
     cells.text(section("code", required=True), "code-intro")
     total = len(parts)
     for k, (name, code) in enumerate(parts, start=1):
@@ -330,36 +472,40 @@ def module_notebook(module, questions):
         raise BuildError(f"the checks of {module} add up to {got:g} points, the grader gives {POINTS[module]}")
     cells.text(section("checks", required=True), "checks-intro")
     for c in checks:
-        cells.test(test_source(c), f"check-{c.name}", c.points)
-    add_questions(cells, module, questions)
+        cells.test(test_source(c, lang=lang), f"check-{c.name}", c.points)
+    add_questions(cells, module, questions, lang)
     unused = set(text) - used
     if unused:
-        raise BuildError(f"classroom/notebook_text/{module}.md: sections not used: {', '.join(sorted(unused))}")
+        raise BuildError(f"{where}: sections not used: {', '.join(sorted(unused))}")
     return notebook(cells.cells)
 
 
 LONG_CHECK = {"transformer_kit": {"timeout": FINAL_CHECK_TIMEOUT}}
 
 
-def final_notebook(questions):
-    text = read_sections("final")
+def final_notebook(questions, lang=None):
+    _ = words(lang)
+    text = read_sections("final", lang)
+    where = shown(text_path("final", lang))
     for name in ("intro", "collect", "train", "check"):
         if name not in text:
-            raise BuildError(f"classroom/notebook_text/final.md has no <!-- {name} --> section")
+            raise BuildError(f"{where} has no <!-- {name} --> section")
     extra = set(text) - {"intro", "collect", "train", "check"}
     if extra:
-        raise BuildError(f"classroom/notebook_text/final.md: sections not used: {', '.join(sorted(extra))}")
-    cells = Cells("final")
+        raise BuildError(f"{where}: sections not used: {', '.join(sorted(extra))}")
+    cells = Cells("final", lang)
     cells.text(text["intro"], "intro")
-    cells.code(setup_cell("final") + f"\nCHECKPOINT = {CHECKPOINT!r}", "setup")
+    cells.code(setup_cell("final", lang) + f"\nCHECKPOINT = {CHECKPOINT!r}", "setup")
     cells.text(text["collect"], "collect-intro")
-    cells.code("# Read-only: write the five files from the other notebooks (the kit's stubs where one is missing)\n"
-               "nb.collect()", "collect")
+    cells.code(_("# Read-only: write the five files from the other notebooks (the kit's stubs where one is "
+                 "missing)") + "\nnb.collect()", "collect")
     cells.text(text["train"], "train-intro")
-    cells.code(f"# Train (not graded, but the final check needs the checkpoint it writes). It stops by\n"
-               f"# itself under 2.5: about half an hour on 2 CPU cores (BENCHMARKS.md has the measured runs). At most\n"
-               f"# {TRAIN_MAX_MINUTES} minutes per run. Interrupt the kernel to stop: the checkpoint is saved, and\n"
-               f"# RESUME = True continues from it. While nbgrader grades this notebook it does not train.\n"
+    cells.code(_("# Train (not graded, but the final check needs the checkpoint it writes). It stops by\n"
+                 "# itself under 2.5: about half an hour on 2 CPU cores (BENCHMARKS.md has the measured runs). "
+                 "At most\n"
+                 "# {minutes} minutes per run. Interrupt the kernel to stop: the checkpoint is saved, and\n"
+                 "# RESUME = True continues from it. While nbgrader grades this notebook it does not train.").format(
+                     minutes=TRAIN_MAX_MINUTES) + "\n"
                f"MINUTES = {TRAIN_MAX_MINUTES}\nRESUME = False\n"
                "nb.train(minutes=MINUTES, resume=RESUME, checkpoint=CHECKPOINT)",
                "train", locked=False, extra={"transformer_kit": {"timeout": TRAIN_TIMEOUT}})
@@ -369,8 +515,8 @@ def final_notebook(questions):
     if got != POINTS["final"]:
         raise BuildError(f"the final checks add up to {got:g} points, the grader gives {POINTS['final']}")
     for c in checks:
-        cells.test(test_source(c, checkpoint=True), f"check-{c.name}", c.points, extra=LONG_CHECK)
-    add_questions(cells, "final", questions)
+        cells.test(test_source(c, checkpoint=True, lang=lang), f"check-{c.name}", c.points, extra=LONG_CHECK)
+    add_questions(cells, "final", questions, lang)
     return notebook(cells.cells)
 
 
@@ -431,6 +577,30 @@ from classroom.nbgrader_autograde import configure  # noqa: E402
 
 configure(c)
 '''
+# In a course built in another language, after the course id: nbgrader's own run (autograde's feedback, the
+# kernels it starts) speaks it, unless the instructor's $KIT_LANG says otherwise, and what nbgrader puts in the
+# students' copies in place of a solution is in it too.
+CONFIG_LANGUAGE = '''
+# The course's language (make nbgrader LANG={lang}): the grader's words in the feedback, and the kernels nbgrader
+# starts, speak it unless $KIT_LANG is set (kit/i18n.py).
+import os  # noqa: E402
+
+os.environ.setdefault('KIT_LANG', {lang!r})
+# what generate_assignment writes in place of a solution (nbgrader's defaults are in English)
+c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
+c.ClearSolutions.text_stub = {text_stub!r}
+'''
+
+
+def config(lang=None):
+    """nbgrader_config.py of a course in ``lang``."""
+    if english(lang):
+        return CONFIG
+    _ = words(lang)
+    anchor = f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
+    code_stub = _("# YOUR CODE HERE") + "\nraise NotImplementedError()"
+    return CONFIG.replace(anchor, anchor + CONFIG_LANGUAGE.format(
+        lang=lang, code_stub=code_stub, text_stub=_("YOUR ANSWER HERE")), 1)
 
 
 def dumps(nb):
@@ -441,13 +611,17 @@ def dumps(nb):
     return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build():
-    """``{relative path: text}`` of the course folder."""
-    questions = read_questions()
-    files = {"nbgrader_config.py": CONFIG}
+def build(lang=None):
+    """``{relative path: text}`` of the course folder, in ``lang`` (None or ``"en"``: English)."""
+    if not english(lang) and lang not in LOCALES:
+        raise BuildError(f"no course text in {lang!r}: one of en, {', '.join(LOCALES)}")
+    questions = read_questions(lang)
+    files = {"nbgrader_config.py": config(lang)}
     for module in MODULES:
-        files[f"source/{ASSIGNMENT}/{unit(module).notebook}.ipynb"] = dumps(module_notebook(module, questions))
-    files[f"source/{ASSIGNMENT}/{unit('final').notebook}.ipynb"] = dumps(final_notebook(questions))
+        files[f"source/{ASSIGNMENT}/{unit(module).notebook}.ipynb"] = dumps(module_notebook(module, questions, lang))
+    files[f"source/{ASSIGNMENT}/{unit('final').notebook}.ipynb"] = dumps(final_notebook(questions, lang))
+    if not english(lang):  # the notebooks' runtime reads it (classroom/notebook): nbgrader copies it to the students
+        files[f"source/{ASSIGNMENT}/{COURSE_LANGUAGE}"] = f"{lang}\n"
     return files
 
 
@@ -461,17 +635,22 @@ def main(argv=None):
     p = ArgumentParser(prog="python -m classroom.nbgrader", description="Build the nbgrader course folder.")
     p.add_argument("--out", default=str(KIT / "dist" / "nbgrader"), help="course folder (default: %(default)s)")
     p.add_argument("--check", action="store_true", help="only report whether the course folder is up to date")
+    p.add_argument("--lang", choices=["en", *LOCALES], default=None,
+                   help="the course's language (default: kit/i18n.py's choice: $KIT_LANG, which make nbgrader LANG=zh "
+                        "sets, then the locale; else English)")
     args = p.parse_args(argv)
     out = Path(args.out)
+    lang = args.lang or i18n.language()
     try:
-        files = build()
+        files = build(lang)
     except (BuildError, RegionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     stale = [f for f, text in files.items() if not (out / f).is_file() or (out / f).read_text(encoding="utf-8") != text]
-    # source/tier2/ is generated as a whole: a notebook the build no longer makes is stale too
-    extra = sorted(str(p.relative_to(out)) for p in (out / "source" / ASSIGNMENT).glob("*.ipynb")
-                   if str(p.relative_to(out)) not in files)
+    # source/tier2/ is generated as a whole: a notebook (or the language of another build) it no longer makes is
+    # stale too
+    made = [*(out / "source" / ASSIGNMENT).glob("*.ipynb"), out / "source" / ASSIGNMENT / COURSE_LANGUAGE]
+    extra = sorted(str(p.relative_to(out)) for p in made if p.is_file() and str(p.relative_to(out)) not in files)
     if args.check:
         if stale or extra:
             print(f"out of date: {', '.join(stale + extra)} (run `make nbgrader`)", file=sys.stderr)
@@ -492,6 +671,8 @@ def main(argv=None):
             os.replace(staging / f, out / f)
         for f in extra:
             (out / f).unlink()
+            if not f.endswith(".ipynb") and not any((out / f).parent.iterdir()):
+                (out / f).parent.rmdir()  # the empty locale/ of a course built in another language before
     except OSError as e:
         print(f"error: cannot write {e.filename or out}: {e.strerror or e}", file=sys.stderr)
         return 1

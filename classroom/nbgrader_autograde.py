@@ -49,6 +49,9 @@ from traitlets import Bool, Unicode
 from classroom.notebook.grading import FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT, OUTSIDE, notebook_message, pictures_of
 from classroom.notebook.training import CHECKPOINT
 from classroom.regions import cell_source, join_parts, parse_header
+from grader.report import note, title
+from kit.i18n import _
+from kit.outcome import T, render
 from kit.syllabus import ASSIGNMENT, MODULES, unit
 
 KIT = Path(__file__).resolve().parent.parent
@@ -81,12 +84,14 @@ def _meta(cell):
 def module_file(module, source_nb, submitted_nb):
     """``(file text, None)`` for ``module``: the source notebook's ``%%module`` parts, its solution parts taken from
     the submitted notebook (the cell with the same grade id, whose first line still names the same part);
-    or ``(None, why)`` when a part is missing (the module is then graded as the kit's stub, as in the kernel)."""
+    or ``(None, why)`` when a part is missing (the module is then graded as the kit's stub, as in the kernel);
+    ``why`` is a ``Text``, worded where the feedback shows it."""
     try:
         submitted = {_meta(c).get("grade_id"): c for c in _cells(submitted_nb) if c.get("cell_type") == "code"
                      and _meta(c).get("grade_id")} if submitted_nb is not None else {}
     except (OSError, ValueError, AttributeError) as e:
-        return None, f"{Path(submitted_nb).name} is not a readable notebook ({type(e).__name__})"
+        return None, T("{notebook} is not a readable notebook ({error_type})", notebook=Path(submitted_nb).name,
+                       error_type=type(e).__name__)
     parts, total = {}, None
     for cell in _cells(source_nb):
         text = cell_source(cell)
@@ -98,17 +103,18 @@ def module_file(module, source_nb, submitted_nb):
             continue
         if _meta(cell).get("solution"):
             if submitted_nb is None:
-                return None, "its notebook was not submitted"
+                return None, T("its notebook was not submitted")
             theirs = submitted.get(_meta(cell)["grade_id"])
             if theirs is None:
-                return None, f"part {part} of {module}.py is missing from {Path(submitted_nb).name}"
+                return None, T("part {part} of {module}.py is missing from {notebook}", part=part, module=module,
+                               notebook=Path(submitted_nb).name)
             their_first, _, body = cell_source(theirs).partition("\n")
             try:
                 if parse_header(their_first) != (m, part, total):
                     raise ValueError
             except ValueError:
-                return None, (f"the cell of part {part} of {module}.py in {Path(submitted_nb).name} does not start "
-                              f"with `{first}` any more")
+                return None, T("the cell of part {part} of {module}.py in {notebook} does not start with `{header}` "
+                               "any more", part=part, module=module, notebook=Path(submitted_nb).name, header=first)
         parts[part] = body
     if total is None or sorted(parts) != list(range(1, total + 1)):
         raise AutogradeError(f"the source notebook {Path(source_nb).name} does not hold {module}.py")
@@ -120,7 +126,8 @@ def stub(module):
 
 
 def submission_files(source_dir, submitted_dir, own):
-    """``({module: text}, [notes])``: the five files graded for the notebook of unit ``own``.
+    """``({module: text}, [notes])``: the five files graded for the notebook of unit ``own``; the notes are
+    ``Text``s, worded where the feedback shows them.
 
     ``own``'s file comes from its notebook's solution cells (the kit's stub where a part is missing); the
     others from the student's other notebooks where complete and valid Python (never imported here),
@@ -135,11 +142,12 @@ def submission_files(source_dir, submitted_dir, own):
             try:
                 compile(text, f"{m}.py", "exec", dont_inherit=True)
             except (SyntaxError, ValueError) as e:
-                text, why = None, f"{name} has a syntax error ({type(e).__name__})"
+                text, why = None, T("{notebook} has a syntax error ({error_type})", notebook=name,
+                                    error_type=type(e).__name__)
         if text is None:
             text = stub(m)
             if m == own or own == "final":
-                notes.append(f"{m}.py: graded as the kit's stub: {why}")
+                notes.append(T("{module}.py: graded as the kit's stub: {why}", module=m, why=why))
         files[m] = text
     return files, notes
 
@@ -398,8 +406,8 @@ class KitExecute(Execute):
             return nb, resources
         grading = self._grade(module, files, here)
         if died:
-            notes = [*notes, "the notebook's kernel stopped before its last cell; the checks graded your code all "
-                             "the same"]
+            notes = [*notes, T("the notebook's kernel stopped before its last cell; the checks graded your code all "
+                               "the same")]
         scores = self._write_outputs(nb, module, grading, notes)
         resources.setdefault("transformer_kit", {})["scores"] = scores
         resources["transformer_kit"]["isolation"] = self.isolation
@@ -456,20 +464,20 @@ class KitExecute(Execute):
             ids = check_ids(cell.source)
             lines, failed = [], []
             if notes and not noted:  # once, in the first test cell
-                lines += [f"Note: {n}" for n in notes]
+                lines += [_("Note: {note}").format(note=render(n)) for n in notes]
                 noted = True
             if not ids:
-                failed.append("this cell calls no check of the grader: ask the course staff")
+                failed.append(_("this cell calls no check of the grader: ask the course staff"))
             for i in ids:
                 r = results.get(i)
                 if r is None:
-                    why = out.message if out.grading is None else "this check did not run"
-                    failed.append(f"{i}: not graded: {why}")
+                    why = render(out.message) if out.grading is None else _("this check did not run")
+                    failed.append(_("{check}: not graded: {why}").format(check=i, why=why))
                     continue
-                mark = "INFO" if r.points == 0 else ("PASS" if r.passed else "FAIL")
-                lines.append(f"{mark} {_num(r.score)}/{_num(r.points)}  {r.title}")
+                mark = _("INFO") if r.points == 0 else (_("PASS") if r.passed else _("FAIL"))
+                lines.append(f"{mark} {_num(r.score)}/{_num(r.points)}  {title(r)}")
                 if r.passed and r.note:
-                    lines.append("      " + r.note)
+                    lines.append("      " + note(r))
                 elif not r.passed and r.points == 0:
                     lines.append("      " + notebook_message(r).replace("\n", "\n      "))
                 elif not r.passed:
@@ -482,7 +490,7 @@ class KitExecute(Execute):
                 if grading["pictures"] and not drawn:  # the grader's own report's pictures, under the first failure
                     outputs.append(NotebookNode(output_type="display_data", metadata={},
                                                 data={"text/html": grading["pictures"],
-                                                      "text/plain": "(pictures of what failed)"}))
+                                                      "text/plain": _("(pictures of what failed)")}))
                     drawn = True
                 message = "\n\n".join(failed)
                 outputs.append(NotebookNode(output_type="error", ename="CheckFailed", evalue=message,

@@ -32,6 +32,7 @@ from classroom.regions import lines as region_lines
 from classroom.stubs import LANGUAGES, generate
 from kit import i18n, syllabus
 from kit.cli import ArgumentParser
+from kit.i18n import N_
 
 KIT = Path(__file__).resolve().parent.parent
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -87,11 +88,12 @@ FOLDERS = ["grader/checks/properties", "grader/checks/reference", "grader/standi
 DOCS = ["docs/guide-residual.md", "docs/guide-rmsnorm.md", "docs/guide-attention.md", "docs/guide-block.md",
         "docs/guide-decoder.md", "docs/experiments.md", "BENCHMARKS.md"]
 # A line put on top of a shipped doc: what in it is not part of this release
-NOTES = {"BENCHMARKS.md": "> Measured on the course's full kit: the commands below (`make bench`, `make test`, ...) "
-                          "are its own, not this release's.\n\n",
-         "docs/experiments.md": "> The experiments' code comes with a later release (your instructor hands it out "
-                                "after the due date); until then `make experiments` says so, and this page shows "
-                                "what the reference measured.\n\n"}
+# (worded in the release's language: the catalog, make locale)
+NOTES = {"BENCHMARKS.md": N_("> Measured on the course's full kit: the commands below (`make bench`, `make test`, "
+                             "...) are its own, not this release's."),
+         "docs/experiments.md": N_("> The experiments' code comes with a later release (your instructor hands it out "
+                                   "after the due date); until then `make experiments` says so, and this page shows "
+                                   "what the reference measured.")}
 # With --with-experiments (after the due date, say) the experiments' code ships too.
 EXPERIMENTS = ["lab/variants.py", "lab/experiments"]
 DATA = ["data/tinyshakespeare.txt", "grader/checks/pytest.ini", "requirements.txt"]
@@ -270,10 +272,11 @@ def points_table(lang):
 
 
 def translated_guides(lang):
-    """``{docs/guide-X.md: its text in lang}``: the guides of docs/<suffix>/, their links made relative to docs/."""
+    """``{docs/X.md: its text in lang}``: the guides and the experiments' page of docs/<suffix>/, their links made
+    relative to docs/."""
     folder = KIT / "docs" / LOCALES[lang]
     return {f"docs/{p.name}": p.read_text(encoding="utf-8").replace("](../", "](")
-            for p in sorted(folder.glob("guide-*.md"))}
+            for p in sorted(folder.glob("*.md")) if f"docs/{p.name}" in DOCS}
 
 
 def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False, lang=None):
@@ -301,19 +304,20 @@ def build(out=DEFAULT_OUT, github=False, quiet=False, experiments=False, lang=No
                                                      for p in sorted((KIT / "docs" / "img").glob("*"))]:
             (stage / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(KIT / rel, stage / rel)
-            note = NOTES.get(rel) if not (experiments and rel == "docs/experiments.md") else None
-            if note:
-                text = (stage / rel).read_text(encoding="utf-8")
-                title, _, rest = text.partition("\n\n")
-                (stage / rel).write_text(f"{title}\n\n{note}{rest}", encoding="utf-8")
-        _, recorded = record(path=stage / "grader" / "snapshots" / "published.pack")
-        (stage / "exercises").mkdir()
-        for name, text in generate(lang=lang).items():
-            (stage / "exercises" / name).write_text(text, encoding="utf-8")
         if lang not in (None, "en"):
             for rel, text in translated_guides(lang).items():
                 (stage / rel).write_text(text, encoding="utf-8")
             (stage / "locale" / "default").write_text(f"{lang}\n", encoding="utf-8")
+        for rel, note in NOTES.items():
+            if rel in DOCS and not (experiments and rel == "docs/experiments.md"):
+                text = (stage / rel).read_text(encoding="utf-8")
+                title, _, rest = text.partition("\n\n")
+                note = i18n.translation(lang).gettext(note)
+                (stage / rel).write_text(f"{title}\n\n{note}\n\n{rest}", encoding="utf-8")
+        _, recorded = record(path=stage / "grader" / "snapshots" / "published.pack")
+        (stage / "exercises").mkdir()
+        for name, text in generate(lang=lang).items():
+            (stage / "exercises" / name).write_text(text, encoding="utf-8")
         (stage / "Makefile").write_text(render_makefile(set(files)))
         (stage / "README.md").write_text(render_readme(lang), encoding="utf-8")
         (stage / ".gitignore").write_text((TEMPLATES / "gitignore.tmpl").read_text())

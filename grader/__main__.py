@@ -72,20 +72,22 @@ def parse(argv):
 def check_input(args):
     folder = Path(args.impl)
     if not folder.is_dir():
-        raise UsageError(f"{folder}: no such folder (give the folder that holds {', '.join(syllabus.FILES)})")
+        raise UsageError(_("{folder}: no such folder (give the folder that holds {files})").format(
+            folder=folder, files=", ".join(syllabus.FILES)))
     present = [f for f in syllabus.FILES if (folder / f).is_file()]
     if not present:
-        raise UsageError(f"{folder} holds none of {', '.join(syllabus.FILES)}")
+        raise UsageError(_("{folder} holds none of {files}").format(folder=folder, files=", ".join(syllabus.FILES)))
     if args.user:
         from .sandbox import user_problem
         problem = user_problem(args.user)
         if problem:
             raise UsageError(problem)
     if args.seed and not (KIT / "solutions").is_dir():
-        raise UsageError("--seed: this kit has no reference, only its answers on the published inputs (the student "
-                         "release): grade without a seed")
+        raise UsageError(_("--seed: this kit has no reference, only its answers on the published inputs (the student "
+                           "release): grade without a seed"))
     if args.checkpoint and Path(args.checkpoint).is_dir():
-        raise UsageError(f"--checkpoint {args.checkpoint}: is a folder; give the checkpoint file (runs/final.pt)")
+        raise UsageError(_("--checkpoint {path}: is a folder; give the checkpoint file (runs/final.pt)").format(
+            path=args.checkpoint))
     return folder, [f for f in syllabus.FILES if f not in present], {
         "json": writable("--json", args.json), "record": writable("--record", args.record),
         "classroom": writable("--classroom", args.classroom), "html": writable("--html", args.html, "report.html")}
@@ -118,8 +120,8 @@ def main(argv=None):
         # someone else's code, and no course seed: never the published inputs, whose answers ship with the release
         import secrets
         args.seed = secrets.token_hex(16)
-        print("grader: no --seed or $GRADER_SEED: the inputs come from a fresh secret seed (give one to regrade on "
-              "the same inputs)", file=sys.stderr)
+        print(_("grader: no --seed or $GRADER_SEED: the inputs come from a fresh secret seed (give one to regrade on "
+                "the same inputs)"), file=sys.stderr)
     sandbox.start()  # first: the worker imports torch while this process does
     try:
         from . import policy as course_policy
@@ -132,7 +134,7 @@ def main(argv=None):
                             record=outputs["record"], policy=course_policy.enabled(args.policy),
                             final_timeout=args.final_timeout)
         except GraderError as e:
-            print(f"grader error: {e}", file=sys.stderr)
+            print(_("grader error: {message}").format(message=e), file=sys.stderr)
             return EXIT_GRADER
         pictures = None
         if outputs["html"]:  # while the worker is still up: the pictures ask it one more question or two
@@ -144,7 +146,7 @@ def main(argv=None):
     finally:
         sandbox.close()
     for line in grading.errors:  # staff only (stderr: Gradescope hides it from students)
-        print(f"grader error (for the course staff): {line}", file=sys.stderr)
+        print(_("grader error (for the course staff): {message}").format(message=line), file=sys.stderr)
     color = sys.stdout.isatty() and not args.no_color
     title = _("Grading {folder}").format(folder=folder) + (
         _(" (missing: {files})").format(files=", ".join(missing)) if missing else "")
@@ -153,8 +155,11 @@ def main(argv=None):
             if args.untrusted or not (n.startswith(".") or n == "__pycache__")]  # at the desk: Python's own caches
     if left:  # only the five files are graded (a copy of them): bytecode, packages and the rest are not read
         from kit.text import one_line
-        shown = one_line(", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else ""), 300)
-        print(f"note: only {', '.join(syllabus.FILES)} are graded; left out of the grading: {shown}")
+        names = ", ".join(left[:10])
+        shown = one_line(_("{names} and {n} more").format(names=names, n=len(left) - 10) if len(left) > 10 else names,
+                         300)
+        print(_("note: only {files} are graded; left out of the grading: {names}").format(
+            files=", ".join(syllabus.FILES), names=shown))
     print(_("({n} checks in {seconds} s)").format(n=len(grading.results), seconds=f"{time.time() - t0:.1f}"))
     if outputs["json"]:
         write_json(outputs["json"], gradescope(grading, args.visibility, leaderboard=args.leaderboard))

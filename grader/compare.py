@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T, Text
 
 _COUNT = [0]
 
@@ -47,8 +47,13 @@ class Tol:
         """g, e: float64 copies of the finite entries."""
         return (g - e).abs().max().item() <= self.bound(e) if g.numel() else True
 
+    def describe(self):
+        """The bound in words (a ``Text``), as the failures that name it show it."""
+        return T("max abs error <= {atol:g} + {rtol:g} * max|expected| ({why})", atol=self.atol, rtol=self.rtol,
+                 why=self.why)
+
     def __str__(self):
-        return f"max abs error <= {self.atol:g} + {self.rtol:g} * max|expected| ({self.why})"
+        return self.describe()
 
 
 # float32: a correct implementation that sums in another order (einsum, SDPA, a
@@ -74,19 +79,23 @@ class Ulps:
         diff = (g - e).abs()
         return bool((diff <= self.n * ulp).all()) and (diff > 0).double().mean().item() <= self.share
 
+    def describe(self):
+        """The bound in words (a ``Text``), as the failures that name it show it."""
+        return T("every element within {n} ulp of the expected bfloat16 value, and at most {share:.1%} of them off "
+                 "at all ({why})", n=self.n, share=self.share, why=self.why)
+
     def __str__(self):
-        return (f"every element within {self.n} ulp of the expected bfloat16 value, and at most "
-                f"{self.share:.1%} of them off at all ({self.why})")
+        return self.describe()
 
 
-FP32 = Tol(1e-5, 1e-5, "float32 rounding: other summation orders differ by ~1e-6")
-FP32_DEEP = Tol(1e-5, 1e-4, "float32 rounding accumulated through several layers")
+FP32 = Tol(1e-5, 1e-5, T("float32 rounding: other summation orders differ by ~1e-6"))
+FP32_DEEP = Tol(1e-5, 1e-4, T("float32 rounding accumulated through several layers"))
 # gradients sum over the batch and sequence, so they collect more rounding.
-GRAD = Tol(1e-5, 1e-4, "float32 rounding in sums over batch and sequence")
+GRAD = Tol(1e-5, 1e-4, T("float32 rounding in sums over batch and sequence"))
 # bfloat16 keeps 8 significant bits (relative step 2^-8 = 0.4%); a few roundings
 # in a different order stay within a few steps of the largest value.
-BF16 = Tol(1e-2, 2e-2, "bfloat16 keeps 8 significant bits, so a few roundings reach ~1%")
-BF16_ULP = Ulps(2, 0.005, "statistics in float32, one rounding back to bfloat16, one more for the weight")
+BF16 = Tol(1e-2, 2e-2, T("bfloat16 keeps 8 significant bits, so a few roundings reach ~1%"))
+BF16_ULP = Ulps(2, 0.005, T("statistics in float32, one rounding back to bfloat16, one more for the weight"))
 
 
 def fmt_shape(t):
@@ -98,7 +107,21 @@ def fmt_dtype(t):
 
 
 def fmt_tensor(t):
-    return f"tensor of shape {fmt_shape(t)}, {fmt_dtype(t)}"
+    return T("tensor of shape {shape}, {dtype}", shape=fmt_shape(t), dtype=fmt_dtype(t))
+
+
+def describe_tol(tol):
+    """A tolerance in words: its ``describe()`` (a ``Text``) where it has one, else its ``str``."""
+    return tol.describe() if hasattr(tol, "describe") else str(tol)
+
+
+def joined(texts):
+    """``"; ".join(texts)`` as one ``Text``: each piece (a ``Text`` or code) worded in the language in force."""
+    texts = list(texts)
+    out = texts[-1]
+    for first in reversed(texts[:-1]):
+        out = T("{first}; {rest}", first=first, rest=out)
+    return out
 
 
 def _fmt_index(flat, shape):
@@ -117,8 +140,8 @@ def describe_error(got, expected):
     diff[torch.isnan(g) & torch.isnan(e)] = 0.0
     flat = int(torch.argmax(diff.flatten()).item()) if diff.numel() else 0
     i = _fmt_index(flat, list(diff.shape))
-    return (f"max abs error {diff.flatten()[flat].item():.3g} at index {i}: "
-            f"got {g.flatten()[flat].item():.6g}, expected {e.flatten()[flat].item():.6g}")
+    return T("max abs error {err:.3g} at index {index}: got {got:.6g}, expected {expected:.6g}",
+             err=diff.flatten()[flat].item(), index=i, got=g.flatten()[flat].item(), expected=e.flatten()[flat].item())
 
 
 def where_it_differs(got, expected, tol):
@@ -137,23 +160,28 @@ def where_it_differs(got, expected, tol):
 
     vec = (g * e).sum(-1, keepdim=True) / (e * e).sum(-1, keepdim=True).clamp_min(1e-30)  # (..., 1)
     if fits(vec, -1) and float(vec.max() - vec.min()) <= 1e-3 * float(vec.abs().mean()):
-        return f"the whole output is the reference's times {float(vec.mean()):.4g}"
+        return T("the whole output is the reference's times {factor:.4g}", factor=float(vec.mean()))
     if fits(vec, -1):
-        return (f"each vector along the last dimension is the reference's times a factor of its own "
-                f"(from {float(vec.min()):.3g} to {float(vec.max()):.3g}): the directions are right, the scale of each "
-                "vector differs")
+        return T("each vector along the last dimension is the reference's times a factor of its own (from {low:.3g} "
+                 "to {high:.3g}): the directions are right, the scale of each vector differs", low=float(vec.min()),
+                 high=float(vec.max()))
     flat_g, flat_e = g.reshape(-1, g.shape[-1]), e.reshape(-1, e.shape[-1])
     chan = (flat_g * flat_e).sum(0) / (flat_e * flat_e).sum(0).clamp_min(1e-30)  # (C,)
     if fits(chan, 0):
-        return (f"each channel (last dimension) is the reference's times a factor of its own (from "
-                f"{float(chan.min()):.3g} to {float(chan.max()):.3g}): a per-feature weight differs")
+        return T("each channel (last dimension) is the reference's times a factor of its own (from {low:.3g} to "
+                 "{high:.3g}): a per-feature weight differs", low=float(chan.min()), high=float(chan.max()))
     if g.dim() >= 3 and g.shape[1] > 1:
         off = ((g - e).abs().transpose(0, 1).reshape(g.shape[1], -1).amax(-1) > bound).nonzero().flatten().tolist()
         if off and len(off) < g.shape[1]:
-            first = off[0]
-            matching = "" if first == 0 else ": position 0 matches" if first == 1 else \
-                f": positions 0 to {first - 1} match"
-            return f"only {len(off)} of the {g.shape[1]} positions along dimension 1 differ, the first at {first}{matching}"
+            n, total, first = len(off), g.shape[1], off[0]
+            if first == 0:
+                return T("only {n} of the {total} positions along dimension 1 differ, the first at {first}", n=n,
+                         total=total, first=first)
+            if first == 1:
+                return T("only {n} of the {total} positions along dimension 1 differ, the first at {first}: position 0 "
+                         "matches", n=n, total=total, first=first)
+            return T("only {n} of the {total} positions along dimension 1 differ, the first at {first}: positions 0 to "
+                     "{last} match", n=n, total=total, first=first, last=first - 1)
     return None
 
 
@@ -189,41 +217,46 @@ def assert_close(got, expected, what, tol=FP32, hint=None, variants=None, dtype=
     """
     compared()
     if isinstance(got, dict) and "__unsupported__" in got:
-        raise CheckFailure(what, fmt_tensor(expected), f"an object of type {got['__unsupported__']}",
-                           "return a torch.Tensor", kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, fmt_tensor(expected), describe_value(got), RETURN_TENSOR, kind=Kind.WRONG_STRUCTURE)
     if not isinstance(got, torch.Tensor):
-        raise CheckFailure(what, fmt_tensor(expected), describe_value(got), "return a torch.Tensor",
-                           kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, fmt_tensor(expected), describe_value(got), RETURN_TENSOR, kind=Kind.WRONG_STRUCTURE)
     if got.shape != expected.shape:
         found = match_variant(got, variants, tol)
-        raise CheckFailure(what, f"shape {fmt_shape(expected)}", f"shape {fmt_shape(got)}",
-                           found[1] if found else hint, found[0] if found else None, kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, T("shape {shape}", shape=fmt_shape(expected)),
+                           T("shape {shape}", shape=fmt_shape(got)), found[1] if found else hint, found[0] if found else None, kind=Kind.WRONG_STRUCTURE)
     if dtype and got.dtype != expected.dtype:
-        raise CheckFailure(what, f"dtype {fmt_dtype(expected)}", f"dtype {fmt_dtype(got)}",
-                           "keep the input's dtype (compute in float32 if you like, then cast back with .type_as(x))",
+        raise CheckFailure(what, T("dtype {dtype}", dtype=fmt_dtype(expected)),
+                           T("dtype {dtype}", dtype=fmt_dtype(got)),
+                           T("keep the input's dtype (compute in float32 if you like, then cast back with .type_as(x))"),
                            kind=Kind.WRONG_STRUCTURE)
     if not is_close(got, expected, tol):
         found = match_variant(got, variants, tol)
         if found is None and bool(torch.isnan(got).any()) and not bool(torch.isnan(expected).any()):
             n = int(torch.isnan(got).sum())
-            raise CheckFailure(what, f"finite values ({tol})", f"{n} NaN values of {got.numel()}",
-                               "NaN usually comes from a softmax over a row that is all -inf, "
-                               "a division by zero, or the square root of a negative number")
+            raise CheckFailure(what, T("finite values ({tol})", tol=describe_tol(tol)),
+                               T("{n} NaN values of {total}", n=n, total=got.numel()),
+                               T("NaN usually comes from a softmax over a row that is all -inf, "
+                                 "a division by zero, or the square root of a negative number"))
         seen = None if found else where_it_differs(got, expected, tol)
-        raise CheckFailure(what, f"the reference's values, {tol}",
-                           describe_error(got, expected) + (f"; {seen}" if seen else ""),
+        error = describe_error(got, expected)
+        raise CheckFailure(what, T("the reference's values, {tol}", tol=describe_tol(tol)),
+                           joined([error, seen]) if seen else error,
                            found[1] if found else hint, found[0] if found else None)
 
 
+RETURN_TENSOR = T("return a torch.Tensor")
+
+
 def describe_value(v):
-    """A value that is not a tensor, in plain words (never an internal marker)."""
+    """A value that is not a tensor, in plain words (never an internal marker): a ``Text``."""
     if isinstance(v, dict) and v.get("__missing__"):
-        return "nothing (the attribute does not exist)"
+        return T("nothing (the attribute does not exist)")
     if isinstance(v, dict) and "__unsupported__" in v:
-        return f"an object of type {v['__unsupported__']}"
+        return T("an object of type {type_name}", type_name=str(v["__unsupported__"]))
     if isinstance(v, (list, tuple)):  # the worker's answers carry tuples as lists: say what is known
-        return f"a tuple or list of {len(v)} items"
-    return f"{type(v).__name__}: {v!r}"[:200]
+        return T("a tuple or list of {n} items", n=len(v))
+    name = type(v).__name__
+    return T("{type_name}: {value_code}", type_name=name, value_code=repr(v)[:max(0, 198 - len(name))])
 
 
 def require(ok, what, expected=None, got=None, hint=None, kind=Kind.WRONG_VALUE):
@@ -242,6 +275,8 @@ def assert_equal(got, expected, what, hint=None, kind=Kind.WRONG_STRUCTURE):
 def _plain(v):
     if isinstance(v, dict) and (v.get("__missing__") or "__unsupported__" in v):
         return describe_value(v)
+    if isinstance(v, Text) and repr(v) == f"'{v}'":  # words (describe_value's, say): quoted as repr quotes them
+        return T("'{text}'", text=v)
     return repr(v)
 
 
@@ -249,16 +284,17 @@ def keys_message(got_keys, expected_keys):
     """Explain a state_dict mismatch: missing keys, unexpected keys, wrong shapes."""
     missing = [k for k in expected_keys if k not in got_keys]
     unexpected = [k for k in got_keys if k not in expected_keys]
-    shapes = [f"{k}: {tuple(got_keys[k][0])} instead of {tuple(expected_keys[k][0])}"
+    shapes = [T("{name}: {got} instead of {expected}", name=k, got=str(tuple(got_keys[k][0])),
+                expected=str(tuple(expected_keys[k][0])))
               for k in expected_keys if k in got_keys and list(got_keys[k][0]) != list(expected_keys[k][0])]
     parts = []
     if missing:
-        parts.append("missing " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+        parts.append(T("missing {names}", names=", ".join(missing[:8]) + (" ..." if len(missing) > 8 else "")))
     if unexpected:
-        parts.append("unexpected " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+        parts.append(T("unexpected {names}", names=", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else "")))
     if shapes:
-        parts.append("wrong shape " + "; ".join(shapes[:6]))
-    return "; ".join(parts)
+        parts.append(T("wrong shape {shapes}", shapes=joined(shapes[:6])))
+    return joined(parts) if parts else ""
 
 
 def require_tensor(y, shape, what, hint=None):
@@ -266,14 +302,14 @@ def require_tensor(y, shape, what, hint=None):
     compared()
     shape = tuple(shape)
     if not isinstance(y, torch.Tensor):
-        raise CheckFailure(what, f"a tensor of shape {fmt_shape_of(shape)}", describe_value(y),
-                           hint or "return a torch.Tensor", kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, T("a tensor of shape {shape}", shape=fmt_shape_of(shape)), describe_value(y),
+                           hint or RETURN_TENSOR, kind=Kind.WRONG_STRUCTURE)
     if tuple(y.shape) != shape:
-        raise CheckFailure(what, f"shape {fmt_shape_of(shape)}", f"shape {fmt_shape(y)}", hint,
-                           kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, T("shape {shape}", shape=fmt_shape_of(shape)), T("shape {shape}", shape=fmt_shape(y)),
+                           hint, kind=Kind.WRONG_STRUCTURE)
     if not y.is_floating_point():
-        raise CheckFailure(what, "floating-point values", f"dtype {fmt_dtype(y)}",
-                           "keep the computation in floating point", kind=Kind.WRONG_STRUCTURE)
+        raise CheckFailure(what, T("floating-point values"), T("dtype {dtype}", dtype=fmt_dtype(y)),
+                           T("keep the computation in floating point"), kind=Kind.WRONG_STRUCTURE)
     return y
 
 

@@ -7,12 +7,13 @@ without having compared anything is a grader error, never a pass (grader/run.py)
 of the submission's code becomes a ``CheckFailure`` whose kind and fields say what happened.
 """
 import math
+import re
 import zlib
 
 import pytest
 import torch
 
-from kit.outcome import CheckFailure, Kind, Where
+from kit.outcome import CheckFailure, Kind, T, Where
 
 from .compare import assert_close, fmt_shape, is_close, keys_message, require
 from .protocol import FROZEN, Request, call  # noqa: F401  (re-exported for the checks)
@@ -81,47 +82,102 @@ def _where(err):
     return Where(w[0], w[1], w[2], w[3]) if w else None
 
 
-def _at(where):
+def _at(text, where):
+    """``text`` followed by where in the student's code it happened, `` (file line N, in f: `code`)``."""
     if where is None:
-        return ""
-    return f" ({where.file} line {where.line}, in {where.function}: `{where.code}`)" if where.code else \
-        f" ({where.file} line {where.line}, in {where.function})"
+        return text
+    if where.code:
+        return T("{error} ({file} line {line}, in {function}: `{code}`)", error=text, file=where.file,
+                 line=where.line, function=where.function, code=where.code)
+    return T("{error} ({file} line {line}, in {function})", error=text, file=where.file, line=where.line,
+             function=where.function)
+
+
+# What the worker (grader/worker.py) and its fences (grader/fence.py) say, in their own process, as plain English:
+# worded here again as templates, their parts as parameters; a message that fits none (a submission's own
+# exception named Refused, say) is shown as it is: its words are the submission's.
+_SANDBOX = "the grader's sandbox refuses "
+_REFUSALS = (
+    (re.compile(_SANDBOX + r"to write (?P<path>.*)", re.S),
+     lambda m: T("the grader's sandbox refuses to write {path}", path=m["path"])),
+    (re.compile(_SANDBOX + r"to read (?P<path>.*)", re.S),
+     lambda m: T("the grader's sandbox refuses to read {path}", path=m["path"])),
+    (re.compile(_SANDBOX + r"to list (?P<path>.*)", re.S),
+     lambda m: T("the grader's sandbox refuses to list {path}", path=m["path"])),
+    (re.compile(_SANDBOX + r"to start or signal processes \((?P<event>[^()]*)\)", re.S),
+     lambda m: T("the grader's sandbox refuses to start or signal processes ({event})", event=m["event"])),
+    (re.compile(_SANDBOX + r"network access \((?P<event>[^()]*)\)", re.S),
+     lambda m: T("the grader's sandbox refuses network access ({event})", event=m["event"])),
+    (re.compile(_SANDBOX + r"(?P<event>\S+) \(reaching into the grader's own functions\)", re.S),
+     lambda m: T("the grader's sandbox refuses {event} (reaching into the grader's own functions)", event=m["event"])),
+    (re.compile(_SANDBOX + r"(?P<event>\S+) on (?P<path>.*)", re.S),
+     lambda m: T("the grader's sandbox refuses {event} on {path}", event=m["event"], path=m["path"])),
+    (re.compile(_SANDBOX + r"(?P<event>\S+)", re.S),
+     lambda m: T("the grader's sandbox refuses {event}", event=m["event"])),
+)
+_EXIT = re.compile(r"sys\.exit\((?P<value>.*)\) was called", re.S)
+GRAD_ERRORS = {  # grader/worker.py's reasons why an output could not be backpropagated
+    "output is not a tensor of the expected shape": T("output is not a tensor of the expected shape"),
+    "output does not require grad (was the computation detached?)":
+        T("output does not require grad (was the computation detached?)"),
+}
+
+
+def _refusal(msg):
+    for pattern, text in _REFUSALS:
+        m = pattern.fullmatch(msg)
+        if m:
+            return text(m)
+    return msg
+
+
+def _exit(msg):
+    m = _EXIT.fullmatch(msg)
+    return T("sys.exit({value_code}) was called", value_code=m["value"]) if m else msg
 
 
 def student_error(what, err, expected_keys=None, got_keys=None):
     """The CheckFailure describing an exception that the submission's code raised."""
     kind, msg, stage = err["type"], err["message"], err["stage"]
     where = _where(err)
-    inside = f", inside the grader's stand-in {err['inside']} that your code called there" if err.get("inside") else ""
     if err.get("not_implemented"):
-        name = msg or (where.function if where else "this function")
-        at = f" ({where.file} line {where.line})" if where else ""
-        return StudentError(CheckFailure(what, got=f"not implemented yet: {name}{at}",
-                                         hint="replace the `raise NotImplementedError` with your code",
+        name = msg or (where.function if where else T("this function"))
+        got = T("not implemented yet: {name_code} ({file} line {line})", name_code=name, file=where.file,
+                line=where.line) if where else T("not implemented yet: {name_code}", name_code=name)
+        return StudentError(CheckFailure(what, got=got,
+                                         hint=T("replace the `raise NotImplementedError` with your code"),
                                          kind=Kind.NOT_IMPLEMENTED, where=where).failure, err)
     if stage == "load" and expected_keys is not None:
         return StudentError(CheckFailure(
-            what + " (loading the reference's weights with load_state_dict(strict=True))",
-            "parameters named " + ", ".join(list(expected_keys)[:6]) + (" ..." if len(expected_keys) > 6 else ""),
-            keys_message(got_keys or {}, expected_keys) or f"{kind}: {msg}",
-            "the checks load weights by name: use the attribute names of the API (q_proj, input_layernorm, "
-            "blocks, ...) and bias=False everywhere", kind=Kind.WRONG_STRUCTURE).failure, err)
+            T("{what} (loading the reference's weights with load_state_dict(strict=True))", what=what),
+            T("parameters named {names}",
+              names=", ".join(list(expected_keys)[:6]) + (" ..." if len(expected_keys) > 6 else "")),
+            keys_message(got_keys or {}, expected_keys) or T("{kind}: {error}", kind=kind, error=msg),
+            T("the checks load weights by name: use the attribute names of the API (q_proj, input_layernorm, "
+              "blocks, ...) and bias=False everywhere"), kind=Kind.WRONG_STRUCTURE).failure, err)
     if stage == "import":
-        f = CheckFailure(what, got=f"importing your module failed: {kind}: {msg}{_at(where)}",
-                         hint="the file must import cleanly: fix the error above (run `python -c \"import ...\"` "
-                              "to see it)", kind=Kind.CRASHED, where=where)
+        said = _exit(msg) if kind == "SystemExit" else _refusal(msg) if err.get("refused") else msg
+        f = CheckFailure(what, got=_at(T("importing your module failed: {kind}: {error}", kind=kind, error=said),
+                                       where),
+                         hint=T("the file must import cleanly: fix the error above (run `python -c \"import ...\"` "
+                                "to see it)"), kind=Kind.CRASHED, where=where)
     elif kind == "SystemExit":
-        f = CheckFailure(what, got=f"{msg}{_at(where)}", hint="never exit the interpreter from a module",
+        f = CheckFailure(what, got=_at(_exit(msg), where), hint=T("never exit the interpreter from a module"),
                          kind=Kind.CRASHED, where=where)
     elif err.get("refused"):
-        f = CheckFailure(what, got=f"{msg}{_at(where)}", hint="a submission may compute only: no files, processes "
-                         "or network", kind=Kind.REFUSED, where=where)
+        f = CheckFailure(what, got=_at(_refusal(msg), where),
+                         hint=T("a submission may compute only: no files, processes or network"), kind=Kind.REFUSED,
+                         where=where)
     else:
-        doing = {"init": "building the module", "load": "loading weights"}.get(stage, "running it")
+        doing = {"init": T("building the module"), "load": T("loading weights")}.get(stage, T("running it"))
         if stage.startswith("backward"):
-            doing = "backpropagating through it"
-        f = CheckFailure(what, got=f"your code raised {kind} while {doing}: {msg}{_at(where)}{inside}",
-                         hint="read the error and the line it points to", kind=Kind.CRASHED, where=where)
+            doing = T("backpropagating through it")
+        got = _at(T("your code raised {kind} while {doing}: {error}", kind=kind, doing=doing, error=msg), where)
+        if err.get("inside"):
+            got = T("{error}, inside the grader's stand-in {standin} that your code called there", error=got,
+                    standin=str(err["inside"]))
+        f = CheckFailure(what, got=got, hint=T("read the error and the line it points to"), kind=Kind.CRASHED,
+                         where=where)
     return StudentError(f.failure, err)
 
 
@@ -182,27 +238,31 @@ def grad_check(got, exp, what, tol, hint=None, variants=None):
     for i, (g, e) in enumerate(zip(got.get("input_grads") or [], exp.get("input_grads") or [])):
         if e is None:
             continue
-        require(g is not None, f"{what}: gradient of input {i}", "a gradient", "None (no gradient reached the input)",
-                "keep the input in the graph: no .detach(), .data or torch.no_grad() on the way")
-        assert_close(g, e, f"{what}: gradient of the input", tol, hint)
-    require(not got.get("grad_error"), what, "an output that backpropagates", got.get("grad_error"), hint)
+        require(g is not None, T("{what}: gradient of input {i}", what=what, i=i), T("a gradient"),
+                T("None (no gradient reached the input)"),
+                T("keep the input in the graph: no .detach(), .data or torch.no_grad() on the way"))
+        assert_close(g, e, T("{what}: gradient of the input", what=what), tol, hint)
+    grad_error = got.get("grad_error")
+    require(not grad_error, what, T("an output that backpropagates"), GRAD_ERRORS.get(grad_error, grad_error), hint)
     gp, ep = got.get("param_grads") or {}, exp.get("param_grads") or {}
-    require(sorted(gp) == sorted(ep), f"{what}: parameters", ", ".join(sorted(ep)), ", ".join(sorted(gp)),
-            "the module must own exactly the reference's parameters (tied weights count once)", Kind.WRONG_STRUCTURE)
+    require(sorted(gp) == sorted(ep), T("{what}: parameters", what=what), ", ".join(sorted(ep)), ", ".join(sorted(gp)),
+            T("the module must own exactly the reference's parameters (tied weights count once)"), Kind.WRONG_STRUCTURE)
     for name in sorted(ep):
         if ep[name] is None:
             continue
-        require(gp[name] != FROZEN, f"{what}: gradient of {name}", "a gradient",
-                "none: the parameter does not require one (requires_grad=False), so it never trains",
-                "leave requires_grad alone: nn.Parameter(...) requires a gradient by default", Kind.WRONG_STRUCTURE)
+        require(gp[name] != FROZEN, T("{what}: gradient of {name}", what=what, name=name), T("a gradient"),
+                T("none: the parameter does not require one (requires_grad=False), so it never trains"),
+                T("leave requires_grad alone: nn.Parameter(...) requires a gradient by default"), Kind.WRONG_STRUCTURE)
         if gp[name] is None:  # unused, or used on a path cut from the graph: the output tells which
             out, out_ref = got.get("output"), exp.get("output")
             right = isinstance(out, torch.Tensor) and isinstance(out_ref, torch.Tensor) and is_close(out, out_ref, tol)
-            require(False, f"{what}: gradient of {name}", "a gradient", "None, though the output is right: "
-                    f"{name} is used on a path cut from the graph" if right else "None (the parameter was not used)",
-                    "keep the computation in the graph: no .detach(), .data or torch.no_grad() on the way" if right
-                    else hint or f"{name} must take part in the forward pass")
-        assert_close(gp[name], ep[name], f"{what}: gradient of {name}", tol, hint, variants=(variants or {}).get(name))
+            require(False, T("{what}: gradient of {name}", what=what, name=name), T("a gradient"),
+                    T("None, though the output is right: {name} is used on a path cut from the graph", name=name)
+                    if right else T("None (the parameter was not used)"),
+                    T("keep the computation in the graph: no .detach(), .data or torch.no_grad() on the way") if right
+                    else hint or T("{name} must take part in the forward pass", name=name))
+        assert_close(gp[name], ep[name], T("{what}: gradient of {name}", what=what, name=name), tol, hint,
+                     variants=(variants or {}).get(name))
 
 
 def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variants=None, **kwargs):
@@ -213,9 +273,9 @@ def compare_outputs(sub, ref, module, target, label, xs, tol, hint=None, variant
     """
     got, exp = both(sub, ref, module, target, f"{label}(x)", calls=[call(x) for x in xs], **kwargs)
     for x, gr, er in zip(xs, got["results"], exp["results"]):
-        layout = "" if x.is_contiguous() else ", non-contiguous"
-        assert_close(gr["output"], er["output"], f"{label}(x) for x of shape {fmt_shape(x)}{layout}", tol, hint,
-                     variants(x) if variants else None)
+        what = T("{label}(x) for x of shape {shape}", label=label, shape=fmt_shape(x)) if x.is_contiguous() else \
+            T("{label}(x) for x of shape {shape}, non-contiguous", label=label, shape=fmt_shape(x))
+        assert_close(gr["output"], er["output"], what, tol, hint, variants(x) if variants else None)
     return got, exp
 
 
@@ -268,12 +328,12 @@ def unchanged_input(sub, module, target, what, x, hint, **kwargs):
     from .protocol import changed
     got = only(sub, module, target, what, calls=[call(x), call(same_as=0)], **kwargs)
     first, second = got["results"]
-    require(not changed(x, first["inputs_after"][0]), f"x after {what}", "x unchanged", "x was modified in place",
-            hint)
+    require(not changed(x, first["inputs_after"][0]), T("x after {what}", what=what), T("x unchanged"),
+            T("x was modified in place"), hint)
     a, b = first["output"], second["output"]
     same = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
-    require(same, f"{what} called twice on the same x", "the same output twice", "another output the second time",
-            hint)
+    require(same, T("{what} called twice on the same x", what=what), T("the same output twice"),
+            T("another output the second time"), hint)
     return got
 
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from kit.machine import cpu_has_bf16, torch_threads
+from kit.outcome import T
 from kit.perplexity import LOOKS, OutOfTime, Sequential, batch, run, window_losses
 
 # windows per forward: in float32 one at a time is the fastest on one thread (a window's activations stay in the
@@ -119,7 +120,7 @@ def measure(model, ids, starts, seq_len, target, keep=(), threads=1, deadline=No
             # this close to the target only float32 decides: the same windows again
             m = Measurement(model, ids, starts, seq_len, False, keep)
             estimate, losses = run(Sequential(target, seq_len, looks), m, BATCH[False], deadline)
-            precision = "float32 (bf16 was too close to the target)"
+            precision = T("float32 (bf16 was too close to the target)")
         return estimate, m.logits(sorted(keep)), precision
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kit import syllabus
-from kit.outcome import Failure, Kind, Where
+from kit.outcome import Failure, Kind, T, Where
 
 ENV = "KIT_POLICY"
 MAX_SOURCE = 256 << 10  # bytes of one source file read (an exercise file is a few kB; reading 256 kB takes seconds)
@@ -56,6 +56,7 @@ BUILTINS = ("getattr", "vars", "__import__", "eval", "exec", "compile", "globals
 STR_METHODS = ("join", "lower", "upper", "strip", "lstrip", "rstrip", "replace", "format", "removeprefix",
                "removesuffix", "casefold")
 SHORT = (("torch.nn.functional.", "F."), ("torch.nn.", "nn."))
+TOO_DEEP = T("nested too deeply for the grader to read")
 
 
 def enabled(flag=None):
@@ -83,24 +84,32 @@ class Finding:
         return syllabus.unit(self.unit).own or self.unit
 
     def message(self):
-        """The sentence the student reads."""
+        """The sentence the student reads (a ``Text``)."""
         if self.problem:
-            return (f"this exercise asks you to write {self.rule} yourself, and the grader could not check "
-                    f"{self.file} for library shortcuts: {self.problem}")
-        return f"this exercise asks you to write {self.rule} yourself: `{self.name}` is not allowed here"
+            return T("this exercise asks you to write {rule} yourself, and the grader could not check {file} for "
+                     "library shortcuts: {problem}", rule=self.rule, file=self.file, problem=self.problem)
+        return T("this exercise asks you to write {rule} yourself: `{name}` is not allowed here", rule=self.rule,
+                 name=self.name)
 
     def failure(self, checked=None, more=()):
+        checked = checked or T("the code of {file}, against the course's rules", file=self.file)
         if self.problem:
-            return Failure(Kind.NOT_ALLOWED, checked or f"the code of {self.file}, against the course's rules",
-                           expected="a file the grader can read as Python", got=self.problem, hint=self.message(),
-                           where=Where(self.file, 1, ""))
-        where = f"{self.file} line {self.line}" + (f" (in {self.function})" if self.function else "")
-        same = f"`{self.written}`, which is `{self.name}`," if self.written != self.name else f"`{self.name}`"
-        also = f"; also on line{'s' if len(more) > 1 else ''} {', '.join(str(f.line) for f in more)}" if more else ""
-        return Failure(Kind.NOT_ALLOWED, checked or f"the code of {self.file}, against the course's rules",
-                       expected=f"{self.rule} written with tensor operations, not a library's ready-made one",
-                       got=f"{same} used in {where}{also}", hint=self.message(),
-                       where=Where(self.file, self.line, self.function, self.code))
+            return Failure(Kind.NOT_ALLOWED, checked, expected=T("a file the grader can read as Python"),
+                           got=self.problem, hint=self.message(), where=Where(self.file, 1, ""))
+        where = T("{file} line {line} (in {function})", file=self.file, line=self.line, function=self.function) \
+            if self.function else T("{file} line {line}", file=self.file, line=self.line)
+        lines = ", ".join(str(f.line) for f in more)
+        also = (T("; also on lines {lines}", lines=lines) if len(more) > 1 else
+                T("; also on line {lines}", lines=lines)) if more else ""
+        if self.written != self.name:
+            got = T("`{written}`, which is `{name}`, used in {where}{also}", written=self.written, name=self.name,
+                    where=where, also=also)
+        else:
+            got = T("`{name}` used in {where}{also}", name=self.name, where=where, also=also)
+        return Failure(Kind.NOT_ALLOWED, checked,
+                       expected=T("{rule} written with tensor operations, not a library's ready-made one",
+                                  rule=self.rule),
+                       got=got, hint=self.message(), where=Where(self.file, self.line, self.function, self.code))
 
 
 # -- which names are forbidden ---------------------------------------------------------------------
@@ -204,7 +213,7 @@ class Module:
             with open(path, "rb") as f:
                 data = f.read(MAX_SOURCE + 1)
             if len(data) > MAX_SOURCE:
-                raise Unreadable(f"larger than the {MAX_SOURCE >> 10} kB the grader reads")
+                raise Unreadable(T("larger than the {kb} kB the grader reads", kb=MAX_SOURCE >> 10))
             self.source = data.decode("utf-8", errors="replace")
             self.trees.append(ast.parse(data, filename=path.name))
         except SyntaxError:
@@ -212,7 +221,7 @@ class Module:
             self.source, self.trees = getattr(self, "source", ""), []
         except (Unreadable, RecursionError, MemoryError, ValueError) as e:
             self.source, self.trees = "", []
-            self.error = str(e) if isinstance(e, Unreadable) else "nested too deeply for the grader to read"
+            self.error = e.args[0] if isinstance(e, Unreadable) else TOO_DEEP
 
     # bindings -------------------------------------------------------------------------------
 
@@ -566,7 +575,7 @@ def findings(folder, units=None):
                 found += m.uses(rules, u.name, m.path.name)
             except RecursionError:
                 found.append(Finding(u.name, f"{stem}.py", 1, "", "", "",
-                                     problem="nested too deeply for the grader to read"))
+                                     problem=TOO_DEEP))
                 continue
             todo += sorted(i for i in m.imports if i not in own_files)
         if found:

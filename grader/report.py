@@ -13,7 +13,7 @@ from kit.files import write_text
 from kit.i18n import N_, _, ngettext
 from kit.i18n import ljust as pad
 from kit.i18n import width as columns
-from kit.outcome import Kind, by_unit, totals
+from kit.outcome import Kind, by_unit, render, totals
 from kit.text import csv_cell, html_text, plain_text
 
 # What the table says under a check, on one line, instead of a block in "What went wrong"
@@ -32,26 +32,44 @@ def failure_lines(f):
     labels = [_(label) for label in LABELS]
     column = max(columns(label) for label in labels) + 1
     values = [f.checked, f.expected, f.got, f.likely, f.hint or None]
-    return [pad(label, column) + plain_text(value) for label, value in zip(labels, values) if value is not None]
+    return [pad(label, column) + plain_text(render(value)) for label, value in zip(labels, values) if value is not None]
+
+
+def title(r):
+    """A check's title (its docstring's first line, extracted into the catalog by ``make locale``) in the language
+    in force."""
+    return _(r.title)
+
+
+def note(r):
+    """What a passing check shows (a measured perplexity, say), in the language in force, as plain text."""
+    return plain_text(render(r.note or ""))
 
 
 def failure_text(f):
     return "\n".join(failure_lines(f))
 
 
+def clip(text, width):
+    """``text`` cut to ``width`` terminal columns (a wide character takes two)."""
+    while columns(text) > width:
+        text = text[:-1]
+    return text
+
+
 def num(x):
     return str(int(x)) if float(x).is_integer() else f"{x:.1f}"
 
 
-def terminal(grading, title, color=False):
+def terminal(grading, heading, color=False):
     """The table (one line per check, grouped by unit), then one block per failure."""
     results = grading.results
 
     def paint(text, code):
         return f"\033[{code}m{text}\033[0m" if color else text
 
-    width = min(max([len(r.title) for r in results] + [20]), 90)
-    lines = [plain_text(title), _("isolation: {isolation}").format(isolation=grading.isolation)]
+    width = min(max([columns(title(r)) for r in results] + [20]), 90)
+    lines = [plain_text(heading), _("isolation: {isolation}").format(isolation=render(grading.isolation))]
     if grading.reference == "snapshot":
         lines.append(_(SNAPSHOT_NOTE))
     lines.append("")
@@ -63,19 +81,19 @@ def terminal(grading, title, color=False):
             lines.append(paint(f"{unit} ({num(got)}/{num(total)})", "1"))
         mark = paint(_("INFO"), "36") if r.points == 0 else paint(_("PASS"), "32") if r.passed else \
             paint(_("FAIL"), "31")
-        lines.append(f"  {mark} {num(r.score):>2}/{num(r.points):<2} {r.title[:width]}")
+        lines.append(f"  {mark} {num(r.score):>2}/{num(r.points):<2} {clip(title(r), width)}")
         if r.failure is not None and r.failure.kind in SHORT:
-            lines.append(f"              {plain_text(r.failure.got)}")
+            lines.append(f"              {plain_text(render(r.failure.got))}")
         elif r.passed and r.note:
-            lines.append(f"              {plain_text(r.note)}")
+            lines.append(f"              {note(r)}")
     got, total = totals(results)
     lines += ["", paint(_("TOTAL {got}/{total}").format(got=num(got), total=num(total)), "1")]
     details = [r for r in results if r.failure is not None and r.failure.kind not in SHORT]
     if details:
-        heading = _("What went wrong")
-        lines += ["", heading, "=" * columns(heading)]
+        what = _("What went wrong")
+        lines += ["", what, "=" * columns(what)]
         for r in details:
-            lines.append(paint(f"[{r.unit}] {r.title}", "1"))
+            lines.append(paint(f"[{r.unit}] {title(r)}", "1"))
             lines += ["  " + line for line in failure_lines(r.failure)]
             lines.append("")
     return "\n".join(lines)
@@ -93,9 +111,9 @@ def gradescope(grading, reference_visibility="visible", extra_output="", leaderb
     a unit they draw.
     """
     results = grading.results
-    tests = [{"name": f"{r.unit}: {r.title}", "score": r.score, "max_score": r.points,
+    tests = [{"name": f"{r.unit}: {title(r)}", "score": r.score, "max_score": r.points,
               "status": "passed" if r.passed else "failed",
-              "output": plain_text(r.note or "") if r.passed else failure_text(r.failure), "output_format": "text",
+              "output": note(r) if r.passed else failure_text(r.failure), "output_format": "text",
               "visibility": reference_visibility if r.reference else "visible"} for r in results]
     fragment, units = pictures or (None, [])
     if fragment:
@@ -138,8 +156,8 @@ def classroom(grading):
         if r.failure is None:
             return "pass"
         return "error" if r.failure.kind is Kind.GRADER_ERROR else "fail"
-    tests = [{"name": f"{r.unit}: {r.title}", "status": status(r), "score": r.score, "max_score": r.points,
-              "message": plain_text(r.note or "") if r.passed else failure_text(r.failure), "line_no": 0}
+    tests = [{"name": f"{r.unit}: {title(r)}", "status": status(r), "score": r.score, "max_score": r.points,
+              "message": note(r) if r.passed else failure_text(r.failure), "line_no": 0}
              for r in results]
     scored = [t for t, r in zip(tests, results) if r.points > 0]
     overall = "error" if any(t["status"] == "error" for t in scored) else \
@@ -163,7 +181,7 @@ def csv_row(name, units, grading, status, message, seconds):
 def notebook(result):
     """A failed check as a notebook test cell shows it: its title and points, then the failure's parts."""
     points = ngettext("{n} point", "{n} points", 1 if result.points == 1 else 2).format(n=num(result.points))
-    return f"{result.title} ({points})\n" + failure_text(result.failure)
+    return f"{title(result)} ({points})\n" + failure_text(result.failure)
 
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -172,7 +190,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{padding:2px 10px;border
 img{max-width:100%;border:1px solid #eee}h2{margin-top:1.6em}.note{color:#666}"""
 
 
-def html(grading, title, pictures=None):
+def html(grading, heading, pictures=None):
     """One self-contained HTML page: the table, every failure, and the pictures the failures call for
     (grader/diagnose/pictures.py), embedded as images."""
     from html import escape
@@ -180,9 +198,9 @@ def html(grading, title, pictures=None):
     from .figures import attention_figure, gradient_figure
     results = grading.results
     got, total = totals(results)
-    out = [f"<!doctype html><meta charset=utf-8><title>{html_text(title)}</title><style>{_STYLE}</style>",
-           f"<h1>{html_text(title)}</h1><p>" + _("Total {score}").format(score=f"<b>{num(got)}/{num(total)}</b>")
-           + " &middot; " + _("isolation: {isolation}").format(isolation=escape(grading.isolation)) + "</p>"]
+    out = [f"<!doctype html><meta charset=utf-8><title>{html_text(heading)}</title><style>{_STYLE}</style>",
+           f"<h1>{html_text(heading)}</h1><p>" + _("Total {score}").format(score=f"<b>{num(got)}/{num(total)}</b>")
+           + " &middot; " + _("isolation: {isolation}").format(isolation=escape(render(grading.isolation))) + "</p>"]
     if grading.reference == "snapshot":
         out.append(f"<p class=note>{escape(_(SNAPSHOT_NOTE))}</p>")
     drawn = ([] if pictures is None else (["attention"] if pictures.attention is not None else []) +
@@ -197,7 +215,7 @@ def html(grading, title, pictures=None):
             "is zero above the diagonal (no position sees the future) and every row sums to 1.").format(T=a["T"])
             + "</p>")
         if a.get("note"):
-            out.append(f"<p class=fail>{html_text(a['note'])}</p>")
+            out.append(f"<p class=fail>{html_text(render(a['note']))}</p>")
         alt = escape(_("attention weights, yours and the reference's"))
         out.append(f'<img alt="{alt}" src="{attention_figure(a)}">')
     for unit, norms in (pictures.gradients.items() if pictures is not None else ()):
@@ -206,7 +224,7 @@ def html(grading, title, pictures=None):
             "One backward pass through the module with the same weights, input and output gradient on both sides: "
             "a bar that differs names the parameter whose gradient is wrong; a missing one was never used.") + "</p>")
         if norms.get("note"):
-            out.append(f"<p class=fail>{html_text(norms['note'])}</p>")
+            out.append(f"<p class=fail>{html_text(render(norms['note']))}</p>")
         alt = escape(_("gradient norms of {unit}").format(unit=unit))
         out.append(f'<img alt="{alt}" src="{gradient_figure(unit, norms)}">')
     out.append("</section>")
@@ -217,11 +235,11 @@ def html(grading, title, pictures=None):
             mark, cls = (_("INFO"), "info") if r.points == 0 else (_("PASS"), "pass") if r.passed else \
                 (_("FAIL"), "fail")
             out.append(f"<tr><td class={cls}>{mark}</td><td>{num(r.score)}/{num(r.points)}</td>"
-                       f"<td>{escape(r.title)}</td></tr>")
+                       f"<td>{escape(title(r))}</td></tr>")
         out.append("</table>")
         for r in rows:
             if r.failure is not None:
-                out.append(f"<h3>{escape(r.title)}</h3><pre>{escape(failure_text(r.failure))}</pre>")
+                out.append(f"<h3>{escape(title(r))}</h3><pre>{escape(failure_text(r.failure))}</pre>")
     return "\n".join(out) + "\n"
 
 

@@ -20,12 +20,13 @@ import pytest
 
 from kit import syllabus
 from kit.machine import torch_threads
-from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result
+from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result, T, decode, encode
 
 KIT = Path(__file__).resolve().parent.parent
 CHECKS = KIT / "grader" / "checks"
 REFERENCE = KIT / "solutions"
 COLLECTOR = pytest.StashKey()
+NOT_FINISHED = T("the grader could not finish this check")
 
 
 class GraderError(Exception):
@@ -44,13 +45,15 @@ class Grading:
     complete: bool = True  # False: a record written on the way, of the checks finished so far
 
     def to_dict(self):
-        return {"results": [r.to_dict() for r in self.results], "isolation": self.isolation,
+        return {"results": [r.to_dict() for r in self.results], "isolation": str(self.isolation),
+                "isolation_words": encode(self.isolation),
                 "seconds": round(self.seconds, 2), "seed_is_published": not self.seed, "reference": self.reference,
                 "complete": self.complete}
 
     @classmethod
     def from_dict(cls, d):
-        return cls([Result.from_dict(r) for r in d["results"]], d["isolation"], d["seconds"],
+        return cls([Result.from_dict(r) for r in d["results"]], decode(d["isolation"], d.get("isolation_words")),
+                   d["seconds"],
                    reference=d.get("reference", "live"), complete=d.get("complete", True))
 
 
@@ -138,7 +141,7 @@ class Collector:
             failure = self._grader_error(report, title)
         elif getattr(report, "_compared", 0) == 0:  # passed without comparing anything: that is no pass
             self.errors.append(f"{report.nodeid}: passed without comparing a single value")
-            failure = Failure(Kind.GRADER_ERROR, title, got="the grader could not finish this check",
+            failure = Failure(Kind.GRADER_ERROR, title, got=NOT_FINISHED,
                               hint=GRADER_ERROR_HINT)
         self.results.append(Result(unit, f"{unit}.{name}", title, points, points if failure is None else 0,
                                    path.parent.name == "reference", failure,
@@ -154,7 +157,7 @@ class Collector:
 
     def _grader_error(self, report, title):
         self.errors.append(f"{report.nodeid}: {report.longreprtext[-4000:]}")
-        return Failure(Kind.GRADER_ERROR, title, got="the grader could not finish this check",
+        return Failure(Kind.GRADER_ERROR, title, got=NOT_FINISHED,
                        hint=GRADER_ERROR_HINT)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from kit.host import host
 from kit.host import kill as host_kill
-from kit.outcome import Kind
+from kit.i18n import N_
+from kit.outcome import Kind, T
 
 KIT = Path(__file__).resolve().parent.parent
 # the exit status of python -m grader (and of its batch command), and what the runner makes of each
@@ -82,6 +83,9 @@ class Processes:
             kill(p)
 
 
+INTERRUPTED = T("not graded: interrupted")
+
+
 def kill(proc):
     """SIGKILL a grading and everything in its process group (its sandbox dies with it); wait, with a deadline."""
     host_kill(proc, wait=30.0)
@@ -106,9 +110,16 @@ def _unfinished(grading, units, why, kind):
     for unit in syllabus.in_order(units or syllabus.NAMES):
         left = syllabus.POINTS[unit] - sum(r.points for r in grading.results if r.unit == unit)
         if left > 0 or unit not in done:
-            grading.results.append(Result(unit, f"{unit}.unfinished", f"{unit}: the checks not reached", max(left, 0),
-                                          0, False, Failure(kind, f"the {unit} checks not finished", got=why)))
+            title = NOT_REACHED.get(unit, f"{unit}: the checks not reached")
+            grading.results.append(Result(unit, f"{unit}.unfinished", title, max(left, 0), 0, False,
+                                          Failure(kind, T("the {unit} checks not finished", unit=unit), got=why)))
     return grading
+
+
+# the titles of the checks a grading did not reach, one per unit (a title is a catalog message: grader/report.py)
+NOT_REACHED = {"residual": N_("residual: the checks not reached"), "rmsnorm": N_("rmsnorm: the checks not reached"),
+               "attention": N_("attention: the checks not reached"), "block": N_("block: the checks not reached"),
+               "decoder": N_("decoder: the checks not reached"), "final": N_("final: the checks not reached")}
 
 
 def _last_line(text):
@@ -176,7 +187,7 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
         if registry is not None and not registry.add(proc):
             if group is not None:
                 group.remove()
-            return Outcome("interrupted", None, "not graded: interrupted", 0.0)
+            return Outcome("interrupted", None, INTERRUPTED, 0.0)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -191,22 +202,24 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
         log.seek(0)
         output = log.read(OUTPUT_LIMIT)
     if registry is not None and registry.stopping and (code is None or code < 0):
-        return Outcome("interrupted", None, "not graded: interrupted", seconds, output)
+        return Outcome("interrupted", None, INTERRUPTED, seconds, output)
     if code is None:  # the checks finished before the limit keep their points (the record is written on the way)
-        why = f"not finished: the grading was stopped after {timeout:g} s (the limit for one grading)"
+        why = T("not finished: the grading was stopped after {seconds:g} s (the limit for one grading)",
+                seconds=timeout)
         return Outcome("timeout", _unfinished(_read_record(record), units, why, Kind.TIMED_OUT), why, seconds, output)
     status = STATUS.get(code, "crashed")
     if code in (EXIT_FULL, EXIT_FAILED, EXIT_GRADER):
         grading = _read_record(record)
         if grading is not None and grading.complete:
             return Outcome(status if status == "graded" else "grader-error", grading, "" if status == "graded" else
-                           "the grader failed on part of this submission (see the checks marked as its fault)",
+                           T("the grader failed on part of this submission (see the checks marked as its fault)"),
                            seconds, output)
         if status == "graded":
-            return Outcome("crashed", None, "the grading process left no readable record", seconds, output)
+            return Outcome("crashed", None, T("the grading process left no readable record"), seconds, output)
     if status in ("crashed", "grader-error"):  # killed (out of memory?) or broken: what it finished still counts
-        why = f"the grading process {'was killed by signal ' + str(-code) if code < 0 else 'exited with status ' + str(code)}"
-        partial = _unfinished(_read_record(record), units, why + " before these checks ran: not a verdict on your "
-                              "code", Kind.GRADER_ERROR)
+        why = T("the grading process was killed by signal {signal}", signal=-code) if code < 0 else \
+            T("the grading process exited with status {status}", status=code)
+        partial = _unfinished(_read_record(record), units,
+                              T("{why} before these checks ran: not a verdict on your code", why=why), Kind.GRADER_ERROR)
         return Outcome(status, partial, f"{why}: {_last_line(output)}", seconds, output)
     return Outcome(status, None, _last_line(output), seconds, output)

@@ -27,6 +27,7 @@ Every wait has a deadline; a stopped sandbox leaves no process and no temporary 
 import json
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -44,7 +45,7 @@ from pathlib import Path
 from kit import machine, syllabus, tensorpack
 from kit.files import remove_tree
 from kit.host import host, kill
-from kit.outcome import GRADER_ERROR_HINT, Failure, Kind
+from kit.outcome import GRADER_ERROR_HINT, Failure, Kind, T
 from kit.text import one_line
 
 from . import cgroup
@@ -88,9 +89,19 @@ class Isolation:
         return self.level in ("bubblewrap", "user")
 
     def describe(self):
-        names = {"bubblewrap": "bubblewrap sandbox", "user": "a separate OS user", "process": "a separate process"}
-        return names[self.level] + (f" ({', '.join(self.parts)})" if self.parts else "") + (
-            f"; no bubblewrap: {self.why_not}" if self.why_not and self.level != "bubblewrap" else "")
+        """What ran the code, in words (a ``Text``: the report's first line), e.g. ``bubblewrap sandbox (user, PID,
+        network, IPC and mount namespaces, Landlock ABI 6, ...)``."""
+        names = {"bubblewrap": T("bubblewrap sandbox"), "user": T("a separate OS user"),
+                 "process": T("a separate process")}
+        text = names[self.level]
+        if self.parts:
+            listed = self.parts[-1]
+            for part in reversed(self.parts[:-1]):
+                listed = T("{first}, {rest}", first=part, rest=listed)
+            text = T("{isolation} ({parts})", isolation=text, parts=listed)
+        if self.why_not and self.level != "bubblewrap":
+            text = T("{isolation}; no bubblewrap: {why}", isolation=text, why=self.why_not)
+        return text
 
 
 def _env_int(name, default):
@@ -249,9 +260,9 @@ def bwrap_probe(user=None):
     if host().name != "linux":
         return False, None
     if shutil.which("bwrap") is None:
-        return False, "bubblewrap is not installed (Debian/Ubuntu package `bubblewrap`)"
+        return False, T("bubblewrap is not installed (Debian/Ubuntu package `bubblewrap`)")
     if os.environ.get("KIT_NO_BWRAP"):  # the kit's tests of the fallbacks, and an instructor's choice
-        return False, "KIT_NO_BWRAP is set"
+        return False, T("KIT_NO_BWRAP is set")
     key = user
     if key not in _BWRAP_WORKS:
         cmd = bwrap_command([], [sys.executable, "-I", "-c", "print(6 * 7)"], {"PATH": "/usr/bin:/bin"}, 1)
@@ -259,10 +270,12 @@ def bwrap_probe(user=None):
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=30,
                                **({"user": user} if user is not None else {}))
             ok = p.returncode == 0 and p.stdout.strip() == "42"
-            why = None if ok else "bubblewrap could not start Python here: " + one_line(
-                (p.stderr.strip().splitlines() or [f"exit status {p.returncode}"])[-1], 200)
+            last = p.stderr.strip().splitlines()
+            why = None if ok else T("bubblewrap could not start Python here: {error}", error=one_line(last[-1], 200)) \
+                if last else T("bubblewrap could not start Python here: {error}",
+                               error=T("exit status {status}", status=p.returncode))
         except (OSError, subprocess.SubprocessError) as e:
-            ok, why = False, f"bubblewrap could not start Python here: {one_line(str(e), 200)}"
+            ok, why = False, T("bubblewrap could not start Python here: {error}", error=one_line(str(e), 200))
         _BWRAP_WORKS[key] = (ok, why)
     return _BWRAP_WORKS[key]
 
@@ -438,36 +451,38 @@ class Sandbox:
         machine's failure (a folder its user cannot read, a broken Python, no memory), never the student's."""
         if not self._ready:
             try:
-                hello = self._next(self.start_timeout, "starting the worker")
+                hello = self._next(self.start_timeout, T("starting the worker"))
                 if "ready" not in hello or not isinstance(hello.get("fence"), dict):
                     self.stop()
-                    raise WorkerFailure(Kind.MALFORMED, "its first message was not the worker's hello")
+                    raise WorkerFailure(Kind.MALFORMED, T("its first message was not the worker's hello"))
             except WorkerFailure as e:
                 if e.kind is Kind.STARVED:
                     raise
-                raise WorkerFailure(Kind.GRADER_ERROR, "the autograder could not start the process that runs your "
-                                    f"code ({e.got}); no code of yours had run yet", GRADER_ERROR_HINT) from None
+                raise WorkerFailure(Kind.GRADER_ERROR, T("the autograder could not start the process that runs your "
+                                                         "code ({failure}); no code of yours had run yet",
+                                                         failure=e.got), GRADER_ERROR_HINT) from None
             self._confine()
             self._group_ooms = self.group.oom_kills() if self.group is not None else 0
             self._describe_fence(hello["fence"])
             self._ready = True
 
     def _describe_fence(self, fence):
-        parts = []
+        parts = []  # each a Text: Isolation.describe lists them
         if self.bubblewrap:
-            parts.append("user, PID, network, IPC and mount namespaces")
+            parts.append(T("user, PID, network, IPC and mount namespaces"))
         if self.user is not None:
-            parts.append(f"user {self.user}")
+            parts.append(T("user {user}", user=self.user))
         if fence.get("landlock"):
-            parts.append(f"Landlock ABI {int(fence['landlock'])}")
+            parts.append(T("Landlock ABI {abi}", abi=int(fence["landlock"])))
         if fence.get("limits"):
-            parts.append("resource limits")
+            parts.append(T("resource limits"))
         if self.group is not None:  # which memory bound was in force: the kernel's accounting, else the rlimit
-            parts.append(self.group.describe() + " for the worker")
+            # the words of grader/cgroup.py's Group.describe(), as a template
+            parts.append(T("memory cgroup of {mb} MB for the worker", mb=self.group.limit_mb))
         elif fence.get("limits"):
-            parts.append(f"memory: RLIMIT_AS of {self.memory_mb} MB per process")
+            parts.append(T("memory: RLIMIT_AS of {mb} MB per process", mb=self.memory_mb))
         if fence.get("audit"):
-            parts.append("audit hook")
+            parts.append(T("audit hook"))
         self.isolation.parts = parts
 
     def stop(self):
@@ -537,16 +552,19 @@ class Sandbox:
                 short = self._starved()  # asked while the worker still holds its memory
                 self.stop()
                 if short:
-                    raise WorkerFailure(Kind.STARVED, f"no answer after {timeout:.0f} s while {doing}, and the grading "
-                                        f"machine is short of memory ({short})", STARVED_HINT) from None
-                raise WorkerFailure(Kind.TIMED_OUT, f"timed out: no answer after {timeout:.0f} s while {doing}",
-                                    "look for an endless loop, or far too much work (at import time too)") from None
+                    raise WorkerFailure(Kind.STARVED, T("no answer after {seconds:.0f} s while {doing}, and the "
+                                                        "grading machine is short of memory ({short})",
+                                                        seconds=timeout, doing=doing, short=short),
+                                        STARVED_HINT) from None
+                raise WorkerFailure(Kind.TIMED_OUT, T("timed out: no answer after {seconds:.0f} s while {doing}",
+                                                      seconds=timeout, doing=doing),
+                                    T("look for an endless loop, or far too much work (at import time too)")) from None
             if kind == "eof":
                 raise self._death(doing)
             if kind == "bad":
                 self.stop()
-                raise WorkerFailure(Kind.MALFORMED, f"the answer could not be read while {doing} ({value}); "
-                                    "nothing was graded", MALFORMED_HINT)
+                raise WorkerFailure(Kind.MALFORMED, T("the answer could not be read while {doing} ({detail}); nothing "
+                                                      "was graded", doing=doing, detail=value), MALFORMED_HINT)
             if isinstance(value, dict) and set(value) == {"progress"}:
                 if progress is not None:
                     progress.add(str(value["progress"]))
@@ -556,8 +574,8 @@ class Sandbox:
     def _starved(self):
         """Why the machine (its memory cgroup) is short of memory now, or None."""
         if machine.oom_kills() > self._oom_kills:
-            return "the system killed a process for lack of memory"
-        return machine.memory_short()
+            return T("the system killed a process for lack of memory")
+        return _memory_short(machine.memory_short())
 
     def _death(self, doing):
         proc = self.proc
@@ -572,26 +590,30 @@ class Sandbox:
         own_oom = self.group is not None and self.group.oom_kills() > self._group_ooms
         self.stop()
         if code == -signal.SIGKILL and own_oom:
-            return WorkerFailure(Kind.CRASHED, f"the process running your code was killed while {doing}: it and "
-                                 f"what it started used more than the grading's memory limit of {self.memory_mb} MB",
-                                 "your code allocates far more memory than the task needs (shared memory and child "
-                                 "processes count too)")
+            return WorkerFailure(Kind.CRASHED, T("the process running your code was killed while {doing}: it and "
+                                                 "what it started used more than the grading's memory limit of {mb} MB",
+                                                 doing=doing, mb=self.memory_mb),
+                                 T("your code allocates far more memory than the task needs (shared memory and child "
+                                   "processes count too)"))
         if code == -signal.SIGKILL and machine.oom_kills() > self._oom_kills:
-            return WorkerFailure(Kind.STARVED, f"the system killed the process running your code for lack of memory "
-                                 f"while {doing}: the grading machine has too little memory for this grading, or "
-                                 "your code allocates far more than the task needs", STARVED_HINT)
+            return WorkerFailure(Kind.STARVED, T("the system killed the process running your code for lack of memory "
+                                                 "while {doing}: the grading machine has too little memory for this "
+                                                 "grading, or your code allocates far more than the task needs",
+                                                 doing=doing), STARVED_HINT)
         if code is not None and code < 0:
             name = signal.Signals(-code).name
-            why = {"SIGKILL": "killed (out of memory?)", "SIGSEGV": "crashed (segmentation fault)",
-                   "SIGXCPU": "stopped: it used more than its CPU time limit",
-                   "SIGXFSZ": "stopped: it wrote more than the output limit"}.get(name, f"killed by {name}")
-            msg = f"the process running your code was {why} while {doing}"
+            why = {"SIGKILL": T("killed (out of memory?)"), "SIGSEGV": T("crashed (segmentation fault)"),
+                   "SIGXCPU": T("stopped: it used more than its CPU time limit"),
+                   "SIGXFSZ": T("stopped: it wrote more than the output limit")}.get(name) or \
+                T("killed by {signal}", signal=name)
+            msg = T("the process running your code was {why} while {doing}", why=why, doing=doing)
         else:
-            msg = (f"the process running your code exited with code {code} while {doing} "
-                   "(os._exit or a crash inside a library?)")
+            msg = T("the process running your code exited with code {status} while {doing} (os._exit or a crash inside "
+                    "a library?)", status=code, doing=doing)
         tail = self.output_tail()
-        return WorkerFailure(Kind.CRASHED, msg + (f"; its last output: {tail}" if tail else ""),
-                             "make the code finish without exiting or crashing")
+        return WorkerFailure(Kind.CRASHED, T("{failure}; its last output: {output_code}", failure=msg,
+                                             output_code=tail) if tail else msg,
+                             T("make the code finish without exiting or crashing"))
 
     def _send(self, obj, timeout, doing):
         """Write one request, within ``timeout``: a worker that stops reading (after answering out of turn, say)
@@ -603,9 +625,10 @@ class Sandbox:
         done = (_write_within if self.host.pass_fds else _write_in_thread)(self.proc.stdin, parts, timeout)
         if not done:
             self.stop()
-            raise WorkerFailure(Kind.TIMED_OUT, f"your code stopped taking the grader's questions (none taken for "
-                                f"{timeout:.0f} s) while {doing}", "something your module starts keeps running "
-                                "after it answers: a thread or a loop started at import time?")
+            raise WorkerFailure(Kind.TIMED_OUT, T("your code stopped taking the grader's questions (none taken for "
+                                                  "{seconds:.0f} s) while {doing}", seconds=timeout, doing=doing),
+                                T("something your module starts keeps running after it answers: a thread or a loop "
+                                  "started at import time?"))
 
     def within(self, folder):
         """This sandbox, for a folder inside its own: the same worker grades it (the kit's tests grade many). Its
@@ -628,7 +651,7 @@ class Sandbox:
         WorkerFailure. Between the two the grader computes the reference's side, while the worker computes."""
         key = (req.folder, req.module, req.target, tuple(req.standins), tuple(req.patch))
         mkey = (req.folder, req.module, tuple(req.standins))
-        doing = doing or f"running {req.target} from {req.module}.py"
+        doing = doing or T("running {target} from {module}.py", target=req.target, module=req.module)
         progress = set()
 
         def failed(e):
@@ -643,11 +666,12 @@ class Sandbox:
 
         if mkey in self._dead_modules:
             kind, got = self._dead_modules[mkey]
-            return failed(WorkerFailure(Kind.NOT_RUN, f"not run: importing {req.module}.py already failed this way: "
-                                                      f"{got}"))
+            return failed(WorkerFailure(Kind.NOT_RUN, T("not run: importing {module}.py already failed this way: "
+                                                        "{failure}", module=req.module, failure=got)))
         if key in self._dead_targets:
             kind, got = self._dead_targets[key]
-            return failed(WorkerFailure(Kind.NOT_RUN, f"not run: an earlier check already failed this way: {got}"))
+            return failed(WorkerFailure(Kind.NOT_RUN, T("not run: an earlier check already failed this way: {failure}",
+                                                        failure=got)))
         self._oom_kills = machine.oom_kills()
         if self.group is not None and self._ready:
             self._group_ooms = self.group.oom_kills()
@@ -668,8 +692,8 @@ class Sandbox:
                     return validate(req, answer)
                 except Malformed as e:
                     self.stop()  # a worker that answers out of turn is not asked again
-                    raise WorkerFailure(Kind.MALFORMED, f"the answer does not fit the request: {e}; nothing was "
-                                        "graded", MALFORMED_HINT) from None
+                    raise WorkerFailure(Kind.MALFORMED, T("the answer does not fit the request: {detail}; nothing was "
+                                                          "graded", detail=str(e)), MALFORMED_HINT) from None
             except WorkerFailure as e:
                 failed(e)
                 raise
@@ -699,11 +723,23 @@ class _Within:
         pass  # the sandbox's owner closes it
 
 
-STARVED_HINT = ("this is not a verdict on correct code: the course staff can give the grading more memory "
-                "(docs/classroom.md, Resources); if your code builds large tensors, make them smaller")
-MALFORMED_HINT = ("the process running your code sent back something else than the results of the calls asked "
-                  "for: this happens when code replaces the grader's own functions in that process; only "
-                  "compute in your modules")
+STARVED_HINT = T("this is not a verdict on correct code: the course staff can give the grading more memory "
+                 "(docs/classroom.md, Resources); if your code builds large tensors, make them smaller")
+MALFORMED_HINT = T("the process running your code sent back something else than the results of the calls asked "
+                   "for: this happens when code replaces the grader's own functions in that process; only "
+                   "compute in your modules")
+
+
+def _memory_short(line):
+    """kit/machine.py's ``memory_short()`` line (plain English, or None) as a template, where it is one of its own."""
+    if line is None:
+        return None
+    m = re.fullmatch(r"its memory limit of (\d+) MB is reached", line)
+    if m:
+        return T("its memory limit of {mb} MB is reached", mb=int(m[1]))
+    if line == "it spends most of its time waiting for memory":
+        return T("it spends most of its time waiting for memory")
+    return line
 
 
 def _reader(stream, frames):
@@ -726,7 +762,7 @@ def _reader(stream, frames):
         while True:
             (n,) = struct.unpack("<Q", exact(8))
             if n > MAX_FRAME:
-                frames.put(("bad", f"an answer of {n:,} bytes, over the limit of {MAX_FRAME >> 20} MB"))
+                frames.put(("bad", T("an answer of {n:,} bytes, over the limit of {mb} MB", n=n, mb=MAX_FRAME >> 20)))
                 return
             try:
                 frames.put(("ok", tensorpack.unpack(exact(n), MAX_FRAME)))
@@ -734,7 +770,7 @@ def _reader(stream, frames):
                 frames.put(("bad", str(e)))
                 return
             except Exception as e:  # noqa: BLE001 - a reader the bytes broke: still a malformed answer, never a hang
-                frames.put(("bad", f"unreadable answer ({type(e).__name__})"))
+                frames.put(("bad", T("unreadable answer ({type_name})", type_name=type(e).__name__)))
                 return
     except EOFError:
         frames.put(("eof", None))

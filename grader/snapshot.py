@@ -17,13 +17,14 @@ import hashlib
 from pathlib import Path
 
 from kit.files import atomic_write
+from kit.outcome import decode, encode
 from kit.tensorpack import pack, unpack
 
 from .reference import ReferenceUnavailable
 
 FOLDER = Path(__file__).resolve().parent / "snapshots"
 PUBLISHED = FOLDER / "published.pack"
-FORMAT = "transformer-kit/snapshot/1"
+FORMAT = "transformer-kit/snapshot/2"  # 2: variants keep their Texts (name, hint) beside the English
 MAX_BYTES = 256 << 20
 KEEP = ("keys", "params", "structure", "attrs", "results", "error")  # what an answer keeps (not inputs_after)
 
@@ -91,9 +92,11 @@ class Recorder:
                 value = make() if callable(make) else make
             except Exception:  # noqa: BLE001 - a variant that does not apply to these shapes
                 value = None
-            recorded[name] = [value, hint]
+            # the mistake's name and hint as English and as Texts, so that the release words them in its language
+            recorded[str(name)] = [value, None if hint is None else str(hint), encode(name), encode(hint)]
         self.variant_sets[digest(family, inputs)] = recorded
-        return {name: (value, hint) for name, (value, hint) in recorded.items()}
+        return {decode(name, words): (value, decode(hint, hint_words))
+                for name, (value, hint, words, hint_words) in recorded.items()}
 
     def model(self, vocab_size, config):
         return None  # the final check's perplexity needs the student's weights: never recorded
@@ -166,7 +169,8 @@ class Snapshot:
         found = self.variant_sets.get(digest(family, inputs))
         if found is None:
             return {}  # no diagnosis recorded for these inputs: the check still judges, it names nothing
-        return {name: (value, hint) for name, (value, hint) in found.items()}
+        return {decode(name, words): (value, decode(hint, hint_words))
+                for name, (value, hint, words, hint_words) in found.items()}
 
     def model(self, vocab_size, config):
         return None

@@ -17,6 +17,7 @@ import struct
 from pathlib import Path
 
 from .files import atomic_write
+from .outcome import T, said
 from .tensorpack import MAX_HEADER, PackError, pack, parse_header, unpack
 
 FORMAT = "transformer-kit/lm-checkpoint/2"
@@ -27,7 +28,8 @@ UPGRADE = "python -m lab.train --upgrade"
 
 
 class CheckpointError(Exception):
-    """A checkpoint that cannot be used, worded as one line for the user."""
+    """A checkpoint that cannot be used, worded as one line for the user: raised with a ``T(...)`` (its English is
+    ``str(e)``; ``kit.outcome.said(e)`` gives the Text, which an edge words in the language in force)."""
 
 
 def save(state, path):
@@ -40,23 +42,41 @@ def _open(path, shown=None):
     path = Path(path)
     name = shown or path
     if path.is_dir():
-        raise CheckpointError(f"{name} is a folder, not a checkpoint file")
+        raise CheckpointError(T("{path} is a folder, not a checkpoint file", path=str(name)))
     if not path.is_file():
-        raise CheckpointError(f"{name}: no such checkpoint")
+        raise CheckpointError(T("{path}: no such checkpoint", path=str(name)))
     try:
         return open(path, "rb")
     except OSError as e:
-        raise CheckpointError(f"{name}: cannot be read ({e.strerror or e})") from None
+        raise CheckpointError(_unreadable(name, e)) from None
+
+
+def _unreadable(path, e):
+    """The file's ``OSError`` as one line: the system's own words for it (as they are)."""
+    return T("{path}: cannot be read ({error})", path=str(path), error=str(e.strerror or e))
+
+
+def _older(path):
+    return T("{path}: written in the kit's older format; convert it with `{command}`", path=str(path),
+             command=f"{UPGRADE} {path}")
+
+
+def _not_readable(path, error):
+    """Not a checkpoint the parser (or torch, or safetensors) can read: ``error`` is its own word for why (a ``Text``
+    where it was raised with one)."""
+    return T("{path}: not a readable checkpoint ({error})", path=str(path), error=error)
 
 
 def _validated(state, path):
     if not isinstance(state, dict) or state.get("format") not in (FORMAT, LEGACY):
-        raise CheckpointError(f"{path}: not a checkpoint of this kit (expected format {FORMAT!r})")
+        raise CheckpointError(T("{path}: not a checkpoint of this kit (expected format {format})", path=str(path),
+                                format=repr(FORMAT)))
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise CheckpointError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
+        raise CheckpointError(T("{path}: incomplete checkpoint, missing {names}", path=str(path),
+                                names=", ".join(missing)))
     if not isinstance(state["model"], dict):
-        raise CheckpointError(f"{path}: its model is not a set of named weights")
+        raise CheckpointError(T("{path}: its model is not a set of named weights", path=str(path)))
     return state
 
 
@@ -66,24 +86,24 @@ def load(path, max_bytes=MAX_BYTES, legacy=False):
         try:
             size = Path(path).stat().st_size
             if size > max_bytes:
-                raise CheckpointError(f"{path}: {size / 2**20:.0f} MB, more than the {max_bytes >> 20} MB a "
-                                      "checkpoint may have")
+                raise CheckpointError(T("{path}: {size:.0f} MB, more than the {most} MB a checkpoint may have",
+                                        path=str(path), size=size / 2**20, most=max_bytes >> 20))
             data = f.read(max_bytes + 1)
         except OSError as e:
-            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+            raise CheckpointError(_unreadable(path, e)) from None
     if data[:4] == b"PK\x03\x04":  # a torch.save zip
         if not legacy:
-            raise CheckpointError(f"{path}: written in the kit's older format; convert it with `{UPGRADE} {path}`")
+            raise CheckpointError(_older(path))
         import torch
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - truncated, or not a torch file
-            raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+            raise CheckpointError(_not_readable(path, type(e).__name__)) from None
         return _validated(state, path)
     try:
         state = unpack(data, max_bytes)
     except PackError as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
+        raise CheckpointError(_not_readable(path, said(e))) from None
     return _validated(state, path)
 
 
@@ -109,7 +129,7 @@ def _model_refs(tree):
 def _without_tensors(node, depth=0):
     """The structure with every tensor reference replaced by None (for the parts ``read_model`` skips)."""
     if depth > 32:
-        raise CheckpointError("nested too deeply")
+        raise CheckpointError(T("nested too deeply"))
     if isinstance(node, list):
         return [_without_tensors(v, depth + 1) for v in node]
     if isinstance(node, dict):
@@ -137,42 +157,48 @@ def read_model(path, expected, shown=None):
         try:
             first = f.read(8)
             if first[:4] == b"PK\x03\x04":
-                raise CheckpointError(f"{label}: written in the kit's older format; convert it with "
-                                      f"`{UPGRADE} {label}`")
+                raise CheckpointError(_older(label))
             if len(first) < 8 or struct.unpack("<Q", first)[0] > MAX_HEADER:
-                raise CheckpointError(f"{label}: not a readable checkpoint (no valid header)")
+                raise CheckpointError(T("{path}: not a readable checkpoint (no valid header)", path=str(label)))
             n = struct.unpack("<Q", first)[0]
             head = first + f.read(n)
             size = Path(path).stat().st_size
         except OSError as e:
-            raise CheckpointError(f"{label}: cannot be read ({e.strerror or e})") from None
+            raise CheckpointError(_unreadable(label, e)) from None
     try:
         entries, meta = parse_header(head, size)
         tree = json.loads(meta.get("tree", "null"))
     except (PackError, ValueError, RecursionError) as e:
-        raise CheckpointError(f"{label}: not a readable checkpoint ({e})") from None
+        raise CheckpointError(_not_readable(label, said(e))) from None
     names = _model_refs(tree)
     if names is None:
-        raise CheckpointError(f"{label}: not a checkpoint of this kit (no model weights in it)")
+        raise CheckpointError(T("{path}: not a checkpoint of this kit (no model weights in it)", path=str(label)))
     missing, extra = sorted(set(expected) - set(names)), sorted(set(names) - set(expected))
     if missing or extra:
-        parts = ([f"missing {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else "")] if missing else []) + \
-                ([f"unexpected {', '.join(extra[:5])}" + (" ..." if len(extra) > 5 else "")] if extra else [])
-        raise CheckpointError(f"{label}: its weights are not the curriculum's model ({'; '.join(parts)})")
+        def listed(weights):  # code: at most five weight names
+            return ", ".join(weights[:5]) + (" ..." if len(weights) > 5 else "")
+        gone = T("missing {names}", names=listed(missing)) if missing else None
+        more = T("unexpected {names}", names=listed(extra)) if extra else None
+        differences = T("{missing}; {unexpected}", missing=gone, unexpected=more) if gone and more else gone or more
+        raise CheckpointError(T("{path}: its weights are not the curriculum's model ({differences})", path=str(label),
+                                differences=differences))
     for name, shape in expected.items():
         if names[name] not in entries:
-            raise CheckpointError(f"{label}: not a readable checkpoint (weight {name} has no data)")
+            raise CheckpointError(T("{path}: not a readable checkpoint (weight {name} has no data)", path=str(label),
+                                    name=name))
         dtype, got, _ = entries[names[name]]
         if tuple(got) != tuple(shape):
-            raise CheckpointError(f"{label}: {name} has shape {tuple(got)}, the curriculum's model has {tuple(shape)}")
+            raise CheckpointError(T("{path}: {name} has shape {shape}, the curriculum's model has {expected}",
+                                    path=str(label), name=name, shape=str(tuple(got)), expected=str(tuple(shape))))
         if dtype not in ("F32", "BF16"):
-            raise CheckpointError(f"{label}: {name} is {dtype}, not float32 or bfloat16")
+            raise CheckpointError(T("{path}: {name} is {dtype}, not float32 or bfloat16", path=str(label), name=name,
+                                    dtype=str(dtype)))
     from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as st:
             weights = {name: st.get_tensor(names[name]) for name in expected}
     except Exception as e:  # noqa: BLE001 - the library's own validation of the file
-        raise CheckpointError(f"{label}: not a readable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(_not_readable(label, type(e).__name__)) from None
     info = _without_tensors(tree)
     info = _validated({**(info if isinstance(info, dict) else {}), "model": {}}, label)
     info.pop("model")

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from .files import atomic_write
+from .outcome import T
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
@@ -20,12 +21,13 @@ SIZE = 1_115_394
 ENV_VAR = "TINYSHAKESPEARE"
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = ROOT / "data" / "tinyshakespeare.txt"
-HOW_TO_GET = (f"run `make data` (downloads {URL}), or `make data SRC=/path/to/input.txt`, "
-              f"or set {ENV_VAR}=/path/to/input.txt")
+HOW_TO_GET = T("run `make data` (downloads {url}), or `make data SRC=/path/to/input.txt`, or set "
+               "{var}=/path/to/input.txt", url=URL, var=ENV_VAR)
 
 
 class DataError(Exception):
-    """A problem with the data file, worded as one line for the user."""
+    """A problem with the data file, worded as one line for the user: raised with a ``T(...)`` (its English is
+    ``str(e)``; ``kit.outcome.said(e)`` gives the Text, which an edge words in the language in force)."""
 
 
 def sha256_of(path):
@@ -40,16 +42,18 @@ def verify(path, sha256=SHA256):
     """Raise DataError unless ``path`` is a readable file with the expected hash; return the path."""
     path = Path(path)
     if path.is_dir():
-        raise DataError(f"{path} is a folder, not the corpus file; {HOW_TO_GET}")
+        raise DataError(T("{path} is a folder, not the corpus file; {how}", path=str(path), how=HOW_TO_GET))
     if not path.is_file():
-        raise DataError(f"{path}: no such file; {HOW_TO_GET}")
+        raise DataError(T("{path}: no such file; {how}", path=str(path), how=HOW_TO_GET))
     try:
         digest = sha256_of(path)
     except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e}); {HOW_TO_GET}") from None
+        raise DataError(T("{path}: cannot be read ({error}); {how}", path=str(path), error=str(e.strerror or e),
+                          how=HOW_TO_GET)) from None
     if digest != sha256:
-        raise DataError(f"{path}: sha256 is {digest[:16]}..., expected {sha256[:16]}... "
-                        f"(not the char-rnn tinyshakespeare input.txt); {HOW_TO_GET}")
+        raise DataError(T("{path}: sha256 is {digest}..., expected {expected}... (not the char-rnn tinyshakespeare "
+                          "input.txt); {how}", path=str(path), digest=digest[:16], expected=sha256[:16],
+                          how=HOW_TO_GET))
     return path
 
 
@@ -61,7 +65,12 @@ def _install(fill, dest, sha256):
     try:
         return atomic_write(dest, write)
     except OSError as e:
-        raise DataError(f"cannot write {dest}: {e.strerror or e}") from None
+        raise DataError(_unwritable(dest, e)) from None
+
+
+def _unwritable(dest, e):
+    """``dest``'s ``OSError`` as one line: the system's own words for it (as they are)."""
+    return T("cannot write {path}: {error}", path=str(dest), error=str(e.strerror or e))
 
 
 def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):
@@ -72,7 +81,8 @@ def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):
     """
     dest = Path(dest)
     if dest.is_dir():
-        raise DataError(f"--dest {dest} is a folder: give the file to write, e.g. {dest / DEFAULT_PATH.name}")
+        raise DataError(T("--dest {path} is a folder: give the file to write, e.g. {example}", path=str(dest),
+                          example=str(dest / DEFAULT_PATH.name)))
     src = src or os.environ.get(ENV_VAR)
     if not src and not dest.is_file() and dest.resolve() != DEFAULT_PATH.resolve():
         try:
@@ -97,15 +107,15 @@ def fetch(dest=DEFAULT_PATH, src=None, url=URL, sha256=SHA256, timeout=60):
             f.write(b"\0" * (1 << 20))
             f.flush()
     except OSError as e:
-        raise DataError(f"cannot write {dest}: {e.strerror or e}") from None
+        raise DataError(_unwritable(dest, e)) from None
 
     def download(tmp):
         try:
             with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as f:
                 shutil.copyfileobj(r, f)
         except OSError as e:
-            raise DataError(f"could not download {url} ({e}); get the file another way and "
-                            f"run `make data SRC=/path/to/input.txt` or set {ENV_VAR}") from None
+            raise DataError(T("could not download {url} ({error}); get the file another way and run `make data "
+                              "SRC=/path/to/input.txt` or set {var}", url=url, error=str(e), var=ENV_VAR)) from None
     return _install(download, dest, sha256)
 
 
@@ -119,7 +129,7 @@ def read_text(path=None):
     try:
         return find(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+        raise DataError(T("{path}: not UTF-8 text", path=str(path))) from None
 
 
 class CharTokenizer:
@@ -148,14 +158,15 @@ class CharTokenizer:
         codes = torch.from_numpy(np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int64))
         if not self.chars:
             if text:
-                raise ValueError(f"character {text[0]!r} is not in the vocabulary")
+                raise ValueError(T("character {char} is not in the vocabulary", char=repr(text[0])))
             return codes
         table = torch.tensor([ord(c) for c in self.chars], dtype=torch.int64)
         order = torch.argsort(table)  # the vocabulary need not be sorted (a checkpoint's)
         pos = torch.searchsorted(table[order], codes).clamp_(max=len(table) - 1)
         found = table[order][pos] == codes
         if not bool(found.all()):
-            raise ValueError(f"character {text[int((~found).nonzero()[0])]!r} is not in the vocabulary")
+            raise ValueError(T("character {char} is not in the vocabulary",
+                               char=repr(text[int((~found).nonzero()[0])])))
         return order[pos]
 
     def decode(self, ids):

@@ -5,9 +5,88 @@ likely mistake, a hint, where in the student's code) from the check that raised 
 output; only the renderers (``grader/report.py``) turn it into text: the terminal table,
 results.json, the batch CSV, notebook feedback. No code reads a message's wording to decide
 anything: it reads ``kind`` and the fields.
+
+A field's words are a ``Text``: the English brace-format template (the msgid of the catalog,
+``locale/``) and its parameters (numbers, shapes, code, names: what was measured, never prose), so
+that an edge can word it in any language (``render``) while ``str(text)`` stays the English.
 """
 import enum
+import string
 from dataclasses import asdict, dataclass, field, replace
+
+from kit import i18n
+
+
+class Text(str):
+    """A sentence as a value: ``T(template, **params)``. It *is* its English rendering (a ``str``: records,
+    comparisons and tests read it as before); ``render(text, lang)`` words it in another language from the
+    catalog. A parameter is a measured value or a piece of code (shown as it is, in every language) or
+    another ``Text`` (worded in the same language). An operation on the ``str`` (``+``, slicing, an f-string)
+    gives plain English back: wrap the whole sentence in one template instead."""
+
+    template: str
+    params: dict
+
+    def to_json(self):
+        return {"template": self.template,
+                "params": {k: v.to_json() if isinstance(v, Text) else v for k, v in self.params.items()}}
+
+
+def T(template, **params):
+    """``template`` (a string literal: ``make locale`` extracts it, keyword ``T``) with its ``{name}`` fields
+    filled from ``params``: the English ``Text``. Fields are plain names (no ``{a.b}`` or ``{a[0]}``), each
+    given once, with a format spec where a number wants one (``{err:.3g}``)."""
+    return _text(template, params)
+
+
+def _text(template, params):
+    fields = set()
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None:
+            if not name.isidentifier():
+                raise ValueError(f"T(): field {name!r} of {template!r} is not a plain name")
+            fields.add(name)
+    if fields != set(params):
+        raise ValueError(f"T(): {template!r} has fields {sorted(fields)}, given {sorted(params)}")
+    for k, v in params.items():
+        if not isinstance(v, (str, int, float)) and v is not None:  # a record keeps them as JSON
+            raise TypeError(f"T(): parameter {k!r} of {template!r} is a {type(v).__name__}: give its text or number")
+    text = Text(template.format(**{k: str(v) if isinstance(v, Text) else v for k, v in params.items()}))
+    text.template, text.params = template, params
+    return text
+
+
+def render(value, lang=None):
+    """``value`` worded in ``lang`` (default: the language in force): a ``Text`` from the catalog, with its
+    ``Text`` parameters worded the same way; anything else as it is. A translation that does not fit its
+    parameters falls back to the English (the catalog's test keeps that from happening)."""
+    if not isinstance(value, Text):
+        return value
+    params = {k: render(v, lang) for k, v in value.params.items()}
+    worded = i18n.translation(lang).gettext(value.template)
+    try:
+        return worded.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return value.template.format(**params)
+
+
+def said(error):
+    """What an exception says: the ``Text`` it was raised with (``raise DataError(T(...))``), worded by the edge that
+    shows it, else its ``str``."""
+    return error.args[0] if len(error.args) == 1 and isinstance(error.args[0], Text) else str(error)
+
+
+def encode(value):
+    """A ``Text`` for JSON, ``{"template", "params"}`` (None for anything else): a record keeps it beside the
+    field's English, which stays a plain string for every reader."""
+    return value.to_json() if isinstance(value, Text) else None
+
+
+def decode(english, words=None):
+    """A field read back from a record: its ``Text`` from ``words`` (``encode``'s), else the English as it is."""
+    if isinstance(words, dict) and isinstance(words.get("template"), str) and isinstance(words.get("params"), dict):
+        return _text(words["template"], {k: decode(v, v) for k, v in words["params"].items()})
+    return english
 
 
 class Kind(str, enum.Enum):
@@ -29,7 +108,7 @@ class Kind(str, enum.Enum):
         return self not in (Kind.STARVED, Kind.GRADER_ERROR)
 
 
-GRADER_ERROR_HINT = "this is a fault of the grader, not of your code: please tell the course staff"
+GRADER_ERROR_HINT = T("this is a fault of the grader, not of your code: please tell the course staff")
 
 
 @dataclass(frozen=True)
@@ -55,15 +134,23 @@ class Failure:
         """The same failure, naming the likely mistake (and a sharper hint)."""
         return replace(self, likely=likely, hint=hint or self.hint)
 
+    TEXTS = ("checked", "expected", "got", "likely", "hint")
+
     def to_dict(self):
         d = {k: v for k, v in asdict(self).items() if v is not None}
-        d["kind"] = self.kind.value
+        words = {k: encode(getattr(self, k)) for k in self.TEXTS if isinstance(getattr(self, k), Text)}
+        d.update({k: str(d[k]) for k in self.TEXTS if k in d}, kind=self.kind.value)
+        if words:
+            d["words"] = words  # the Texts of the fields, for an edge that words them in another language
         return d
 
     @classmethod
     def from_dict(cls, d):
         where = Where(**d["where"]) if d.get("where") else None
-        return cls(**{**d, "kind": Kind(d["kind"]), "where": where})
+        words = d.get("words") if isinstance(d.get("words"), dict) else {}
+        d = {k: v for k, v in d.items() if k != "words"}
+        return cls(**{**d, **{k: decode(d[k], words.get(k)) for k in cls.TEXTS if k in d}, "kind": Kind(d["kind"]),
+                      "where": where})
 
 
 class CheckFailure(AssertionError):
@@ -99,11 +186,16 @@ class Result:
     def to_dict(self):
         d = asdict(self)
         d["failure"] = self.failure.to_dict() if self.failure else None
+        d["note"] = None if self.note is None else str(self.note)
+        if isinstance(self.note, Text):
+            d["note_words"] = encode(self.note)
         return d
 
     @classmethod
     def from_dict(cls, d):
-        return cls(**{**d, "failure": Failure.from_dict(d["failure"]) if d.get("failure") else None})
+        note = decode(d.get("note"), d.get("note_words"))
+        d = {k: v for k, v in d.items() if k != "note_words"}
+        return cls(**{**d, "failure": Failure.from_dict(d["failure"]) if d.get("failure") else None, "note": note})
 
 
 def totals(results):

@@ -24,6 +24,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from kit.outcome import T
+
 # The full measurement: 200,000 predicted characters of the training split (ceil(200000 / 256) = 782 full
 # windows). The standard error of the log-perplexity over 782 windows is about 0.0063 (BENCHMARKS.md), so the
 # trainer stops 2% under the target. SEED draws the windows where the grading seed is published (at the desk).
@@ -159,9 +161,11 @@ class Estimate:
                                              else self.mean < math.log(self.target))
 
     def describe(self):
+        """The perplexity with its bounds, in words (a ``Text``)."""
         lo, hi = self.interval
-        return (f"{self.perplexity:.3f} (each bound at {self.confidence:.0%} confidence: {lo:.3f} to {hi:.3f}; "
-                f"{self.windows} windows, {self.chars:,} predicted characters)")
+        return T("{perplexity:.3f} (each bound at {confidence:.0%} confidence: {low:.3f} to {high:.3f}; {windows} "
+                 "windows, {chars:,} predicted characters)", perplexity=self.perplexity, confidence=self.confidence,
+                 low=lo, high=hi, windows=self.windows, chars=self.chars)
 
 
 def _exp(x):

@@ -10,6 +10,8 @@ holds the two to each other.
 """
 from dataclasses import dataclass
 
+from kit.outcome import T
+
 COURSE = "Tier 2: Architecture"  # the part of the curriculum this kit teaches (shared/curriculum)
 ASSIGNMENT = "tier2"  # nbgrader's assignment name and the prefix of the kit's temporary workspaces
 
@@ -23,8 +25,9 @@ class Unit:
     teaches: str  # why it is in the syllabus (one line)
     code: bool = True  # False for the final project: a trained checkpoint, not a file
     # The course's policy (grader/policy.py): what this exercise asks the student to write themselves (its
-    # messages' words), and the library shortcuts its file may not use, by dotted name (a trailing ``*``: every
-    # name that begins so). Found in the submitted source by a parse, aliases followed; ``POLICY`` turns it on.
+    # messages' words: a ``T()``, or a name as it is), and the library shortcuts its file may not use, by dotted
+    # name (a trailing ``*``: every name that begins so). Found in the submitted source by a parse, aliases
+    # followed; ``POLICY`` turns it on.
     own: str = ""
     forbids: tuple = ()
 
@@ -48,7 +51,7 @@ _LAYERS = ("torch.nn.TransformerEncoderLayer", "torch.nn.TransformerDecoderLayer
 UNITS = (
     Unit("residual", 10, "01_residual", "`Residual`: `y = x + F(x)`",
          "the skip path that lets a gradient reach early layers through the identity",
-         own="the residual connection", forbids=_LAYERS),
+         own=T("the residual connection"), forbids=_LAYERS),
     Unit("rmsnorm", 15, "02_rmsnorm", "`RMSNorm`: `x / sqrt(mean(x²) + eps) * weight`, statistics in float32",
          "rescaling each vector to unit root-mean-square keeps a deep stack's activations in range",
          own="RMSNorm", forbids=("torch.nn.functional.rms_norm", "torch.nn.RMSNorm", "torch.rms_norm",
@@ -56,14 +59,14 @@ UNITS = (
     Unit("attention", 25, "03_attention",
          "RoPE tables and rotation, causal multi-head / grouped-query self-attention",
          "attention gathers information from earlier positions; RoPE tells it how far back they are",
-         own="attention", forbids=_ATTENTION),
+         own=T("attention"), forbids=_ATTENTION),
     Unit("block", 20, "04_block", "SwiGLU `FeedForward` and the pre-norm `TransformerBlock`",
          "norm, attention, add; norm, feed-forward, add: the unit a transformer stacks",
-         own="the transformer block", forbids=_LAYERS),
+         own=T("the transformer block"), forbids=_LAYERS),
     Unit("decoder", 15, "05_decoder",
          "`TransformerDecoder` (a stack of blocks) and `TransformerLM` (embedding, tied head)",
          "a stack of blocks and a final norm between the embedding and the tied output head",
-         own="the decoder", forbids=_LAYERS),
+         own=T("the decoder"), forbids=_LAYERS),
 )
 FINAL = Unit("final", 15, "06_final_project",
              "train your model on TinyShakespeare to training-split perplexity < 2.5",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from kit.i18n import _
 from kit.machine import cpu_has_bf16
 
 SCHEDULE_STEPS = {"adamw": 10_000, "muon": 3_800}  # measured on 2 CPU cores: BENCHMARKS.md
@@ -108,11 +109,11 @@ def pick_compile(name, device, minutes=None):
     if device not in COMPILE_FROM_MINUTES:
         return False, None
     if device == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        return False, "note: no C++ compiler found (c++, g++, clang++): training without torch.compile, ~7 % slower"
+        return False, _("note: no C++ compiler found (c++, g++, clang++): training without torch.compile, ~7 % slower")
     if minutes is not None and minutes < COMPILE_FROM_MINUTES[device]:
-        return False, (f"note: not compiling: {minutes:.3g} minutes of training are too short to win back "
-                       f"torch.compile's time (it pays from about {COMPILE_FROM_MINUTES[device]:g}); "
-                       "--compile on compiles all the same")
+        note = _("note: not compiling: {minutes:.3g} minutes of training are too short to win back torch.compile's "
+                 "time (it pays from about {pays:g}); --compile on compiles all the same")
+        return False, note.format(minutes=minutes, pays=COMPILE_FROM_MINUTES[device])
     return True, None
 
 
@@ -165,8 +166,9 @@ def resolve(args, state=None):
         saved = state["precision"]
         precision = resume_precision(saved, args.precision, device)
         if precision != saved:
-            why = "" if args.precision != "auto" else f" (no native bf16 on this {device})"
-            notes.append(f"note: {args.out} trained in {saved}; resuming in {precision}{why}")
+            why = "" if args.precision != "auto" else _(" (no native bf16 on this {device})").format(device=device)
+            notes.append(_("note: {path} trained in {saved}; resuming in {precision}{why}").format(
+                path=args.out, saved=saved, precision=precision, why=why))
     else:
         args.optimizer = pick_optimizer(args.optimizer, device)
         if args.schedule_steps is None:

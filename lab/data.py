@@ -9,19 +9,22 @@ import sys
 
 from kit.cli import ArgumentParser
 from kit.corpus import DEFAULT_PATH, DataError, fetch
+from kit.i18n import _
+from kit.outcome import render, said
 
 
 def main(argv=None):
     p = ArgumentParser(prog="python -m lab.data", description=__doc__.splitlines()[0])
     p.add_argument("--src", help="a local copy of input.txt to verify and install")
     p.add_argument("--dest", default=str(DEFAULT_PATH), help="where the verified copy goes (default: %(default)s)")
+    p.add_lang()
     args = p.parse_args(argv)
     try:
         path = fetch(args.dest, src=args.src)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=render(said(e))), file=sys.stderr)
         return 1
-    print(f"ok: {path} ({path.stat().st_size:,} bytes, sha256 verified)")
+    print(_("ok: {path} ({size:,} bytes, sha256 verified)").format(path=path, size=path.stat().st_size))
     return 0
 
 

@@ -1,4 +1,5 @@
 """The curriculum's model, built from any implementation folder."""
+from kit.i18n import _
 from kit.loader import load_impl
 from kit.syllabus import CURRICULUM
 
@@ -15,20 +16,23 @@ def load(folder):
     from kit.syllabus import FILES
     folder = Path(folder)
     if not folder.is_dir():
-        raise ImplementationError(f"{folder}: no such folder (give the folder that holds {', '.join(FILES)})")
+        raise ImplementationError(_("{folder}: no such folder (give the folder that holds {files})").format(
+            folder=folder, files=", ".join(FILES)))
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
-        raise ImplementationError(f"{folder} lacks {', '.join(missing)}")
+        raise ImplementationError(_("{folder} lacks {files}").format(folder=folder, files=", ".join(missing)))
     try:
         return load_impl(folder)
     except SyntaxError as e:
-        raise ImplementationError(f"{Path(e.filename or '?').name} line {e.lineno}: syntax error: {e.msg} "
-                                  "(run `make check` to see what is wrong)") from None
+        raise ImplementationError(_("{file} line {line}: syntax error: {error} (run `make check` to see what is "
+                                    "wrong)").format(file=Path(e.filename or "?").name, line=e.lineno,
+                                                     error=e.msg)) from None
     except Exception as e:  # noqa: BLE001 - an error at import time in the student's code
         where = next((f for f in reversed(traceback.extract_tb(e.__traceback__))
                       if Path(f.filename).resolve().parent == folder.resolve()), None)
-        at = f" ({Path(where.filename).name} line {where.lineno})" if where else ""
-        raise ImplementationError(f"importing {folder} failed{at}: {type(e).__name__}: {str(e)[:200]}") from None
+        at = _(" ({file} line {line})").format(file=Path(where.filename).name, line=where.lineno) if where else ""
+        raise ImplementationError(_("importing {folder} failed{at}: {error}").format(
+            folder=folder, at=at, error=f"{type(e).__name__}: {str(e)[:200]}")) from None
 
 
 def build(impl, vocab_size, config=None):

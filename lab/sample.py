@@ -10,6 +10,8 @@ import torch
 from kit import checkpoint as ckpt
 from kit.cli import ArgumentParser, number
 from kit.corpus import CharTokenizer
+from kit.i18n import _
+from kit.outcome import render, said
 
 from .model import ImplementationError, build
 
@@ -17,7 +19,7 @@ from .model import ImplementationError, build
 @torch.no_grad()
 def generate(model, idx, length, temperature=1.0, top_k=None, generator=None, max_seq_len=256):
     """Append ``length`` sampled tokens to ``idx`` (1, T), feeding at most the last ``max_seq_len``."""
-    for _ in range(length):
+    for _step in range(length):
         logits = model(idx[:, -max_seq_len:])[:, -1, :].float()  # (1, V): the next-token distribution
         if temperature <= 0:
             nxt = logits.argmax(-1, keepdim=True)
@@ -31,6 +33,12 @@ def generate(model, idx, length, temperature=1.0, top_k=None, generator=None, ma
     return idx
 
 
+def fail(message):
+    """One line on stderr, ``error: message`` in the language in force; exit status 1."""
+    print(_("error: {message}").format(message=message), file=sys.stderr)
+    return 1
+
+
 def main(argv=None):
     p = ArgumentParser(prog="python -m lab.sample", description="Print text from a trained checkpoint.")
     p.add_argument("--checkpoint", default="runs/final.pt")
@@ -40,6 +48,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=number(float, 0), default=0.8, help="0 picks the most likely character")
     p.add_argument("--top-k", type=number(int, 0), default=40, help="sample among the k most likely (0: all)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_lang()
     args = p.parse_args(argv)
     try:
         state = ckpt.load(args.checkpoint, legacy=True)
@@ -48,25 +57,17 @@ def main(argv=None):
         impl = args.impl or state.get("impl") or "solutions"
         model = build(impl, tok.vocab_size, state["config"])
         model.load_state_dict(state["model"])
-    except ckpt.CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (ckpt.CheckpointError, ImplementationError) as e:
+        return fail(render(said(e)))
     except ValueError as e:
-        print(f"error: the prompt cannot be encoded: {e}", file=sys.stderr)
-        return 1
-    except ImplementationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return fail(_("the prompt cannot be encoded: {error}").format(error=render(said(e))))
     except NotImplementedError as e:
-        print(f"error: {impl} is not complete yet: {e} raises NotImplementedError", file=sys.stderr)
-        return 1
+        return fail(_("{impl} is not complete yet: {what} raises NotImplementedError").format(impl=impl, what=e))
     except (RuntimeError, KeyError) as e:
-        print(f"error: the checkpoint does not fit the model of {impl}: {str(e).splitlines()[0][:200]}",
-              file=sys.stderr)
-        return 1
+        return fail(_("the checkpoint does not fit the model of {impl}: {error}").format(
+            impl=impl, error=str(e).splitlines()[0][:200]))
     if not prompt:
-        print("error: the prompt is empty", file=sys.stderr)
-        return 1
+        return fail(_("the prompt is empty"))
     model.eval()
     g = torch.Generator().manual_seed(args.seed)
     out = generate(model, torch.tensor([prompt]), args.length, args.temperature, args.top_k, g,

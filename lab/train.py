@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from kit import checkpoint as ckpt
 from kit.cli import ArgumentParser, UsageError, number, writable
 from kit.corpus import CharTokenizer, DataError, find, split
+from kit.i18n import _
+from kit.outcome import render, said
 from kit.perplexity import TRAIN_CHARS, perplexity, windows
 from kit.syllabus import CURRICULUM, TARGET_PERPLEXITY
 
@@ -102,26 +104,29 @@ def parse(argv=None):
     p.add_argument("--seq-len", type=COUNT, default=CURRICULUM["max_seq_len"])
     p.add_argument("--stop-at", type=COUNT, help="save and stop at this step (--resume continues)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_lang()
     return p.parse_args(argv)
 
 
 def check_args(args):
     """What can be checked before training: the device, the output path (the run is never lost at its end)."""
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device here (--device auto picks what there is)")
+        raise UsageError(_("--device cuda: no CUDA device here (--device auto picks what there is)"))
     if args.device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps: no Apple GPU here (--device auto picks what there is)")
+        raise UsageError(_("--device mps: no Apple GPU here (--device auto picks what there is)"))
     out = Path(args.out)
     if not out.is_dir():
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"--out {out}: cannot make its folder ({e.strerror or e})") from None
+            raise UsageError(_("--out {path}: cannot make its folder ({reason})").format(
+                path=out, reason=e.strerror or e)) from None
     writable("--out", out, "final.pt", probe_bytes=1 << 20)  # about what a checkpoint needs at once
     if args.data is not None and Path(args.data).is_dir():
-        raise UsageError(f"--data {args.data}: is a folder; give the corpus file")
+        raise UsageError(_("--data {path}: is a folder; give the corpus file").format(path=args.data))
     if args.heads and args.hidden % args.heads:
-        raise UsageError(f"--hidden {args.hidden} is not divisible by --heads {args.heads}")
+        raise UsageError(_("--hidden {hidden} is not divisible by --heads {heads}").format(hidden=args.hidden,
+                                                                                            heads=args.heads))
 
 
 def lr_at(step, total, peak, warmup, min_ratio):
@@ -152,9 +157,10 @@ def load_corpus(path):
     try:
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"--data {path}: not UTF-8 text") from None
+        raise DataError(_("--data {path}: not UTF-8 text").format(path=path)) from None
     except OSError as e:
-        raise DataError(f"--data {path}: cannot be read ({e.strerror or e})") from None
+        raise DataError(_("--data {path}: cannot be read ({reason})").format(path=path, reason=e.strerror or e)) \
+            from None
 
 
 def make_optimizer(model, config):
@@ -179,7 +185,7 @@ class Trainer:
         self.out = Path(args.out)
         state = upgrade(ckpt.load(self.out, legacy=True)) if args.resume else None
         if state is not None and not {"optimizer", "batch_rng", "args"} <= set(state):
-            raise ckpt.CheckpointError(f"{self.out}: holds weights only, it cannot be resumed")
+            raise ckpt.CheckpointError(_("{path}: holds weights only, it cannot be resumed").format(path=self.out))
         self.config = config = resolve(args, state)
         self.args, self.device = args, config.device
         for note in config.notes:
@@ -191,11 +197,12 @@ class Trainer:
         try:
             ids = self.tok.ids(text)
         except ValueError as e:
-            raise DataError(f"the corpus does not match the checkpoint's vocabulary ({e})") from None
+            raise DataError(_("the corpus does not match the checkpoint's vocabulary ({error})").format(error=render(said(e)))) \
+                from None
         self.train_ids, self.val_ids = split(ids)
         self.seq_len = config.model["max_seq_len"]
         if len(self.train_ids) <= self.seq_len + 1 or len(self.val_ids) <= self.seq_len + 1:
-            raise DataError(f"the corpus is too short for windows of {self.seq_len} characters")
+            raise DataError(_("the corpus is too short for windows of {n} characters").format(n=self.seq_len))
         self.impl = load(args.impl)
         torch.manual_seed(args.seed)
         self.model = build(self.impl, self.tok.vocab_size, config.model).to(self.device)
@@ -213,7 +220,8 @@ class Trainer:
             if state:
                 self.opt.load_state_dict(for_this_run(state["optimizer"], config))
         except (RuntimeError, ValueError, KeyError) as e:
-            raise ckpt.CheckpointError(f"{self.out}: does not fit this implementation ({str(e)[:160]})") from None
+            raise ckpt.CheckpointError(_("{path}: does not fit this implementation ({error})").format(
+                path=self.out, error=str(e)[:160])) from None
         if state:
             self.batches.g.set_state(state["batch_rng"])
             torch.set_rng_state(state["torch_rng"])
@@ -252,11 +260,13 @@ class Trainer:
                 try:
                     ckpt.save(state, rescue)
                 except OSError:
-                    raise ckpt.CheckpointError(f"cannot write {self.out} ({e.strerror or e}), nor a rescue copy in "
-                                               f"{rescue.parent}: free some space and train again") from None
+                    raise ckpt.CheckpointError(_("cannot write {path} ({reason}), nor a rescue copy in {folder}: free "
+                                                 "some space and train again").format(
+                        path=self.out, reason=e.strerror or e, folder=rescue.parent)) from None
                 self.saved_to = rescue
-                print(f"error: cannot write {self.out} ({e.strerror or e}); the run is kept in {rescue}: move it to "
-                      f"{self.out} and continue with --resume", file=sys.stderr)
+                print(_("error: cannot write {path} ({reason}); the run is kept in {rescue}: move it to {path} and "
+                        "continue with --resume").format(path=self.out, reason=e.strerror or e, rescue=rescue),
+                      file=sys.stderr)
         finally:
             signal.signal(signal.SIGINT, old)
 
@@ -279,7 +289,8 @@ class Trainer:
             except Exception as e:  # noqa: BLE001  (compiling failed: go on without it)
                 if self.fwd is self.model:
                     raise
-                print(f"note: torch.compile failed ({type(e).__name__}); training without it", file=sys.stderr)
+                print(_("note: torch.compile failed ({error}); training without it").format(error=type(e).__name__),
+                      file=sys.stderr)
                 self.fwd = self.model
                 logits = self.fwd(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
@@ -301,24 +312,27 @@ class Trainer:
         x = self.train_ids[: b * t + 1]
         x, y = x[:-1].view(b, t).to(self.device), x[1:].view(b, t).to(self.device)
         t0 = time.perf_counter()
-        with Status("compiling the model (torch.compile, once a run; not counted as training)", self.args.quiet):
+        with Status(_("compiling the model (torch.compile, once a run; not counted as training)"), self.args.quiet):
             try:
                 with self.autocast():
                     logits = self.fwd(x)
                 F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).backward()
             except Exception as e:  # noqa: BLE001  (compiling failed: go on without it)
-                print(f"note: torch.compile failed ({type(e).__name__}); training without it", file=sys.stderr)
+                print(_("note: torch.compile failed ({error}); training without it").format(error=type(e).__name__),
+                      file=sys.stderr)
                 self.fwd = self.model
             finally:
                 self.model.zero_grad(set_to_none=True)
         if self.fwd is not self.model:
-            print(f"compiled in {time.perf_counter() - t0:.0f} s (not counted in the {self.args.minutes:g} minutes)"
-                  if self.budget_end is not None else f"compiled in {time.perf_counter() - t0:.0f} s")
+            took = time.perf_counter() - t0
+            print(_("compiled in {seconds:.0f} s (not counted in the {minutes:g} minutes)").format(
+                seconds=took, minutes=self.args.minutes) if self.budget_end is not None else
+                  _("compiled in {seconds:.0f} s").format(seconds=took))
 
     def evaluate(self, starts=None, split_name="train"):
         ids = self.train_ids if split_name == "train" else self.val_ids
         with self.autocast():
-            ppl, _ = perplexity(self.model, ids, starts if starts is not None else self.eval_starts[split_name],
+            ppl, _windows = perplexity(self.model, ids, starts if starts is not None else self.eval_starts[split_name],
                                 self.seq_len, device=self.device)
         return ppl
 
@@ -384,15 +398,18 @@ class Trainer:
         if self.rollbacks > MAX_ROLLBACKS:
             return False
         self.lr_scale *= 0.5
-        bar.write(f"step {bad_step:>6}  {why}: back to step {self.step}, learning rate halved "
-                  f"(now {self.lr_scale:g} x the schedule; {self.rollbacks} of {MAX_ROLLBACKS})")
+        bar.write(_("step {step:>6}  {why}: back to step {good}, learning rate halved (now {scale:g} x the schedule; "
+                    "{n} of {most})").format(step=bad_step, why=why, good=self.step, scale=self.lr_scale,
+                                             n=self.rollbacks, most=MAX_ROLLBACKS))
         return True
 
     def run(self):
         a, c = self.args, self.config
-        print(f"model: {count_parameters(self.model):,} parameters {c.model} from {a.impl}; device {self.device}, "
-              f"{self.precision}, {'torch.compile' if c.compile else 'eager'}, batch {a.batch_size} x "
-              f"{self.seq_len}, {c.optimizer}")
+        print(_("model: {params:,} parameters {config} from {impl}; device {device}, {precision}, {mode}, batch "
+                "{batch} x {seq_len}, {optimizer}").format(
+            params=count_parameters(self.model), config=c.model, impl=a.impl, device=self.device,
+            precision=self.precision, mode="torch.compile" if c.compile else _("eager"), batch=a.batch_size,
+            seq_len=self.seq_len, optimizer=c.optimizer))
         self.plan()
         self.compile_first()
         from tqdm import tqdm
@@ -411,7 +428,7 @@ class Trainer:
                 self.elapsed += dt
                 run_steps += 1
                 if not math.isfinite(loss):
-                    if not self.roll_back(bar, f"loss is {loss}"):
+                    if not self.roll_back(bar, _("loss is {loss}").format(loss=loss)):
                         return self.give_up(bar)
                     ema = None
                     continue
@@ -428,21 +445,23 @@ class Trainer:
                     tr, va = self.evaluate(split_name="train"), self.evaluate(split_name="val")
                     self.history.append({"step": self.step, "elapsed": round(self.elapsed, 1), "train_ppl": tr,
                                          "val_ppl": va, "lr": self.opt.param_groups[0]["lr"]})
-                    bar.write(f"step {self.step:>6}  train ppl {tr:6.3f}  val ppl {va:6.3f}  "
-                              f"({self.elapsed / 60:.1f} min of training)")
+                    bar.write(_("step {step:>6}  train ppl {train:6.3f}  val ppl {val:6.3f}  ({minutes:.1f} min of "
+                                "training)").format(step=self.step, train=tr, val=va, minutes=self.elapsed / 60))
                     if self.spiked(tr):
-                        if not self.roll_back(bar, f"training-split perplexity jumped to {tr:.3f}"):
+                        if not self.roll_back(bar, _("training-split perplexity jumped to {ppl:.3f}").format(ppl=tr)):
                             return self.give_up(bar)
                         ema = None
                         continue
                     self.snapshot()
                     if tr < a.target * CONFIRM_BELOW and not a.no_early_stop:
                         full = self.confirm()
-                        bar.write(f"           confirmed on 200,000 training characters: perplexity {full:.3f}")
+                        bar.write(" " * 11 + _("confirmed on 200,000 training characters: perplexity {ppl:.3f}")
+                                  .format(ppl=full))
                         self.history[-1]["confirmed_train_ppl"] = full
                         if full < a.target * STOP_BELOW:
                             bar.close()
-                            return self.finish(f"training-split perplexity {full:.3f} < {a.target}")
+                            return self.finish(_("training-split perplexity {ppl:.3f} < {target}").format(
+                                ppl=full, target=a.target))
                 if time.monotonic() - last_save > a.save_every * 60:
                     self.save()
                     last_save = time.monotonic()
@@ -451,40 +470,45 @@ class Trainer:
                 if a.stop_at is not None and self.step >= a.stop_at:
                     bar.close()
                     self.save()
-                    print(f"stopped at step {self.step} as asked: saved {self.saved_to}; continue with --resume")
+                    print(_("stopped at step {step} as asked: saved {path}; continue with --resume").format(
+                        step=self.step, path=self.saved_to))
                     return 0 if self.saved_to == self.out else 1
         except KeyboardInterrupt:
             bar.close()
             self.save()
-            print(f"\ninterrupted at step {self.step}: saved {self.saved_to}; continue with --resume")
+            print("\n" + _("interrupted at step {step}: saved {path}; continue with --resume").format(
+                step=self.step, path=self.saved_to))
             return 130
         bar.close()
-        reason = "schedule finished" if self.end is not None and self.step >= self.end else "time budget spent"
+        reason = _("schedule finished") if self.end is not None and self.step >= self.end else _("time budget spent")
         last = self.history[-1] if self.history else {}
         near = last.get("step") == self.step and last["train_ppl"] < a.target * CONFIRM_BELOW
         if near and "confirmed_train_ppl" not in last:
             # near the target at the end: say where it stands as the final check measures it, not from 32 windows
             last["confirmed_train_ppl"] = self.confirm()
-            print(f"measured on 200,000 training characters: perplexity {last['confirmed_train_ppl']:.3f}")
+            print(_("measured on 200,000 training characters: perplexity {ppl:.3f}").format(
+                ppl=last["confirmed_train_ppl"]))
         return self.finish(reason)
 
     def give_up(self, bar):
         bar.close()
         self.save()  # the last healthy state, so nothing trained is lost
-        print(f"error: training diverged {self.rollbacks} times even at lower learning rates; saved the last "
-              f"healthy state (step {self.step}) to {self.saved_to}. Look for a numerical problem in {self.args.impl} "
-              "(the softmax in float32? the RMSNorm epsilon inside the square root?) or start again with a "
-              "lower --lr", file=sys.stderr)
+        print(_("error: training diverged {n} times even at lower learning rates; saved the last healthy state "
+                "(step {step}) to {path}. Look for a numerical problem in {impl} (the softmax in float32? the RMSNorm "
+                "epsilon inside the square root?) or start again with a lower --lr").format(
+            n=self.rollbacks, step=self.step, path=self.saved_to, impl=self.args.impl), file=sys.stderr)
         return 1
 
     def finish(self, reason):
         self.save()
         last = self.history[-1] if self.history else {}
         ppl = last.get("confirmed_train_ppl") or last.get("train_ppl")
-        print(f"stopped: {reason}; step {self.step}, {self.elapsed / 60:.1f} min of training; saved {self.saved_to}")
+        print(_("stopped: {reason}; step {step}, {minutes:.1f} min of training; saved {path}").format(
+            reason=reason, step=self.step, minutes=self.elapsed / 60, path=self.saved_to))
         if ppl is not None and ppl >= self.args.target:
-            print(f"training-split perplexity {ppl:.3f} is not under {self.args.target} yet: "
-                  f"continue with `python -m lab.train --impl {self.args.impl} --resume --minutes 15`")
+            print(_("training-split perplexity {ppl:.3f} is not under {target} yet: continue with "
+                    "`python -m lab.train --impl {impl} --resume --minutes 15`").format(
+                ppl=ppl, target=self.args.target, impl=self.args.impl))
         return 0 if self.saved_to == self.out else 1
 
 
@@ -526,7 +550,7 @@ def upgrade_file(path):
     state = upgrade(ckpt.load(path, legacy=True))
     state.pop("format", None)
     ckpt.save(state, path)
-    print(f"ok: {path} is in today's format ({ckpt.FORMAT})")
+    print(_("ok: {path} is in today's format ({format})").format(path=path, format=ckpt.FORMAT))
     return 0
 
 
@@ -538,14 +562,14 @@ def main(argv=None):
         check_args(args)
         return Trainer(args).run()
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=e), file=sys.stderr)
         return 2
     except (ckpt.CheckpointError, DataError, ImplementationError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=render(said(e))), file=sys.stderr)
         return 1
     except NotImplementedError as e:
-        print(f"error: {args.impl} is not complete yet: {e} raises NotImplementedError "
-              f"(run `make check` to see what is left)", file=sys.stderr)
+        print(_("error: {impl} is not complete yet: {what} raises NotImplementedError (run `make check` to see what "
+                "is left)").format(impl=args.impl, what=e), file=sys.stderr)
         return 1
 
 

@@ -5,6 +5,7 @@ Each mutant is graded once (its module, plus ``also`` modules for a few), in thi
 sandboxed worker: see ``tests.mutants.Grading``; and once more on another seed, as the graded flows run the checks
 on the course's secret one (``grader.harness.seeded``).
 """
+import re
 from collections import Counter
 
 import pytest
@@ -106,6 +107,38 @@ def test_every_scored_check_is_failed_by_a_mutant():
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.slug)
 def test_mutant_is_caught_and_named(zoo, mutant):
     check_outcome(zoo(mutant))
+
+
+NUMBER = re.compile(r"(?<![A-Za-z_])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+def test_every_message_of_the_zoo_reads_in_chinese_with_the_same_fields_and_numbers(zoo):
+    """Issue 31: in Chinese, every failure of every mutant (each check of the graded modules, scored or not) has
+    the same fields as in English, the same numbers in each, no English sentence outside code and the student's
+    own words (tests/english.py), and every check's title in Chinese."""
+    from english import english
+
+    from kit import i18n
+    from kit.outcome import render
+    wrong, seen = [], 0
+    for m in MUTANTS:
+        for r in zoo(m).results:
+            if i18n.translation("zh").gettext(r.title) == r.title:
+                wrong.append(f"{r.check}: the title has no Chinese: {r.title!r}")
+            if r.failure is None:
+                continue
+            seen += 1
+            for name in ("checked", "expected", "got", "likely", "hint"):
+                value = getattr(r.failure, name)
+                if value is None:
+                    continue
+                en, zh = render(value, "en"), render(value, "zh")
+                if sorted(NUMBER.findall(en)) != sorted(NUMBER.findall(zh)):
+                    wrong.append(f"{m.name} / {r.check} / {name}: other numbers in Chinese\n  {en}\n  {zh}")
+                wrong += [f"{m.name} / {r.check} / {name}: English in Chinese ({where}): {words!r}\n  {zh}"
+                          for where, words in english(value)]
+    assert seen >= len(MUTANTS)
+    assert not wrong, f"{len(wrong)} problems:\n" + "\n".join(sorted(set(wrong))[:80])
 
 
 def test_mutants_are_caught_and_named_on_another_seed(grading):

@@ -11,7 +11,8 @@ import zipfile
 
 import pytest
 import yaml
-from conftest import FILES, KIT, SOLUTIONS, autograde, copy_solutions
+from conftest import FILES, KIT, SOLUTIONS, autograde, copy_solutions, mutate
+from english import runs
 
 from kit.syllabus import MODULES as UNITS
 from kit.syllabus import POINTS, TOTAL
@@ -202,6 +203,38 @@ def test_autograder_always_writes_a_results_file(bundle, tmp_path):
     assert data["score"] == 0 and "misconfigured" in data["output"]
     data = autograde(bundle, tmp_path / "empty", {"notes.txt": "hello"})
     assert data["score"] == 0 and "No exercise files" in data["output"] and "notes.txt" in data["output"]
+
+
+def test_a_bundle_built_in_chinese_grades_in_chinese_with_the_same_scores(bundle, tmp_path):
+    """`--lang zh` (make gradescope LANG=zh): the bundle's locale/default says zh, and results.json speaks it: the
+    notes, the checks' names and outputs have no English sentence outside code, and every score is the English
+    bundle's for the same mutated submission."""
+    from classroom.gradescope import build
+    zip_path, _ = build(tmp_path / "zh" / "gradescope.zip", quiet=True, lang="zh", seed=bundle[2].read_text().strip())
+    source = tmp_path / "zh" / "source"
+    with zipfile.ZipFile(zip_path) as z:
+        z.extractall(source)
+        for info in z.infolist():  # extractall drops the permission bits
+            if info.external_attr >> 16:
+                os.chmod(source / info.filename, (info.external_attr >> 16) & 0o777)
+    assert (source / "locale" / "default").read_text() == "zh\n"
+    assert not (bundle[1] / "locale" / "default").exists()  # the English bundle: none
+    wrong = mutate(tmp_path / "wrong", "rmsnorm.py", "torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)",
+                   "1 / (xf.pow(2).mean(-1, keepdim=True).sqrt() + self.eps)")
+    files = {**{f: wrong / f for f in FILES}, "notes.txt": "my notes"}
+    en = autograde(bundle, tmp_path / "en", files)
+    zh = autograde((zip_path, source), tmp_path / "ag-zh", files, KIT_LANG="")  # the bundle's language decides
+    assert "No final.pt in your upload" in en["output"] and "Not graded" in en["output"]
+    assert (zh["score"], zh["max_score"]) == (en["score"], en["max_score"]) < (TOTAL, TOTAL)
+    assert [(t["score"], t["max_score"], t["status"]) for t in zh["tests"]] == \
+        [(t["score"], t["max_score"], t["status"]) for t in en["tests"]]
+    assert "评分用时" in zh["output"] and "notes.txt" in zh["output"] and not runs(zh["output"]), zh["output"]
+    failed = [t for t in zh["tests"] if t["status"] == "failed"]
+    assert {t["name"].split(":")[0] for t in failed} == {"rmsnorm", "final"}
+    for t in zh["tests"]:
+        shown = re.sub(r"<[^>]*>", " ", t["output"]) if t.get("output_format") == "html" else t["output"]
+        assert not runs(t["name"]) and not runs(shown), (t["name"], runs(t["name"]), runs(shown))
+    assert any("期望" in t["output"] for t in failed)
 
 
 # -- GitHub Classroom -------------------------------------------------------------------------------

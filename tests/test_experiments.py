@@ -324,3 +324,35 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--impl", str(SOLUTIONS), "--only", "nonsense"])
     assert e.value.code == 2
+
+
+def test_cli_writes_the_table_in_chinese_with_the_english_numbers(lab, results, tmp_path, capsys):
+    """``--lang zh``: the experiment's title, claim, findings, verdict and table header are Chinese (the runs' data,
+    the CSV, stays English), with the numbers of the English table; the same runs, taken from the cache."""
+    import re
+    import shutil
+
+    from english import runs
+
+    from kit import i18n
+    results("residual")  # its runs are in lab.out's cache
+    text = {}
+    try:
+        for lang in ("en", "zh"):
+            shutil.copytree(Path(lab.out) / "cache", tmp_path / lang / "cache")
+            assert main(["--impl", str(SOLUTIONS), "--only", "residual", "--budget", "tiny", "--out",
+                         str(tmp_path / lang), "--quiet", "--lang", lang]) == 0
+            md = (tmp_path / lang / "residual.md").read_text(encoding="utf-8").splitlines()
+            text[lang] = "\n".join(md[:2] + md[3:])  # the header line says how long this run took
+    finally:
+        i18n.use(None)
+    capsys.readouterr()
+    en, zh = text["en"], text["zh"]
+    assert "| with residual |" in en and "| 有残差 |" in zh and "| 模型 | 层数 | 参数量 |" in zh, zh
+    numbers = re.compile(r"\d+(?:\.\d+)?(?:e[-+]\d+)?")
+    assert sorted(numbers.findall(zh)) == sorted(numbers.findall(en)), (en, zh)
+    assert "docs/zh-CN/experiments.md" in zh
+    prose = [line for line in zh.splitlines() if line and not line.startswith(("![", "|---"))]
+    for line in prose:
+        assert re.search(r"[\u4e00-\u9fff]", line) and not runs(line), line
+    assert (tmp_path / "zh" / "residual.csv").read_text() == (tmp_path / "en" / "residual.csv").read_text()

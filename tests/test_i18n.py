@@ -17,6 +17,7 @@ import sys
 
 import pytest
 from conftest import KIT, mutate
+from english import runs
 
 from kit import i18n
 from kit.syllabus import FILES
@@ -41,22 +42,35 @@ def placeholders(text):
 
 
 def sources():
-    """The files ``make locale`` extracts messages from (the Makefile's LOCALE_SOURCES)."""
-    m = re.search(r"^LOCALE_SOURCES\s*=\s*(.+)$", (KIT / "Makefile").read_text(), re.M)
-    return m.group(1).split()
+    """The files ``make locale`` extracts messages from (the Makefile's LOCALE_SOURCES, folders walked)."""
+    m = re.search(r"^LOCALE_SOURCES\s*=\s*((?:.*\\\n)*.*)$", (KIT / "Makefile").read_text(), re.M)
+    out = []
+    for rel in m.group(1).replace("\\\n", " ").split():
+        path = KIT / rel
+        out += sorted(str(p.relative_to(KIT)) for p in path.rglob("*.py")) if path.is_dir() else [rel]
+    return out
+
+
+def check_titles(tree):
+    """The title of each check of a parsed file: its docstring's first line (kit.i18n.extract takes the same)."""
+    return [ast.get_docstring(node).splitlines()[0].strip() for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and ast.get_docstring(node) and any(
+                isinstance(d, ast.Call) and getattr(d.func, "id", None) == "check" for d in node.decorator_list)]
 
 
 def code_messages():
-    """``{msgid or (singular, plural): file}`` of every message the code marks: ``_()``, ``N_()``, ``ngettext()``,
-    and what each syllabus ``Unit`` builds (its 4th argument)."""
+    """``{msgid or (singular, plural): file}`` of every message the code marks: ``_()``, ``N_()``, ``T()``,
+    ``ngettext()``, what each syllabus ``Unit`` builds (its 4th argument) and each check's title."""
     found = {}
     for rel in sources():
-        for node in ast.walk(ast.parse((KIT / rel).read_text(encoding="utf-8"))):
+        tree = ast.parse((KIT / rel).read_text(encoding="utf-8"))
+        found.update({title: rel for title in check_titles(tree)})
+        for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", ""))
             args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in node.args]
-            if name in ("_", "N_", "gettext") and args[:1] and args[0]:
+            if name in ("_", "N_", "gettext", "T") and args[:1] and args[0]:
                 found[args[0]] = rel
             elif name == "ngettext" and len(args) >= 2 and args[0] and args[1]:
                 found[(args[0], args[1])] = rel
@@ -79,7 +93,9 @@ def test_every_message_has_both_languages_with_the_same_placeholders():
     for msg, where in messages.items():
         singular, plural = msg if isinstance(msg, tuple) else (msg, None)
         text = zh.gettext(singular) if plural is None else zh.ngettext(singular, plural, 2)
-        assert text != singular and CHINESE.search(text), f"{where}: no Chinese for {msg!r}"
+        # translated, and Chinese wherever it is more than a term or code (`softmax`, `RMSNorm`, `return cos, sin`)
+        assert (msg if plural is None else (msg[0], 0)) in catalog, f"{where}: no translation of {msg!r}"
+        assert CHINESE.search(text) or not runs(text), f"{where}: no Chinese for {msg!r}: {text!r}"
         assert placeholders(text) == placeholders(singular), (where, msg, text)
         if plural is not None:
             assert placeholders(plural) == placeholders(singular), msg
@@ -87,10 +103,55 @@ def test_every_message_has_both_languages_with_the_same_placeholders():
     ids = {k[0] if isinstance(k, tuple) else k for k in catalog if k}
     wanted = {m[0] if isinstance(m, tuple) else m for m in messages}
     assert not ids - wanted, sorted(ids - wanted)
-    # every module that words text for a student through kit.i18n is one `make locale` reads
+    # every module that words text for a student through kit.i18n or kit.outcome.T is one `make locale` reads
     users = {str(p.relative_to(KIT)) for top in ("kit", "grader", "lab", "classroom") for p in (KIT / top).rglob("*.py")
-             if re.search(r"^from kit\.i18n import .*\b(_|N_|ngettext)\b", p.read_text(encoding="utf-8"), re.M)}
+             if re.search(r"^from kit\.(i18n|outcome) import .*\b(_|N_|ngettext|T)\b", p.read_text(encoding="utf-8"),
+                          re.M)}
     assert users <= set(sources()), sorted(users - set(sources()))
+
+
+def test_every_template_is_a_literal_with_plain_fields():
+    """A T() template is what Babel extracts and what the catalog translates: a string literal, never a value
+    computed at run time (least of all from submitted text), with plain names as fields."""
+    from kit.outcome import T
+    wrong, count = [], 0
+    for top in ("kit", "grader", "lab", "classroom"):
+        for path in (KIT / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "T":
+                    first = node.args[0] if node.args else None
+                    if not (isinstance(first, ast.Constant) and isinstance(first.value, str)) or len(node.args) > 1:
+                        wrong.append(f"{path.relative_to(KIT)}:{node.lineno}")
+                        continue
+                    count += 1
+                    if any(k.arg is None for k in node.keywords):  # T("...", **params): fields unknowable here
+                        continue
+                    try:  # the fields are the keywords given: T() raises otherwise
+                        T(first.value, **{k.arg: 0 for k in node.keywords})  # a number fits any format spec
+                    except ValueError as e:
+                        wrong.append(f"{path.relative_to(KIT)}:{node.lineno}: {e}")
+    assert count >= 300 and not wrong, wrong
+    with pytest.raises(ValueError):
+        T("{a.__class__}", a="")
+    with pytest.raises(ValueError):
+        T("{a} {b}", a="")
+    with pytest.raises(TypeError):
+        T("{a}", a=object())
+
+
+def test_a_text_is_its_english_and_renders_in_chinese_through_a_record():
+    """A Text is the English str (records, CSV, tests read it as before) and keeps template and parameters through
+    a record's JSON, so an edge can word it in Chinese; a parameter that is a Text is worded too."""
+    from kit.outcome import Failure, Kind, T, render
+    inner = T("this is a fault of the grader, not of your code: please tell the course staff")
+    outer = T("isolation: {isolation}", isolation="bubblewrap")
+    f = Failure(Kind.GRADER_ERROR, outer, hint=inner)
+    back = Failure.from_dict(json.loads(json.dumps(f.to_dict())))
+    assert back == f and str(back.hint) == inner and back.hint.template == inner.template
+    assert f.to_dict()["hint"] == str(inner)  # the record keeps the English as a plain string for every reader
+    assert render(back.checked, "en") == "isolation: bubblewrap"
+    assert render(back.checked, "zh") == "隔离方式：bubblewrap"
+    assert CJK.search(render(back.hint, "zh")) and render("plain", "zh") == "plain"
 
 
 def test_the_committed_catalog_is_the_po_compiled():
@@ -195,9 +256,14 @@ def test_a_zh_grading_prints_the_zh_labels_with_the_same_fields_and_numbers(tmp_
     for word in ("Grading ", "isolation:", "FAIL", "TOTAL", "What went wrong", *EN_LABELS):
         assert word not in zh.stdout, word
         assert word in en.stdout, word
-    values = failure_values(zh.stdout, ZH_LABELS)
-    assert values and values == failure_values(en.stdout, EN_LABELS)  # the same fields, the same numbers
-    assert any(i == 3 and "eps is added outside the square root" in v for i, v in values)  # the named mistake
+    values, english_values = failure_values(zh.stdout, ZH_LABELS), failure_values(en.stdout, EN_LABELS)
+    assert values and [i for i, _ in values] == [i for i, _ in english_values]  # the same fields
+    number = re.compile(r"(?<![A-Za-z_])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+    for (i, v), (_, e) in zip(values, english_values):  # the same numbers in each
+        assert sorted(number.findall(v)) == sorted(number.findall(e)), (v, e)
+    assert any(i == 3 and "eps is added outside the square root" in v for i, v in english_values)  # the named mistake
+    assert all(CJK.search(v) for i, v in values if i == 3)  # ... in Chinese
+    assert runs(zh.stdout) == [], "English sentences in a zh grading"  # outside code and the student's words
     assert re.findall(r"\d+/\d+", zh.stdout) == re.findall(r"\d+/\d+", en.stdout)  # the same scores
     tests = json.loads((tmp_path / "zh.json").read_text())["tests"]
     outputs = [t["output"] for t in tests if t["score"] < t["max_score"]]

@@ -515,3 +515,57 @@ def test_bench_versus_writes_both_curves_side_by_side(tmp_path, monkeypatch):
     assert "<!-- bench:target-versus-peak-4e-3 -->" in text and "Today: under 2.5 at step **2500**" in text, text
     assert "peak-4e-3: not under 2.5: step 3000" in text and "load average 9.5 on 2 CPUs" in text
     assert "| 2500 | 2.300 (2.490), 25.0 min | 3.500, 25.0 min |" in text, text
+
+
+# -- in Chinese (issue 31) ----------------------------------------------------------------------------
+
+@pytest.fixture
+def speak():
+    """``speak(lang)`` chooses the language of what lab/ prints; the environment's (English) again afterwards."""
+    from kit import i18n
+    yield i18n.use
+    i18n.use(None)
+
+
+def numbers(text):
+    """The numbers ``text`` shows, in order of size: the same in every language."""
+    return sorted(re.findall(r"\d+(?:[.,]\d+)*", text))
+
+
+def zh_lines(text, tmp_path):
+    """``text``'s lines without the run's paths, each checked to be Chinese with no English sentence outside code."""
+    from english import runs
+    lines = [line.replace(str(tmp_path), "") for line in text.splitlines() if line.strip()]
+    for line in lines:
+        assert re.search(r"[\u4e00-\u9fff]", line) and not runs(line), line
+    return lines
+
+
+def test_a_training_run_speaks_chinese_with_the_numbers_of_the_english_one(tmp_path, capsys, speak):
+    """``--lang zh``: every line lab.train prints (the model, evaluations, the confirmation, the stop, what to do
+    next, a rollback, an error) is Chinese, with the numbers the English run prints."""
+    from lab import train
+    text = tmp_path / "periodic.txt"
+    text.write_text(PERIODIC)
+    said = {}
+    for lang in ("en", "zh"):
+        common = ["--impl", "solutions", "--data", str(text), "--steps", "4", "--eval-every", "2", "--warmup", "1",
+                  *TINY, "--lang", lang]
+        assert train.main([*common, "--out", str(tmp_path / "short.pt"), "--no-early-stop"]) == 0
+        assert train.main([*common, "--out", str(tmp_path / "target.pt"), "--target", "1000"]) == 0
+        assert train.main([*common, "--out", str(tmp_path / "bad.pt"), "--hidden", "30", "--heads", "4"]) == 2
+        speak(lang)
+
+        def nan_once_at_step_5(t, loss):
+            return float("nan") if t.step == 5 and t.rollbacks == 0 else loss
+        (tmp_path / lang).mkdir()
+        assert divergent_trainer(tmp_path / lang, nan_once_at_step_5).run() == 0
+        out = capsys.readouterr()
+        said[lang] = out.out.replace(str(tmp_path), "") + out.err.replace(str(tmp_path), "")
+    en, zh = said["en"], said["zh"]
+    assert "confirmed on 200,000 training characters" in en and "back to step 3, learning rate halved" in en, en
+    assert "error: --hidden 30 is not divisible by --heads 4" in en
+    assert numbers(zh) == numbers(en) and len(zh.splitlines()) == len(en.splitlines()), (en, zh)
+    lines = zh_lines(zh, tmp_path)
+    assert any("在 200,000 个训练字符上确认" in line for line in lines) and any("学习率减半" in line for line in lines)
+    assert any(line.startswith("错误：--hidden 30") for line in lines), lines

@@ -222,6 +222,129 @@ def test_feedback_outputs_keep_text_and_images_only():
 
 
 # ---------------------------------------------------------------------------
+# The course in Chinese (--lang zh): the English course's code and metadata, its words in Chinese
+# ---------------------------------------------------------------------------
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+ENGLISH_RUN = re.compile(r"\b[A-Za-z][A-Za-z'-]*(?:\s+[A-Za-z][A-Za-z'-]*){2,}\b")  # three English words in a row
+
+
+def english_runs(markdown):
+    """Runs of three English words in ``markdown``'s prose: outside code blocks, `code` and citations (Su et al.)."""
+    prose = re.sub(r"`[^`\n]*`", " ", re.sub(r"```.*?```", " ", markdown, flags=re.S))
+    prose = re.sub(r"\bet al\.", " ", prose)
+    return ENGLISH_RUN.findall(prose)
+
+
+def code_without_text(source):
+    """A code cell as Python without its comments and docstrings (its ``%%module`` line kept as it is)."""
+    import ast
+    magic, rest = (source.split("\n", 1) + [""])[:2] if source.startswith("%%") else ("", source)
+    tree = ast.parse(rest)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(getattr(body[0].value, "value", None), str):
+            node.body = body[1:]
+    return magic, ast.dump(tree)
+
+
+def test_the_chinese_course_is_the_english_one_in_chinese():
+    """`--lang zh`: every markdown cell Chinese (no English sentence outside code), the self-check questions and
+    their answers too; the code cells the English build's but for docstrings and comments, which speak Chinese;
+    nbgrader's metadata (grade ids, points, locks) the English build's; and the course remembers its language."""
+    en, zh = course.build(), course.build("zh")
+    lang_file = f"source/{ASSIGNMENT}/locale/default"
+    assert sorted(zh) == sorted([*en, lang_file]) and zh[lang_file] == "zh\n"
+    assert "os.environ.setdefault('KIT_LANG', 'zh')" in zh["nbgrader_config.py"]
+    assert "KIT_LANG" not in en["nbgrader_config.py"]
+    for module in [*MODULES, "final"]:
+        f = f"source/{ASSIGNMENT}/{NOTEBOOKS[module]}.ipynb"
+        en_nb, zh_nb = json.loads(en[f]), json.loads(zh[f])
+        assert en_nb["metadata"] == zh_nb["metadata"]
+        assert [(c["id"], c["cell_type"], c["metadata"]) for c in en_nb["cells"]] == \
+            [(c["id"], c["cell_type"], c["metadata"]) for c in zh_nb["cells"]], module
+        for e, z in zip(en_nb["cells"], zh_nb["cells"]):
+            source = src(z)
+            if z["cell_type"] == "markdown":
+                assert CJK.search(source) and not english_runs(source), (z["id"], english_runs(source))
+                prose = re.sub(r"```.*?```", " ", source, flags=re.S)
+                assert not re.search(r"[\u4e00-\u9fff]\n[\u4e00-\u9fff]", prose), z["id"]  # no space between
+                continue
+            assert code_without_text(source) == code_without_text(src(e)), z["id"]
+            first = source.split("\n", 1)[0]
+            if first.startswith("#"):  # the cell's own comment: the setup, the try, each check, collect, train
+                assert CJK.search(first), (z["id"], first)
+            if first.startswith("%%module") and '"""' in src(e):  # the solution's docstrings, from solutions/zh/
+                assert CJK.search(source), z["id"]
+        questions = [c for c in zh_nb["cells"] if c["id"].startswith(f"{module}-question")]
+        assert questions and all(src(c).startswith("**第 ") for c in questions if c["id"] != f"{module}-questions")
+        answers = [c for c in zh_nb["cells"] if meta(c).get("grade") and c["cell_type"] == "markdown"]
+        assert answers and all(CJK.search(src(c)) for c in answers), module
+
+
+def test_a_translation_that_lacks_a_section_or_a_question_is_refused(tmp_path, monkeypatch):
+    shutil.copytree(course.TEXT, tmp_path / "text")
+    monkeypatch.setattr(course, "TEXT", tmp_path / "text")
+    zh_text = tmp_path / "text" / "zh-CN" / "rmsnorm.md"
+    original = zh_text.read_text(encoding="utf-8")
+    zh_text.write_text(original.split("<!-- try code -->")[0], encoding="utf-8")
+    with pytest.raises(course.BuildError, match="lacks the section.*try code"):
+        course.build("zh")
+    zh_text.write_text(original.replace("print(y.shape, y.dtype)", "print(y.shape)"), encoding="utf-8")
+    with pytest.raises(course.BuildError, match="not the English one's"):
+        course.build("zh")
+    zh_text.write_text(original, encoding="utf-8")
+    questions = tmp_path / "text" / "questions.zh-CN.yaml"
+    text = questions.read_text(encoding="utf-8")
+    questions.write_text(text.replace("  - id: two-residuals", "  - id: two-residuals-renamed"), encoding="utf-8")
+    with pytest.raises(course.BuildError, match="questions of block.*lacks two-residuals"):
+        course.build("zh")
+    questions.write_text(text.replace("id: diagram\n    points: 2", "id: diagram\n    points: 1"), encoding="utf-8")
+    with pytest.raises(course.BuildError, match="questions of block"):
+        course.build("zh")
+    questions.write_text(text, encoding="utf-8")
+    assert course.build("zh")  # as it was: builds
+
+
+def test_the_course_is_built_in_the_language_asked_for(tmp_path, monkeypatch, capsys):
+    """--lang, else kit/i18n.py's choice ($KIT_LANG: make nbgrader LANG=zh); an English build over a Chinese
+    one leaves no trace of it."""
+    out = tmp_path / "course"
+    monkeypatch.setenv("KIT_LANG", "zh")
+    assert course.main(["--out", str(out)]) == 0
+    assert (out / "source" / ASSIGNMENT / "locale" / "default").read_text() == "zh\n"
+    assert course.main(["--out", str(out), "--check", "--lang", "zh"]) == 0
+    assert course.main(["--out", str(out), "--check", "--lang", "en"]) == 1
+    assert course.main(["--out", str(out), "--lang", "en"]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == sorted(course.build())
+    assert not (out / "source" / ASSIGNMENT / "locale").exists()
+    capsys.readouterr()
+    p = subprocess.run(["make", "-n", "nbgrader", "LANG=zh"], cwd=KIT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "-m classroom.nbgrader --lang zh" in p.stdout, p.stdout + p.stderr
+
+
+def test_a_notebook_of_a_chinese_course_speaks_chinese(tmp_path, monkeypatch, capsys):
+    """The kernel reads the course's locale/default (its assignment folder): its messages, and those of the
+    grader and trainer it starts ($KIT_LANG), are Chinese; an explicit $KIT_LANG still wins."""
+    from kit import i18n
+    (tmp_path / "locale").mkdir()
+    (tmp_path / "locale" / "default").write_text("zh\n")
+    monkeypatch.setenv("KIT_LANG", "en")
+    Notebook("block", folder=tmp_path / "en-work", notebooks_dir=tmp_path, shell=None)
+    assert "the kit's stub" in capsys.readouterr().out and os.environ["KIT_LANG"] == "en"
+    monkeypatch.delenv("KIT_LANG")
+    nb = Notebook("block", folder=tmp_path / "work", notebooks_dir=tmp_path, shell=None)
+    assert os.environ["KIT_LANG"] == "zh" and i18n.language() == "zh"
+    out = capsys.readouterr().out
+    assert "rmsnorm.py：工具包的存根（本 notebook 旁边没有找到 02_rmsnorm.ipynb）" in out, out
+    with pytest.raises(AssertionError, match="还没有在这个内核中全部运行过"):
+        nb.check("block.block_shape")
+    nb._magic("block.py (part 2 of 3)", "x = 1")
+    assert "已保存 block.py 的第 2 部分；等第 1, 3 部分也运行过之后，才会写出 block.py" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
 # Real nbgrader: release, then autograde three submissions
 # ---------------------------------------------------------------------------
 

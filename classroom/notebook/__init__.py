@@ -8,11 +8,18 @@
 * ``nb.check("rmsnorm.eps")`` an autograder test cell: it passes exactly when the grader gives that
   check its points (``grading.py``), and fails with that check's message alone;
 * ``nb.train(...)`` the final project's training cell (``training.py``).
+
+What it prints speaks the course's language: a course built in another language (``make nbgrader LANG=zh``)
+holds ``locale/default`` in its assignment folder (``COURSE_LANGUAGE``: nbgrader copies it to the students'
+folders and to the autograded ones), which sets the kernel's ``$KIT_LANG`` unless that is set already
+(kit/i18n.py); the grader and the trainer the kernel starts inherit it.
 """
 import os
 import re
 from pathlib import Path
 
+from kit import i18n
+from kit.i18n import _
 from kit.syllabus import MODULES, NAMES
 
 from ..regions import join_parts, parse_header
@@ -20,7 +27,29 @@ from .grading import GRADED_OUTSIDE, OUTSIDE, CheckFailed, autograding, run_chec
 from .training import CHECKPOINT, MAX_MINUTES, train
 from .workspace import Workspace, submitted_dirs
 
-__all__ = ["Notebook", "CheckFailed", "CHECKPOINT", "MAX_MINUTES"]
+__all__ = ["Notebook", "CheckFailed", "CHECKPOINT", "MAX_MINUTES", "COURSE_LANGUAGE"]
+
+# In the assignment folder of a course built in another language: that language (classroom/nbgrader.py writes it)
+COURSE_LANGUAGE = "locale/default"
+
+
+def course_language(dirs):
+    """The language the course in ``dirs`` (the notebook's folder first) was built in, or None (English, or
+    whatever kit/i18n.py chooses)."""
+    for d in dirs:
+        lang = i18n.release_default(Path(d) / Path(COURSE_LANGUAGE).parent)
+        if lang:
+            return lang
+    return None
+
+
+def speak_course_language(dirs, environ=None):
+    """Make this kernel (and what it starts) speak the course's language, unless ``$KIT_LANG`` names one."""
+    environ = os.environ if environ is None else environ
+    lang = course_language(dirs)
+    if lang and not i18n.normalise(environ.get("KIT_LANG")):
+        environ["KIT_LANG"] = lang
+    return lang
 
 
 class Notebook:
@@ -33,6 +62,7 @@ class Notebook:
         self.workspace = Workspace(unit, folder)
         self.folder = self.workspace.folder
         self.notebooks_dirs = [Path(notebooks_dir)] if notebooks_dir else submitted_dirs()
+        speak_course_language(self.notebooks_dirs)
         self.parts = {}
         others = MODULES if unit == "final" else [m for m in MODULES if m != unit]
         lines = self.workspace.collect(others, self.notebooks_dirs)
@@ -57,8 +87,8 @@ class Notebook:
         todo = [k for k in range(1, total + 1) if k not in parts]
         if todo:
             if min(todo) < part:  # run out of order: say what is missing (in order, later parts simply follow)
-                print(f"part {part} of {module}.py saved; {module}.py is written once part(s) "
-                      f"{', '.join(map(str, todo))} have run too")
+                print(_("part {part} of {file} saved; {file} is written once part(s) {parts} have run too").format(
+                    part=part, file=f"{module}.py", parts=", ".join(map(str, todo))))
             return
         self.workspace.write(module, join_parts(parts[k] for k in range(1, total + 1)), "this notebook")
         mod = self.workspace.import_module(module)
@@ -72,12 +102,12 @@ class Notebook:
             raise ValueError(f"check ids of one unit expected, like rmsnorm.parameters: {ids}")
         unit = units.pop()
         if autograding() and os.environ.get(OUTSIDE) == "outside":
-            print(GRADED_OUTSIDE)  # nothing of this kernel decides the points (classroom/nbgrader_autograde.py)
+            print(_(GRADED_OUTSIDE))  # nothing of this kernel decides the points (classroom/nbgrader_autograde.py)
             return
         if self.unit in MODULES and self.sources.get(self.unit) != "this notebook":
-            raise CheckFailed(f"the code cells of {self.unit}.py above have not all run in this kernel, so there is "
-                              f"nothing of yours to check: run them first (each starts with `%%module {self.unit}.py "
-                              f"(part k of n)`: keep that first line)")
+            raise CheckFailed(_("the code cells of {file} above have not all run in this kernel, so there is nothing "
+                                "of yours to check: run them first (each starts with `%%module {file} (part k of n)`: "
+                                "keep that first line)").format(file=f"{self.unit}.py"))
         # returns nothing: nbgrader would read a test cell's displayed value as its partial credit
         run_checks(unit, ids, self.folder, checkpoint=checkpoint)
 

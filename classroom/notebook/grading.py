@@ -15,9 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from grader import runner
+from grader.report import note, num, pictures_part, title
 from grader.report import notebook as render_failure
-from grader.report import num, pictures_part
+from kit import i18n
 from kit.files import remove_tree
+from kit.i18n import N_, _
 from kit.text import plain_text
 
 # seconds for one grading run: one module well under a minute; the final check measures 200,000 characters
@@ -29,8 +31,8 @@ _CACHE = {}  # unit -> (key, Grading): the latest grading of each unit in this k
 # set to "outside" in the kernel's environment by the course's autograde (classroom/nbgrader_autograde.py): the
 # grader scores every test cell after the notebook has run, outside this kernel, and replaces its output
 OUTSIDE = "TRANSFORMER_KIT_GRADING"
-GRADED_OUTSIDE = ("graded by the course's grader once the notebook has run, outside this kernel: "
-                  "its result replaces this line")
+GRADED_OUTSIDE = N_("graded by the course's grader once the notebook has run, outside this kernel: "
+                    "its result replaces this line")
 
 # The grader's hints speak to students at a terminal (make, git); in a notebook the same advice reads
 NOTEBOOK_HINTS = (
@@ -84,8 +86,9 @@ def grade_unit(unit, folder, checkpoint=None):
         finally:
             remove_tree(work)
         if out.grading is None:
-            raise CheckFailed(f"the grader could not grade {unit}.py: {plain_text(out.message or out.status)} "
-                              "(this is not a verdict on your code: tell the course staff if it persists)")
+            raise CheckFailed(_("the grader could not grade {file}: {message} (this is not a verdict on your code: "
+                                "tell the course staff if it persists)").format(
+                file=f"{unit}.py", message=plain_text(out.message or out.status)))
         _CACHE[unit] = (key, out.grading, pictures)
     return _CACHE[unit][1]
 
@@ -93,7 +96,7 @@ def grade_unit(unit, folder, checkpoint=None):
 def notebook_message(result):
     """A failed check as a notebook test cell shows it: the grader's words, its hint told as to a notebook student."""
     f = result.failure
-    if f is not None and f.hint:
+    if f is not None and f.hint and i18n.language() == "en":  # the notebook words exist in English only
         hint = f.hint
         for pattern, words in NOTEBOOK_HINTS:
             hint = pattern.sub(words, hint)
@@ -139,15 +142,15 @@ def run_checks(unit, ids, folder, checkpoint=None, out=print):
     wanted = list(by_id) if ids is None else list(ids)
     missing = [i for i in wanted if i not in by_id]
     if missing:
-        raise CheckFailed(f"these checks did not run: {', '.join(missing)} (no such check in this kit's grader: "
-                          "ask your instructor to update the kit)")
+        raise CheckFailed(_("these checks did not run: {checks} (no such check in this kit's grader: ask your "
+                            "instructor to update the kit)").format(checks=", ".join(missing)))
     failed = []
     for i in wanted:
         r = by_id[i]
-        mark = "INFO" if r.points == 0 else ("PASS" if r.passed else "FAIL")
-        out(f"{mark} {num(r.score)}/{num(r.points)}  {r.title}")
+        mark = _("INFO") if r.points == 0 else (_("PASS") if r.passed else _("FAIL"))
+        out(f"{mark} {num(r.score)}/{num(r.points)}  {title(r)}")
         if r.passed and r.note:
-            out("      " + r.note)
+            out("      " + note(r))
         elif not r.passed and r.points == 0:
             out("      " + notebook_message(r).replace("\n", "\n      "))
         elif not r.passed:

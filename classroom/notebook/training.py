@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kit.i18n import _
+
 from .grading import autograding
 
 KIT = Path(__file__).resolve().parents[2]
@@ -24,20 +26,22 @@ def enabled():
 def train(folder, minutes, resume, checkpoint=CHECKPOINT):
     path = Path(checkpoint).resolve()
     if not enabled():
-        why = f"{SWITCH} is off here" if os.environ.get(SWITCH) else "nbgrader is grading this notebook"
-        print(f"training skipped ({why}): the final check grades {checkpoint} as it is"
-              + ("" if path.exists() else " (there is none)"))
+        why = _("{switch} is off here").format(switch=SWITCH) if os.environ.get(SWITCH) else \
+            _("nbgrader is grading this notebook")
+        said = _("training skipped ({why}): the final check grades {checkpoint} as it is") if path.exists() else \
+            _("training skipped ({why}): the final check grades {checkpoint} as it is (there is none)")
+        print(said.format(why=why, checkpoint=checkpoint))
         return
     if path.exists() and not resume:
-        print(f"{checkpoint} exists, so it is not trained again: set RESUME = True to train it further, "
-              f"or delete it to start over")
+        print(_("{checkpoint} exists, so it is not trained again: set RESUME = True to train it further, "
+                "or delete it to start over").format(checkpoint=checkpoint))
         return
     minutes = float(minutes)
     if not minutes > 0:
-        raise ValueError(f"MINUTES must be a positive number, not {minutes}")
+        raise ValueError(_("MINUTES must be a positive number, not {minutes}").format(minutes=minutes))
     if minutes > MAX_MINUTES:
-        print(f"training for {MAX_MINUTES} minutes, the most this cell's time limit allows "
-              f"(run it again with RESUME = True to go on)")
+        print(_("training for {minutes} minutes, the most this cell's time limit allows "
+                "(run it again with RESUME = True to go on)").format(minutes=MAX_MINUTES))
         minutes = MAX_MINUTES
     cmd = [sys.executable, "-m", "lab.train", "--impl", str(folder), "--out", str(path), "--minutes", f"{minutes:g}"]
     if resume and path.exists():
@@ -45,10 +49,12 @@ def train(folder, minutes, resume, checkpoint=CHECKPOINT):
     print("$ python -m lab.train " + " ".join(cmd[3:]), flush=True)
     code = _stream(cmd, cwd=KIT)
     if code not in (0, 130):
-        raise RuntimeError(f"training stopped with exit status {code}: read the messages above")
+        raise RuntimeError(_("training stopped with exit status {code}: read the messages above").format(code=code))
     if path.exists():  # the trainer's own advice names its command line; in a notebook it is this
-        print(f"\n{'interrupted: ' if code == 130 else ''}{checkpoint} is saved. To train it further, set "
-              f"RESUME = True and run this cell again.")
+        said = _("interrupted: {checkpoint} is saved. To train it further, set RESUME = True and run this cell "
+                 "again.") if code == 130 else \
+            _("{checkpoint} is saved. To train it further, set RESUME = True and run this cell again.")
+        print("\n" + said.format(checkpoint=checkpoint))
 
 
 def _stream(cmd, cwd):

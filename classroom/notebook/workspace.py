@@ -13,6 +13,7 @@ from pathlib import Path
 
 from kit import loader
 from kit.files import write_text
+from kit.i18n import _
 from kit.syllabus import ASSIGNMENT, MODULES, unit
 
 from ..regions import join_parts, notebook_parts
@@ -53,14 +54,15 @@ class Workspace:
         for m in modules:
             name = f"{unit(m).notebook}.ipynb"
             found = next((Path(d) / name for d in notebooks_dirs if (Path(d) / name).is_file()), None)
-            why = self._take(m, found) if found else f"{name} not found next to this notebook"
+            why = self._take(m, found) if found else _("{notebook} not found next to this notebook").format(
+                notebook=name)
             if why:
                 self.write(m, stub(m), "stub")
-                lines.append(f"{m}.py: the kit's stub ({why})")
+                lines.append(_("{file}: the kit's stub ({why})").format(file=f"{m}.py", why=why))
             else:
-                todo = " (still has NotImplementedError)" if "NotImplementedError" in \
-                    (self.folder / f"{m}.py").read_text(encoding="utf-8") else ""
-                lines.append(f"{m}.py: from {name}{todo}")
+                said = _("{file}: from {notebook} (still has NotImplementedError)") if "NotImplementedError" in \
+                    (self.folder / f"{m}.py").read_text(encoding="utf-8") else _("{file}: from {notebook}")
+                lines.append(said.format(file=f"{m}.py", notebook=name))
         self.forget()
         return lines
 
@@ -69,22 +71,23 @@ class Workspace:
         try:
             parts, totals = notebook_parts(nb_file)
         except (OSError, ValueError) as e:
-            return f"{nb_file.name} is not readable: {type(e).__name__}"
+            return _("{notebook} is not readable: {error}").format(notebook=nb_file.name, error=type(e).__name__)
         got, total = parts.get(module, {}), totals.get(module, 0)
         if not total or sorted(got) != list(range(1, total + 1)):
-            return f"{nb_file.name} does not hold all parts of {module}.py"
+            return _("{notebook} does not hold all parts of {file}").format(notebook=nb_file.name, file=f"{module}.py")
         self.write(module, join_parts(got[k] for k in range(1, total + 1)), nb_file.name)
         try:
             self.import_module(module)
         except BaseException as e:  # noqa: BLE001 - a syntax error, a crash, an interrupted hang: that notebook's only
-            return f"the code in {nb_file.name} does not import: {type(e).__name__}: {str(e)[:120]}"
+            return _("the code in {notebook} does not import: {error}").format(
+                notebook=nb_file.name, error=f"{type(e).__name__}: {str(e)[:120]}")
         return None
 
 
 def stub(module):
     path = STUBS / f"{module}.py"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the kit's stubs are needed (run `make stubs`)")
+        raise FileNotFoundError(_("{path} is missing: the kit's stubs are needed (run `make stubs`)").format(path=path))
     return path.read_text(encoding="utf-8")
 
 

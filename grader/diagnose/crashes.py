@@ -8,7 +8,7 @@ a diagnosis never breaks a check.
 """
 import re
 
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T
 
 from ..harness import StudentError
 
@@ -52,9 +52,9 @@ def noncontiguous_view(exc):
     raised = _raised(exc)
     if raised and raised[0] == "RuntimeError" and "view size is not compatible with input tensor's size and stride" \
             in raised[1]:
-        return ("a .view(...) of a tensor that is not contiguous in memory: the check passes a transposed input, "
-                "as a real activation can be, and view cannot reshape it without a copy",
-                "use .reshape(...) (or .flatten), which copies only when it must; or leave the input's shape alone")
+        return (T("a .view(...) of a tensor that is not contiguous in memory: the check passes a transposed input, "
+                  "as a real activation can be, and view cannot reshape it without a copy"),
+                T("use .reshape(...) (or .flatten), which copies only when it must; or leave the input's shape alone"))
     return None
 
 
@@ -70,28 +70,33 @@ def attention_crash(H, Hkv=None):
         sizes = _broadcast_sizes(text)
         if function == "apply_rope" and sizes and not sizes & {H, Hkv} and max(sizes) - min(sizes) == 1:
             n = min(sizes)
-            return (f"the RoPE tables reach apply_rope with one row too few ({n} rows for {n + 1} positions): they are "
-                    "sliced from row 1 (cos[1:T + 1]), which at T = max_seq_len runs past the end of the tables",
-                    "row t of the tables rotates position t, from 0: pass self.cos[:T] and self.sin[:T]")
+            return (T("the RoPE tables reach apply_rope with one row too few ({rows} rows for {positions} positions): "
+                      "they are sliced from row 1 (cos[1:T + 1]), which at T = max_seq_len runs past the end of the "
+                      "tables", rows=n, positions=n + 1),
+                    T("row t of the tables rotates position t, from 0: pass self.cos[:T] and self.sin[:T]"))
         if function == "apply_rope" and sizes:
-            return ("RoPE is applied to q or k in another layout than (B, H, T, head_dim): the (T, head_dim) "
-                    "tables broadcast against the wrong dimensions",
-                    "split the heads and transpose first: q = q_proj(x).view(B, T, H, D).transpose(1, 2), "
-                    "then apply_rope(q, cos[:T], sin[:T])")
+            return (T("RoPE is applied to q or k in another layout than (B, H, T, head_dim): the (T, head_dim) "
+                      "tables broadcast against the wrong dimensions"),
+                    T("split the heads and transpose first: q = q_proj(x).view(B, T, H, D).transpose(1, 2), "
+                      "then apply_rope(q, cos[:T], sin[:T])"))
         if Hkv < H and sizes == {H, Hkv}:
-            return (f"k/v heads are not repeated for grouped-query attention: q has {H} heads, k and v have {Hkv}",
-                    "repeat k and v along the head dimension: k.repeat_interleave(num_heads // num_kv_heads, dim=1) "
-                    "(query head i reads kv head i // n_rep)")
+            return (T("k/v heads are not repeated for grouped-query attention: q has {heads} heads, k and v have "
+                      "{kv_heads}", heads=H, kv_heads=Hkv),
+                    T("repeat k and v along the head dimension: k.repeat_interleave(num_heads // num_kv_heads, dim=1) "
+                      "(query head i reads kv head i // n_rep)"))
         mismatched = {name + ".weight": (int(r), int(c)) for name, r, c in re.findall(
             r"size mismatch for (\w+)\.weight: copying a param with shape torch\.Size\(\[\d+, \d+\]\) from "
             r"checkpoint, the shape in current model is torch\.Size\(\[(\d+), (\d+)\]\)", text)}
         if mismatched:
             return projection_mistake(mismatched, H, Hkv)
         if Hkv < H and "is invalid for input of size" in text:
-            return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
-                    "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+            return KV_OUTPUTS, KV_OUTPUTS_HINT
         return noncontiguous_view(exc) or missing_attribute(exc)
     return explain
+
+
+KV_OUTPUTS = T("k_proj or v_proj has the wrong number of outputs for grouped-query attention")
+KV_OUTPUTS_HINT = T("k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
 
 
 def projection_mistake(shapes, H, Hkv=None):
@@ -103,12 +108,11 @@ def projection_mistake(shapes, H, Hkv=None):
     if C is None or C % H:
         return None
     if Hkv < H and q and q[0] == C * H // Hkv and (k is None or k[0] == C):
-        return ("head_dim is computed from num_kv_heads (hidden_size // num_kv_heads), not from num_heads: "
-                "every projection has the wrong size",
-                "head_dim = hidden_size // num_heads; k_proj and v_proj then have num_kv_heads * head_dim outputs")
+        return (T("head_dim is computed from num_kv_heads (hidden_size // num_kv_heads), not from num_heads: "
+                  "every projection has the wrong size"),
+                T("head_dim = hidden_size // num_heads; k_proj and v_proj then have num_kv_heads * head_dim outputs"))
     if Hkv < H and q in (None, (C, C)) and ((k and k[0] == C) or (v and v[0] == C)):
-        return ("k_proj or v_proj has the wrong number of outputs for grouped-query attention",
-                "k_proj and v_proj map hidden_size to num_kv_heads * head_dim features, not hidden_size")
+        return KV_OUTPUTS, KV_OUTPUTS_HINT
     return None
 
 
@@ -119,9 +123,9 @@ API_CLASSES = ("Residual", "RMSNorm", "CausalSelfAttention", "FeedForward", "Tra
 
 def no_attribute(owner, name):
     """``(likely, hint)`` for a module of the API that lacks an attribute its code or the checks read."""
-    return (f"{owner} has no attribute {name}: set self.{name} in __init__",
-            f"assign self.{name} in {owner}.__init__, before anything reads it (the docstring lists the attributes "
-            "the module keeps)")
+    return (T("{owner} has no attribute {name}: set self.{name} in __init__", owner=owner, name=name),
+            T("assign self.{name} in {owner}.__init__, before anything reads it (the docstring lists the attributes "
+              "the module keeps)", owner=owner, name=name))
 
 
 def missing_attribute(exc):
@@ -148,24 +152,24 @@ def nondeterministic(sub, module, target, x, **request):
         if exc.failure.kind is not Kind.WRONG_VALUE:
             return None
         import torch
-        got = only(sub, module, target, f"{target} called twice on the same input", calls=[call(x), call(x)],
-                   **request)
+        got = only(sub, module, target, T("{target} called twice on the same input", target=target),
+                   calls=[call(x), call(x)], **request)
         a, b = (r["output"] for r in got["results"])
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape):
             return None
         if torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-6, equal_nan=True):  # rounding is no chance
             return None
-        return (f"two calls with the same input gave different outputs: something random runs in {target}'s "
-                "forward, such as dropout that stays on (F.dropout(x, p) drops even in eval mode unless given "
-                "training=self.training)",
-                "the checks run modules in eval mode and compare exact values: use nn.Dropout modules (they switch "
-                "off in eval mode) or pass training=self.training to F.dropout, or leave dropout out")
+        return (T("two calls with the same input gave different outputs: something random runs in {target}'s "
+                  "forward, such as dropout that stays on (F.dropout(x, p) drops even in eval mode unless given "
+                  "training=self.training)", target=target),
+                T("the checks run modules in eval mode and compare exact values: use nn.Dropout modules (they switch "
+                  "off in eval mode) or pass training=self.training to F.dropout, or leave dropout out"))
     return explain
 
 
-# The stand-in file an error was raised in -> the grader's classes it holds.
+# The stand-in file an error was raised in -> the grader's classes it holds (a class name, or words about them).
 STANDIN_CLASSES = {"attention.py": "CausalSelfAttention", "rmsnorm.py": "RMSNorm",
-                   "block.py": "TransformerBlock or FeedForward", "sublayers.py": "Shift (the test sublayer)"}
+                   "block.py": T("TransformerBlock or FeedForward"), "sublayers.py": T("Shift (the test sublayer)")}
 
 
 def standin_crash(signature):
@@ -180,14 +184,20 @@ def standin_crash(signature):
         if not inside:
             return None
         where = exc.error.get("where")
-        line = (f"your {where[0]} line {where[1]} (in {where[2]}" + (f": `{where[3]}`)" if where[3] else ")")
-                if where else "your code")
-        standin = STANDIN_CLASSES.get(inside, "component")
-        return (f"the {raised[0]} was raised inside the grader's stand-in {standin} (the grader's file {inside}, "
-                f"not yours), called from {line}: the stand-in got arguments from your code that it cannot work "
-                "with, often arguments passed by position in another order than the signature",
-                f"compare what your __init__ passes with the signature {signature}, or pass each argument by "
-                "keyword")
+        if where and where[3]:
+            line = T("your {file} line {line} (in {function}: `{code}`)", file=where[0], line=where[1],
+                     function=where[2], code=where[3])
+        elif where:
+            line = T("your {file} line {line} (in {function})", file=where[0], line=where[1], function=where[2])
+        else:
+            line = T("your code")
+        standin = STANDIN_CLASSES.get(inside, T("component"))
+        return (T("the {exception} was raised inside the grader's stand-in {standin} (the grader's file {inside}, "
+                  "not yours), called from {line}: the stand-in got arguments from your code that it cannot work "
+                  "with, often arguments passed by position in another order than the signature",
+                  exception=raised[0], standin=standin, inside=inside, line=line),
+                T("compare what your __init__ passes with the signature {signature}, or pass each argument by "
+                  "keyword", signature=signature))
     return explain
 
 
@@ -213,10 +223,11 @@ def not_passed_on(exc):
     chain = {"decoder.": "TransformerLM -> TransformerDecoder -> TransformerBlock", "blocks.":
              "TransformerDecoder -> TransformerBlock"}.get(m.group(1).split(".")[0] + "." if m.group(1) else "",
                                                            "TransformerBlock")
-    return (f"{argument} does not reach the {component}: {path} has another shape than the reference's, and the "
-            f"grader's stand-ins shape it from the {argument} they are given",
-            f"pass {argument} on at every level ({chain} -> {built}): by position in the signature's order, or by "
-            "keyword")
+    return (T("{argument} does not reach the {component}: {path} has another shape than the reference's, and the "
+              "grader's stand-ins shape it from the {argument} they are given",
+              argument=argument, component=component, path=path),
+            T("pass {argument} on at every level ({chain} -> {built}): by position in the signature's order, or by "
+              "keyword", argument=argument, chain=chain, built=built))
 
 
 def _parts(names):
@@ -240,16 +251,21 @@ def parameter_set(exc):
     lacking = re.search(r"Unexpected key\(s\) in state_dict: ((?:\"[^\"]+\",? ?)+)", raised[1])
     if not (extra or lacking):
         return None
-    words = []
-    if extra:
-        parts = _parts(re.findall(r'"([^"]+)"', extra.group(1)))
-        words.append("parts the API does not have: " + ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else ""))
-    if lacking:
-        parts = _parts(re.findall(r'"([^"]+)"', lacking.group(1)))
-        words.append("no " + ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else ""))
-    return ("your model's parameters are not the API's: it holds " + "; and ".join(words),
-            "build exactly the parts the API names (num_layers blocks: range(num_layers); no positional embedding, "
-            "RoPE encodes positions), under the API's attribute names")
+    def listed(found):  # the parts' names (code), the first six
+        parts = _parts(re.findall(r'"([^"]+)"', found.group(1)))
+        return ", ".join(parts[:6]) + (" ..." if len(parts) > 6 else "")
+
+    if extra and lacking:
+        likely = T("your model's parameters are not the API's: it holds parts the API does not have: {extra}; and "
+                   "no {lacking}", extra=listed(extra), lacking=listed(lacking))
+    elif extra:
+        likely = T("your model's parameters are not the API's: it holds parts the API does not have: {extra}",
+                   extra=listed(extra))
+    else:
+        likely = T("your model's parameters are not the API's: it holds no {lacking}", lacking=listed(lacking))
+    return (likely,
+            T("build exactly the parts the API names (num_layers blocks: range(num_layers); no positional embedding, "
+              "RoPE encodes positions), under the API's attribute names"))
 
 
 def forward_variant(sub, module, target, x, variants, tol, **request):
@@ -284,10 +300,11 @@ def embedding_rows(got, exp, name="embed_tokens.weight"):
         off = ((g.double() - e.double()).abs() > GRAD.bound(e)).any(dim=1).nonzero().flatten().tolist()
         if not off or len(off) > 2:
             return None
-        rows = " and ".join(str(r) for r in off)
-        return (f"the gradient of {name} differs only in row {rows} (token id {rows}), the other rows match: no "
-                "gradient reaches that row through the embedding, as nn.Embedding(..., padding_idx=...) does",
-                "leave padding_idx out: the kit's tokens have no padding, and every id must learn")
+        rows = off[0] if len(off) == 1 else T("{first} and {second}", first=off[0], second=off[1])
+        return (T("the gradient of {name} differs only in row {rows} (token id {rows}), the other rows match: no "
+                  "gradient reaches that row through the embedding, as nn.Embedding(..., padding_idx=...) does",
+                  name=name, rows=rows),
+                T("leave padding_idx out: the kit's tokens have no padding, and every id must learn"))
     return explain
 
 
@@ -296,8 +313,8 @@ def inplace_crash(hint):
     def explain(exc):
         raised = _raised(exc)
         if raised and ("in-place operation" in raised[1] or "modified by an inplace operation" in raised[1]):
-            return ("the input is changed in place (x += ..., or an in-place op such as mul_), which autograd "
-                    "cannot differentiate through", hint)
+            return (T("the input is changed in place (x += ..., or an in-place op such as mul_), which autograd "
+                      "cannot differentiate through"), hint)
         return None
     return explain
 
@@ -308,10 +325,10 @@ def ffn_crash(hidden):
         raised = _raised(exc)
         m = re.search(r"size mismatch for (gate|up|down)_proj\.weight", raised[1]) if raised else None
         if m and exc.error["stage"] == "load":
-            return (f"the default intermediate_size is not 64 * math.ceil(8 * hidden_size / 3 / 64) "
-                    f"({64 * -(-8 * hidden // 3 // 64)} for hidden_size {hidden})",
-                    "intermediate_size = 64 * math.ceil(8 * hidden_size / 3 / 64): 8/3 of the width, rounded up to a "
-                    "multiple of 64")
+            return (T("the default intermediate_size is not 64 * math.ceil(8 * hidden_size / 3 / 64) "
+                      "({width} for hidden_size {hidden})", width=64 * -(-8 * hidden // 3 // 64), hidden=hidden),
+                    T("intermediate_size = 64 * math.ceil(8 * hidden_size / 3 / 64): 8/3 of the width, rounded up to "
+                      "a multiple of 64"))
         return None
     return explain
 
@@ -321,12 +338,12 @@ def untied_head(sub, init, standins, patch):
     from ..harness import only
 
     def explain(exc):
-        got = only(sub, "decoder", "TransformerLM", "the structure of TransformerLM", init=init, standins=standins,
-                   patch=patch, want=["structure"])
+        got = only(sub, "decoder", "TransformerLM", T("the structure of {target}", target="TransformerLM"), init=init,
+                   standins=standins, patch=patch, want=["structure"])
         ptr = {name: p for name, p, _ in got["structure"]["params"]}
         if "lm_head.weight" in ptr and ptr["lm_head.weight"] != ptr.get("embed_tokens.weight"):
-            return ("lm_head has a matrix of its own: the head is not tied to the embedding",
-                    "after building both: self.lm_head.weight = self.embed_tokens.weight")
+            return (T("lm_head has a matrix of its own: the head is not tied to the embedding"),
+                    T("after building both: self.lm_head.weight = self.embed_tokens.weight"))
         return None
     return explain
 
@@ -334,8 +351,9 @@ def untied_head(sub, init, standins, patch):
 def rmsnorm_crash(exc):
     raised = _raised(exc)
     if raised and _broadcast_sizes(raised[1]) and raised[2] == "forward":
-        return ("the statistic lost its last dimension (keepdim=True is missing), so it cannot broadcast "
-                "against x", "mean(-1, keepdim=True) gives shape (..., 1), which divides every feature of a vector")
+        return (T("the statistic lost its last dimension (keepdim=True is missing), so it cannot broadcast "
+                  "against x"),
+                T("mean(-1, keepdim=True) gives shape (..., 1), which divides every feature of a vector"))
     return noncontiguous_view(exc) or missing_attribute(exc)
 
 
@@ -345,9 +363,10 @@ def lm_crash(V, C):
         raised = _raised(exc)
         m = re.search(r"cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", raised[1]) if raised else None
         if m and (int(m.group(2)), int(m.group(3)), int(m.group(4))) == (C, V, C):
-            return ("the output head multiplies by embed_tokens.weight (vocab_size, hidden_size) without "
-                    "transposing it", "use self.lm_head(x): nn.Linear computes x @ weight.T, and lm_head.weight "
-                    "is the tied (V, C) embedding matrix")
+            return (T("the output head multiplies by embed_tokens.weight (vocab_size, hidden_size) without "
+                      "transposing it"),
+                    T("use self.lm_head(x): nn.Linear computes x @ weight.T, and lm_head.weight is the tied (V, C) "
+                      "embedding matrix"))
         return None
     return explain
 
@@ -370,8 +389,8 @@ def bypassed(sub, module, target, init, standins, patch):
     from ..harness import only
 
     def explain(exc):
-        got = only(sub, module, target, f"the structure of {target}", init=init, standins=standins, patch=patch,
-                   want=["structure"])
+        got = only(sub, module, target, T("the structure of {target}", target=target), init=init, standins=standins,
+                   patch=patch, want=["structure"])
         slots = STANDIN_SLOTS[target]
         found = {name: (kind, origin) for name, kind, _, origin in got["structure"]["modules"]}
         own = [(name, *found[name]) for name in slots if name in found and found[name][1] != "standin"]
@@ -379,11 +398,13 @@ def bypassed(sub, module, target, init, standins, patch):
             return None
         name, kind, origin = own[0]
         api = slots[name]
-        where = f"defined in {origin}" if origin.endswith(".py") else f"from {origin}"
-        return (f"your {target} builds {name} from its own class {kind} ({where}), so the grader could not put its "
-                f"stand-in {api} there: this check then judges your own component together with the wiring",
-                f"build {name} with the name {api}, imported from its own file (from .{_file_of(api)} import {api}) "
-                f"or defined under that name; the checks of {_file_of(api)}.py grade that component")
+        where = T("defined in {origin}", origin=origin) if origin.endswith(".py") else T("from {origin}", origin=origin)
+        return (T("your {target} builds {name} from its own class {kind} ({where}), so the grader could not put its "
+                  "stand-in {api} there: this check then judges your own component together with the wiring",
+                  target=target, name=name, kind=kind, where=where, api=api),
+                T("build {name} with the name {api}, imported from its own file (from .{file} import {api}) "
+                  "or defined under that name; the checks of {file}.py grade that component",
+                  name=name, api=api, file=_file_of(api)))
     return explain
 
 

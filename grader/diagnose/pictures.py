@@ -29,16 +29,17 @@ from grader.harness import (
     run_sub,
     seeded,
 )
-from kit.outcome import CheckFailure
+from kit.outcome import CheckFailure, T
 
-C, H, T = 32, 4, 12  # small enough to read every cell of a heatmap
+C, H, N = 32, 4, 12  # small enough to read every cell of a heatmap (N positions)
 THETA = 500.0  # not the default: a rope_theta that is ignored shows in the maps
 
 
 @dataclass
 class Pictures:
-    attention: dict = None  # {"student": (H, T, T) or None, "reference": (H, T, T), "note": str}
-    gradients: dict = field(default_factory=dict)  # unit -> {"names": [...], "student": [...], "reference": [...]}
+    attention: dict = None  # {"student": (H, N, N) or None, "reference": (H, N, N), "note": Text or ""}
+    gradients: dict = field(default_factory=dict)  # unit -> {"names": [...], "student": [...], "reference": [...],
+    #                                                          "note": Text or "", "module": str}
 
 
 def _both(sub, ref, req, what):
@@ -53,15 +54,18 @@ def _both(sub, ref, req, what):
 def attention_maps(sub, ref, seed=""):
     g = seeded("pictures.attention", seed)
     sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, THETA, g=g)
-    x = randn(g, 1, T, C)
+    x = randn(g, 1, N, C)
     req = request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16, "rope_theta": THETA}),
                   load=sd, calls=[call(x, capture=True)])
-    got, exp, why = _both(sub, ref, req, "CausalSelfAttention(32, 4, rope_theta=500) on one input, for the pictures")
+    got, exp, why = _both(sub, ref, req, T("{call} on one input, for the pictures",
+                                           call="CausalSelfAttention(32, 4, rope_theta=500)"))
     theirs = None if got is None else got["results"][0].get("attention")
-    note = why or ("" if theirs is not None else "no softmax or fused attention was seen in your forward pass")
+    # the note is a Text (the report words it; it never crosses JSON: the pictures go straight to report.html)
+    note = why or ("" if theirs is not None else T("no softmax or fused attention was seen in your forward pass"))
     if theirs is not None and theirs.shape[0] != H:
-        note = f"your attention computed {theirs.shape[0]} maps of {theirs.shape[1]} x {theirs.shape[2]} ({H} heads expected)"
-    return {"student": theirs, "reference": exp["results"][0]["attention"], "note": note, "T": T, "heads": H}
+        note = T("your attention computed {maps} maps of {rows} x {cols} ({heads} heads expected)",
+                 maps=int(theirs.shape[0]), rows=int(theirs.shape[1]), cols=int(theirs.shape[2]), heads=H)
+    return {"student": theirs, "reference": exp["results"][0]["attention"], "note": note, "T": N, "heads": H}
 
 
 def _grad_request(unit, ref, g, module=None):
@@ -70,29 +74,29 @@ def _grad_request(unit, ref, g, module=None):
         shift = {"__obj__": "standin:sublayers.Shift", "args": [C],
                  "load": {"weight": torch.randn(C, C, generator=g) / C ** 0.5}}
         return request("residual", "Residual", init=([shift], {}),
-                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+                       calls=[call(randn(g, 2, N, C), grad=randn(g, 2, N, C))])
     if unit == "rmsnorm":
         return request("rmsnorm", "RMSNorm", init=([C], {}), load={"weight": 1 + 0.3 * torch.randn(C, generator=g)},
-                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+                       calls=[call(randn(g, 2, N, C), grad=randn(g, 2, N, C))])
     if unit == "attention":
         sd = reference_state(ref, "attention", "CausalSelfAttention", C, H, None, 16, 10000.0, g=g)
         return request("attention", "CausalSelfAttention", init=([C, H], {"max_seq_len": 16}), load=sd,
-                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+                       calls=[call(randn(g, 2, N, C), grad=randn(g, 2, N, C))])
     if unit == "block" and module == "FeedForward":
         sd = reference_state(ref, "block", "FeedForward", C, g=g)
         return request("block", "FeedForward", init=([C], {}), load=sd,
-                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+                       calls=[call(randn(g, 2, N, C), grad=randn(g, 2, N, C))])
     if unit == "block":
         sd = reference_state(ref, "block", "TransformerBlock", C, H, max_seq_len=16, g=g)
         return request("block", "TransformerBlock", init=([C, H], {"max_seq_len": 16}), load=sd,
                        standins=BLOCK_STANDINS, patch=BLOCK_PATCH,
-                       calls=[call(randn(g, 2, T, C), grad=randn(g, 2, T, C))])
+                       calls=[call(randn(g, 2, N, C), grad=randn(g, 2, N, C))])
     if unit == "decoder":
         cfg = {"num_layers": 2, "hidden_size": C, "num_heads": H, "max_seq_len": 16}
         sd = reference_state(ref, "decoder", "TransformerLM", 40, g=g, **cfg)
-        x = torch.randint(0, 40, (2, T), generator=g)
+        x = torch.randint(0, 40, (2, N), generator=g)
         return request("decoder", "TransformerLM", init=([40], cfg), load=sd, standins=DECODER_STANDINS,
-                       patch=DECODER_PATCH, calls=[call(x, grad=randn(g, 2, T, 40))])
+                       patch=DECODER_PATCH, calls=[call(x, grad=randn(g, 2, N, 40))])
     return None
 
 
@@ -101,7 +105,7 @@ def gradient_norms(sub, ref, unit, seed="", module=None):
                         module)
     if req is None:
         return None
-    got, exp, why = _both(sub, ref, req, f"{unit}: one backward pass, for the pictures")
+    got, exp, why = _both(sub, ref, req, T("{unit}: one backward pass, for the pictures", unit=unit))
     e = exp["results"][0].get("param_grads") or {}
     mine = {} if got is None else (got["results"][0].get("param_grads") or {})
     names = sorted(e)

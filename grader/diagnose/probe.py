@@ -11,10 +11,13 @@ import math
 
 import torch
 
-from kit.outcome import Kind
+from kit.outcome import Kind, T
 
 from ..compare import FP32_DEEP, is_close
 from ..harness import both, call
+
+# the steps of attention a guess names
+MASK, SOFTMAX, SCORES = T("the mask"), T("the softmax"), T("the scores")
 
 
 def _probe_weights(C, H, Hkv, D, q=None, k=None, v=None, o=None):
@@ -77,7 +80,7 @@ def _staged(sub, ref, C, H, Hkv, theta, max_seq_len):
     init = ([C, H], {"num_kv_heads": None if Hkv == H else Hkv, "max_seq_len": max_seq_len, "rope_theta": theta})
 
     def run(sd, x):
-        got, exp = both(sub, ref, "attention", "CausalSelfAttention", "a diagnostic probe", init=init, load=sd,
+        got, exp = both(sub, ref, "attention", "CausalSelfAttention", T("a diagnostic probe"), init=init, load=sd,
                         calls=[call(x)])
         return got["results"][0]["output"], exp["results"][0]["output"]
 
@@ -88,8 +91,8 @@ def _staged(sub, ref, C, H, Hkv, theta, max_seq_len):
         return torch.randn(*shape, generator=g) / math.sqrt(shape[-1])
 
     def guess(stage, detail, hint):
-        return (f"best guess from probes with special weights, not certain: the first step that differs looks like "
-                f"{stage}: {detail}", hint)
+        return (T("best guess from probes with special weights, not certain: the first step that differs looks like "
+                  "{stage}: {detail}", stage=stage, detail=detail), hint)
 
     # 1. T = 1: the only key gets weight 1 whatever the scores, so only v_proj, the head bookkeeping and o_proj act.
     full = _probe_weights(C, H, Hkv, D, rnd(H * D, C), rnd(Hkv * D, C), rnd(Hkv * D, C), rnd(C, H * D))
@@ -97,53 +100,56 @@ def _staged(sub, ref, C, H, Hkv, theta, max_seq_len):
     y, e = run(full, x1)
     if not same(y, e):
         if isinstance(y, torch.Tensor) and bool(torch.isnan(y).any()):
-            return guess("the mask", "at T = 1 the output is NaN, so the token's score with itself is masked",
-                         "mask strictly above the diagonal: triu(ones(T, T), diagonal=1)")
+            return guess(MASK, T("at T = 1 the output is NaN, so the token's score with itself is masked"),
+                         T("mask strictly above the diagonal: triu(ones(T, T), diagonal=1)"))
         y2, e2 = run({**full, "o_proj.weight": torch.eye(C)}, x1)
         if same(y2, e2):
-            return guess("o_proj", "with o_proj set to the identity the output is right",
-                         "finish with self.o_proj(y) on the merged heads (B, T, num_heads * head_dim)")
+            return guess("o_proj", T("with o_proj set to the identity the output is right"),
+                         T("finish with self.o_proj(y) on the merged heads (B, T, num_heads * head_dim)"))
         factor = _factor(y, e)
         if factor is not None:
-            return guess("the softmax", f"at T = 1 the one attention weight must be exactly 1, but the output is the "
-                         f"reference's times {factor:.3g}: something rescales the weights after the softmax",
-                         "scale the scores before the softmax (softmax(scores / sqrt(head_dim), dim=-1)) and leave "
-                         "its weights as they are")
-        return guess("the value path (v_proj, the head split, the kv-head repeat)",
-                     "even at T = 1, where attention only copies v, the output differs",
-                     "check v_proj, the head split (B, T, C) -> (B, H, T, D), the kv-head repeat and the merge")
+            return guess(SOFTMAX, T("at T = 1 the one attention weight must be exactly 1, but the output is the "
+                                    "reference's times {factor:.3g}: something rescales the weights after the softmax",
+                                    factor=factor),
+                         T("scale the scores before the softmax (softmax(scores / sqrt(head_dim), dim=-1)) and leave "
+                           "its weights as they are"))
+        return guess(T("the value path (v_proj, the head split, the kv-head repeat)"),
+                     T("even at T = 1, where attention only copies v, the output differs"),
+                     T("check v_proj, the head split (B, T, C) -> (B, H, T, D), the kv-head repeat and the merge"))
 
     # 2. q = 0: every score is 0, so each query spreads its weight evenly over the keys it may see.
-    T = max(2, min(6, D // 2, max_seq_len))
-    x, wv = _readout(C, H, Hkv, D, T)
+    length = max(2, min(6, D // 2, max_seq_len))
+    x, wv = _readout(C, H, Hkv, D, length)
     y, e = run(_probe_weights(C, H, Hkv, D, k=rnd(Hkv * D, C), v=wv), x)
     if not same(y, e):
         if not (isinstance(y, torch.Tensor) and y.shape == e.shape):
             return None
-        A, rest = _decode(y, H, D, T)
+        A, rest = _decode(y, H, D, length)
         if not bool(torch.isfinite(A).all()):
-            return guess("the mask",
-                         "with all scores equal, some query gets NaN weights: every key it may see is masked",
-                         "mask strictly above the diagonal: triu(ones(T, T), diagonal=1); the diagonal stays visible")
+            return guess(MASK,
+                         T("with all scores equal, some query gets NaN weights: every key it may see is masked"),
+                         T("mask strictly above the diagonal: triu(ones(T, T), diagonal=1); the diagonal stays "
+                           "visible"))
         if (A - A[:1]).abs().max() > 1e-4:
-            return guess("the head split or merge", "with every head given the same input, the heads come out "
-                         "different: positions and heads get mixed when the heads are split or merged",
-                         "split with .view(B, T, H, D).transpose(1, 2); merge with .transpose(1, 2).reshape(B, T, C)")
+            return guess(T("the head split or merge"), T("with every head given the same input, the heads come out "
+                         "different: positions and heads get mixed when the heads are split or merged"),
+                         T("split with .view(B, T, H, D).transpose(1, 2); merge with .transpose(1, 2).reshape(B, T, "
+                           "C)"))
         if rest.abs().max() > 1e-4:
-            return guess("RoPE", "the values come out rotated: RoPE seems to act on v",
-                         "apply RoPE to q and k only; v carries content, not position")
+            return guess("RoPE", T("the values come out rotated: RoPE seems to act on v"),
+                         T("apply RoPE to q and k only; v carries content, not position"))
         W = A[0]
         if W.triu(1).abs().max() > 1e-4:
-            return guess("the mask", "queries give weight to later positions", "mask the scores above the diagonal "
-                         "with -inf before the softmax: triu(ones(T, T), diagonal=1)")
+            return guess(MASK, T("queries give weight to later positions"), T("mask the scores above the diagonal "
+                         "with -inf before the softmax: triu(ones(T, T), diagonal=1)"))
         if (W.sum(-1) - 1).abs().max() > 1e-4:
             if (W.sum(-2) - 1).abs().max() < 1e-4:
-                return guess("the softmax", "the weights of each key sum to one, not those of each query",
-                             "softmax(scores, dim=-1): over the keys")
-            return guess("the softmax", "the weights of a query do not sum to one",
-                         "mask with -inf before a softmax over the last dimension, and do not rescale afterwards")
-        return guess("the mask", "with all scores equal, a query does not weigh the keys it may see evenly",
-                     "mask exactly the keys after the query: triu(ones(T, T), diagonal=1)")
+                return guess(SOFTMAX, T("the weights of each key sum to one, not those of each query"),
+                             T("softmax(scores, dim=-1): over the keys"))
+            return guess(SOFTMAX, T("the weights of a query do not sum to one"),
+                         T("mask with -inf before a softmax over the last dimension, and do not rescale afterwards"))
+        return guess(MASK, T("with all scores equal, a query does not weigh the keys it may see evenly"),
+                     T("mask exactly the keys after the query: triu(ones(T, T), diagonal=1)"))
 
     # 3. T = 2 with k_0 = 0: query 1 weighs key 1 by sigmoid(score(1, 1)). q_1 and k_1 live on the channel pair
     #    RoPE turns slowest, so even a RoPE applied unevenly barely moves score(1, 1) = q_1 . k_1 / sqrt(head_dim).
@@ -169,22 +175,23 @@ def _staged(sub, ref, C, H, Hkv, theta, max_seq_len):
         if (r - factor).abs().max() < 0.02 * abs(factor) and abs(factor - 1) > 0.15:
             named = {"sqrt(head_dim / hidden_size)": math.sqrt(D / C), "sqrt(head_dim)": math.sqrt(D),
                      "1 / sqrt(head_dim)": 1 / math.sqrt(D)}
-            what = next((f"{k} (about {factor:.2f})" for k, f in named.items() if abs(factor / f - 1) < 0.02),
-                        f"about {factor:.3g}")
-            return guess("the scores", f"every score is the reference's times {what}: the scaling differs",
-                         "scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)")
-        return guess("the scores", "query 1's weights over keys 0 and 1 differ on a probe that RoPE barely touches, "
-                     "and not by a constant factor on the scores",
-                     "scores[b, h, t, s] = q[b, h, t] . k[b, h, s] / sqrt(head_dim): q @ k.transpose(-2, -1), "
-                     "per head")
+            what = next((T("{expression} (about {factor:.2f})", expression=k, factor=factor)
+                         for k, f in named.items() if abs(factor / f - 1) < 0.02),
+                        T("about {factor:.3g}", factor=factor))
+            return guess(SCORES, T("every score is the reference's times {what}: the scaling differs", what=what),
+                         T("scores = q @ k.transpose(-2, -1) / math.sqrt(head_dim)"))
+        return guess(SCORES, T("query 1's weights over keys 0 and 1 differ on a probe that RoPE barely touches, "
+                               "and not by a constant factor on the scores"),
+                     T("scores[b, h, t, s] = q[b, h, t] . k[b, h, s] / sqrt(head_dim): q @ k.transpose(-2, -1), "
+                       "per head"))
 
     # 4. random q and k at T positions: now only the positions (RoPE) can make a difference.
-    x, wv = _readout(C, H, Hkv, D, T)
+    x, wv = _readout(C, H, Hkv, D, length)
     y, e = run(_probe_weights(C, H, Hkv, D, _slot(rnd(H * D, D) * 2, H, D), _slot(rnd(Hkv * D, D) * 2, H, D), wv), x)
     if not same(y, e):
-        return guess("RoPE", "the weights differ only once q and k sit at different positions",
-                     "RoPE tables: inv_freq = theta ** (-arange(0, D, 2) / D), positions from 0, the rotate-half "
-                     "layout; apply the same rotation to q and k")
+        return guess("RoPE", T("the weights differ only once q and k sit at different positions"),
+                     T("RoPE tables: inv_freq = theta ** (-arange(0, D, 2) / D), positions from 0, the rotate-half "
+                       "layout; apply the same rotation to q and k"))
     return None
 
 

@@ -5,20 +5,23 @@
 Writes ``<out>/<name>.png``, ``<name>.csv`` and ``<name>.md`` per experiment. Finished training
 runs are cached in ``<out>/cache/``: after Ctrl-C, the same command resumes; ``--fresh`` retrains.
 """
-import argparse
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from kit import i18n
+from kit.cli import ArgumentParser
+from kit.i18n import _
+from kit.outcome import render, said
 from kit.syllabus import FILES
 
 from . import NAMES, get
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m lab.experiments",
-                                description="Run the curriculum's experiments (plots, CSV and Markdown tables).")
+    p = ArgumentParser(prog="python -m lab.experiments",
+                       description="Run the curriculum's experiments (plots, CSV and Markdown tables).")
     p.add_argument("--impl", default="exercises", help="folder holding the five files (default: %(default)s)")
     p.add_argument("--only", nargs="+", metavar="NAME", choices=NAMES, help="run only these: " + " ".join(NAMES))
     p.add_argument("--out", default="runs/experiments", help="output folder (default: %(default)s)")
@@ -31,6 +34,7 @@ def parse(argv):
     p.add_argument("--data", metavar="PATH", help="TinyShakespeare file (default: data/tinyshakespeare.txt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--traceback", action="store_true", help="show the full traceback when the implementation fails")
+    p.add_lang()
     return p.parse_args(argv)
 
 
@@ -46,12 +50,20 @@ def where_in(folder, exc):
 
 def not_implemented_line(folder, exc):
     spot = where_in(folder, exc)
-    what = str(exc) or (spot[2] if spot else "a function")
-    file = spot[0] if spot else "your implementation"
+    what = str(exc) or (spot[2] if spot else _("a function"))
+    file = spot[0] if spot else _("your implementation")
     module = file[:-3] if file.endswith(".py") else None
-    then = f" (`make check ONLY={module}` tells you when it is right)" if module else ""
-    return (f"error: {what} in {Path(folder) / file} is not implemented yet: implement it first{then}, "
-            "then run the experiments again")
+    then = _(" (`make check ONLY={module}` tells you when it is right)").format(module=module) if module else ""
+    return _("error: {what} in {path} is not implemented yet: implement it first{then}, then run the experiments "
+             "again").format(what=what, path=Path(folder) / file, then=then)
+
+
+def guide():
+    """The page that explains the experiments, in the language in force where the kit has it (docs/<ll-CC>/)."""
+    suffix = {"zh": "zh-CN"}.get(i18n.language())
+    if suffix and (i18n.KIT / "docs" / suffix / "experiments.md").is_file():
+        return f"docs/{suffix}/experiments.md"
+    return "docs/experiments.md"
 
 
 def write(result, out, impl, budget, seed):
@@ -60,16 +72,16 @@ def write(result, out, impl, budget, seed):
     save_figure(result.figure, out / f"{result.name}.png")
     write_text(out / f"{result.name}.csv", csv_text(result.series))
     md = [f"# {result.title}", "",
-          f"Implementation `{impl}`, budget `{budget}`, seed {seed}, {result.seconds:.0f} s{result.note}.", ""]
+          _("Implementation `{impl}`, budget `{budget}`, seed {seed}, {seconds:.0f} s{note}.").format(
+              impl=impl, budget=budget, seed=seed, seconds=result.seconds, note=result.note), ""]
     if result.claim:
-        md += [f"**The claim.** {result.claim}", ""]
-    md += ["**Measured.**", ""] + [f"- {f}" for f in result.findings] + [""]
+        md += [_("**The claim.** {claim}").format(claim=result.claim), ""]
+    md += [_("**Measured.**"), ""] + [f"- {f}" for f in result.findings] + [""]
     if result.verdict:
-        md += ["**Does it hold, and when.**", ""] + [f"- {v}" for v in result.verdict] + [""]
-    md += [markdown_table(result.table), "",
-                                                 f"![{result.name}]({result.name}.png)", "",
-                                                 f"Data behind the plot: `{result.name}.csv`. How to read it: "
-                                                 f"docs/experiments.md, section \"{result.name}\".", ""]
+        md += [_("**Does it hold, and when.**"), ""] + [f"- {v}" for v in result.verdict] + [""]
+    md += [markdown_table(result.table), "", f"![{result.name}]({result.name}.png)", "",
+           _("Data behind the plot: `{name}.csv`. How to read it: {doc}, section \"{name}\".").format(
+               name=result.name, doc=guide()), ""]
     write_text(out / f"{result.name}.md", "\n".join(md))
     return [out / f"{result.name}.{ext}" for ext in ("png", "csv", "md")]
 
@@ -78,14 +90,16 @@ def main(argv=None):
     args = parse(sys.argv[1:] if argv is None else argv)
     folder = Path(args.impl)
     if not folder.is_dir():
-        print(f"error: {folder}: no such folder (give the folder that holds {', '.join(FILES)})", file=sys.stderr)
+        print(_("error: {message}").format(message=_("{folder}: no such folder (give the folder that holds {files})")
+                                           .format(folder=folder, files=", ".join(FILES))), file=sys.stderr)
         return 2
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
-        print(f"error: {folder} lacks {', '.join(missing)} (the experiments need all five files)", file=sys.stderr)
+        print(_("error: {folder} lacks {files} (the experiments need all five files)").format(
+            folder=folder, files=", ".join(missing)), file=sys.stderr)
         return 2
     if args.threads < 1:
-        print("error: --threads must be at least 1", file=sys.stderr)
+        print(_("error: --threads must be at least 1"), file=sys.stderr)
         return 2
     import torch
 
@@ -99,19 +113,21 @@ def main(argv=None):
         lab = Lab(folder, budget=args.budget, seed=args.seed, out=out, fresh=args.fresh, progress=not args.quiet,
                   data_path=args.data)
         for i, name in enumerate(names, 1):
-            print(f"[{i}/{len(names)}] {name}: {get(name).TITLE}", flush=True)
+            print(f"[{i}/{len(names)}] {name}: {_(get(name).TITLE)}", flush=True)
             t0, cached, trained = time.time(), lab.runs_cached, lab.runs_trained
             result = get(name).run(lab)
             result.seconds = time.time() - t0
             cached, trained = lab.runs_cached - cached, lab.runs_trained - trained
             if cached:
-                result.note = f" ({cached} of {cached + trained} training runs taken from {out / 'cache'})"
+                result.note = _(" ({cached} of {total} training runs taken from {path})").format(
+                    cached=cached, total=cached + trained, path=out / "cache")
             paths = write(result, out, folder, args.budget, args.seed)
             for f in result.findings + result.verdict:
                 print(f"    {f}")
-            print(f"    {result.seconds:.0f} s{result.note}; wrote {', '.join(str(p) for p in paths)}", flush=True)
+            print("    " + _("{seconds:.0f} s{note}; wrote {paths}").format(
+                seconds=result.seconds, note=result.note, paths=", ".join(str(p) for p in paths)), flush=True)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(_("error: {message}").format(message=render(said(e))), file=sys.stderr)
         return 2
     except NotImplementedError as e:
         if args.traceback:
@@ -119,8 +135,8 @@ def main(argv=None):
         print(not_implemented_line(folder, e), file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished runs are kept in {out / 'cache'}; the same command resumes from them",
-              file=sys.stderr)
+        print("\n" + _("interrupted: finished runs are kept in {path}; the same command resumes from them").format(
+            path=out / "cache"), file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug in the implementation under test, said in one line
         spot = where_in(folder, e)
@@ -128,9 +144,9 @@ def main(argv=None):
             traceback.print_exc()
         if spot is None:
             return 1
-        print(f"error: your implementation failed at {folder / spot[0]}:{spot[1]} in {spot[2]}: "
-              f"{type(e).__name__}: {e} (run `make check` to find out what is wrong; --traceback shows the trace)",
-              file=sys.stderr)
+        print(_("error: your implementation failed at {path}:{line} in {function}: {error} (run `make check` to find "
+                "out what is wrong; --traceback shows the trace)").format(
+            path=folder / spot[0], line=spot[1], function=spot[2], error=f"{type(e).__name__}: {e}"), file=sys.stderr)
         return 3
     return 0
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from kit.corpus import load_splits
 from kit.files import atomic_write, write_text
+from kit.i18n import N_, _
 from kit.loader import load_impl
 from kit.syllabus import MODULES
 
@@ -87,9 +88,23 @@ def fmt(v):
     return str(v)
 
 
+# The columns of the experiments' summary tables: the rows' keys stay English (the data, what tests read), the
+# header of a table written (<name>.md) is in the language in force.
+COLUMNS = (N_("model"), N_("layers"), N_("residual"), N_("params"), N_("train loss (last 20%)"), N_("val loss"),
+           N_("vs full"), N_("stream RMS after last block"), N_("grad first/last at init"),
+           N_("grad first/last trained"), N_("grad first/last block"), N_("grad first/last at step 30"),
+           N_("wiring"), N_("first/last at init"), N_("first/last trained"), N_("first block trained"),
+           N_("last block trained"), N_("regime"), N_("warm-up"), N_("ms/step"), N_("seconds"))
+
+
+def listing(items):
+    """``items`` (strings) as one list in a sentence: ``a, b, c`` in English."""
+    return _(", ").join(items)
+
+
 def markdown_table(rows):
     cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(_(c) if c in COLUMNS else c for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
@@ -220,13 +235,15 @@ class Lab:
 
     # -- training ----------------------------------------------------------------------------------------
     def train(self, experiment, label, steps, layers, model="variant", lr=None, warmup=0, grad_steps=(), evals=5,
-              **wiring):
+              shown=None, **wiring):
         """Train a model for ``steps`` AdamW steps; return the run as a dict (cached).
 
         ``model="variant"``: a ``VariantLM`` of ``layers`` blocks wired by ``wiring`` (see lab/variants.py);
         ``model="kit"``: the learner's own ``TransformerLM``.
         ``warmup``: linear learning-rate warm-up over that many steps, then constant ``lr``.
         ``grad_steps``: steps at which to record per-block gradient norms (0 = at initialisation).
+        ``label`` names the run in the data (the CSV, the cache's run); ``shown`` is how its progress bar names it,
+        in the language in force (default: ``label`` translated, where the catalog has it).
         No gradient clipping: the experiments are about what the wiring does to the gradient.
         """
         b = self.budget
@@ -257,7 +274,7 @@ class Lab:
                    grads={}, diverged_at=None, stream_init=stream_rms(model, probe))
         t0 = time.time()
         # disable=None: a bar on a terminal, none in a log file
-        bar = tqdm(range(steps + 1), desc=f"{experiment}: {label}", leave=False,
+        bar = tqdm(range(steps + 1), desc=f"{experiment}: {shown or _(label)}", leave=False,
                    disable=None if self.progress else True, dynamic_ncols=True)
         for step in bar:
             if step in eval_at:

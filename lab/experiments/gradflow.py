@@ -15,19 +15,21 @@ the law is about the wiring, not the init.
 """
 import math
 
-from .common import Result, figure, late_grads, late_steps
+from kit.i18n import N_, _
+
+from .common import Result, figure, late_grads, late_steps, listing
 
 NAME = "gradflow"
-TITLE = "Gradient flow: per-layer gradient norms, residuals, pre-norm vs post-norm"
-CLAIM = ("Residual connections keep every block's gradient of the same order, so none is starved; pre-norm "
-         "and post-norm route the gradient differently (Xiong et al., 2020): at init the last layer's gradient "
-         "shrinks like 1/sqrt(L) with depth L in a pre-norm stack and does not depend on L in a post-norm one.")
+TITLE = N_("Gradient flow: per-layer gradient norms, residuals, pre-norm vs post-norm")
+CLAIM = N_("Residual connections keep every block's gradient of the same order, so none is starved; pre-norm "
+           "and post-norm route the gradient differently (Xiong et al., 2020): at init the last layer's gradient "
+           "shrinks like 1/sqrt(L) with depth L in a pre-norm stack and does not depend on L in a post-norm one.")
 
 WIRINGS = {  # label -> VariantBlock wiring
-    "pre-norm": dict(norm="pre", residual=True),
-    "post-norm": dict(norm="post", residual=True),
-    "pre-norm, no residual": dict(norm="pre", residual=False),
-    "post-norm, no residual": dict(norm="post", residual=False),
+    N_("pre-norm"): dict(norm="pre", residual=True),
+    N_("post-norm"): dict(norm="post", residual=True),
+    N_("pre-norm, no residual"): dict(norm="pre", residual=False),
+    N_("post-norm, no residual"): dict(norm="post", residual=False),
 }
 STYLES = {"pre-norm": dict(color="C0"), "post-norm": dict(color="C1"),
           "pre-norm, no residual": dict(color="C0", ls="--"), "post-norm, no residual": dict(color="C1", ls="--")}
@@ -83,7 +85,7 @@ def run(lab):
 
     table, series = [], []
     for k in WIRINGS:
-        table.append({"wiring": k, "first/last at init": init[k][0] / init[k][-1],
+        table.append({"wiring": _(k), "first/last at init": init[k][0] / init[k][-1],
                       "first/last trained": trained[k][0] / trained[k][-1],
                       "first block trained": trained[k][0], "last block trained": trained[k][-1],
                       "val loss": runs[k]["final_val"]})
@@ -95,9 +97,12 @@ def run(lab):
                    for d, g in zip(depths, scan[norm])]
         series += [{"wiring": f"{norm}-norm depth scan, Xavier init", "layers": d, "last_down_proj_grad_init": g}
                    for d, g in zip(depths, scan_x[norm])]
-        table.append({"wiring": f"{norm}-norm: last FFN grad, L={depths[0]} / L={depths[-1]}",
+        wiring = _("pre-norm") if norm == "pre" else _("post-norm")
+        table.append({"wiring": _("{wiring}: last FFN grad, L={low} / L={high}").format(
+                          wiring=wiring, low=depths[0], high=depths[-1]),
                       "first/last at init": scan[norm][0] / scan[norm][-1]})
-        table.append({"wiring": f"{norm}-norm, Xavier init: last FFN grad, L={depths[0]} / L={depths[-1]}",
+        table.append({"wiring": _("{wiring}, Xavier init: last FFN grad, L={low} / L={high}").format(
+                          wiring=wiring, low=depths[0], high=depths[-1]),
                       "first/last at init": scan_x[norm][0] / scan_x[norm][-1]})
     r = {k: trained[k][0] / trained[k][-1] for k in WIRINGS}
     i0 = {k: init[k][0] / init[k][-1] for k in WIRINGS}
@@ -105,27 +110,33 @@ def run(lab):
     shrink = {n: scan[n][0] / scan[n][-1] for n in ("pre", "post")}
     shrink_x = {n: scan_x[n][0] / scan_x[n][-1] for n in ("pre", "post")}
     findings = [
-        f"trained {layers}-layer stack, first block's gradient / last block's: "
-        + ", ".join(f"{k} {v:.2g}" for k, v in r.items()),
-        "at init: " + ", ".join(f"{k} {v:.2g}" for k, v in i0.items()),
-        f"last layer's FFN gradient at init, L={depths[0]} -> L={depths[-1]}: pre-norm shrinks "
-        f"{shrink['pre']:.2f}x (1/sqrt(L) predicts {law:.2f}x), post-norm changes {shrink['post']:.2f}x; "
-        f"with Xavier init {shrink_x['pre']:.2f}x and {shrink_x['post']:.2f}x",
+        _("trained {layers}-layer stack, first block's gradient / last block's: {ratios}").format(
+            layers=layers, ratios=listing(f"{_(k)} {v:.2g}" for k, v in r.items())),
+        _("at init: {ratios}").format(ratios=listing(f"{_(k)} {v:.2g}" for k, v in i0.items())),
+        _("last layer's FFN gradient at init, L={low} -> L={high}: pre-norm shrinks {pre:.2f}x (1/sqrt(L) predicts "
+          "{law:.2f}x), post-norm changes {post:.2f}x; with Xavier init {pre_xavier:.2f}x and "
+          "{post_xavier:.2f}x").format(
+            low=depths[0], high=depths[-1], pre=shrink["pre"], law=law, post=shrink["post"],
+            pre_xavier=shrink_x["pre"], post_xavier=shrink_x["post"]),
     ]
     starved = max(r["pre-norm, no residual"], r["post-norm, no residual"])
     kept = min(r["pre-norm"], r["post-norm"])
     verdict = [
-        ("holds" if starved < 1e-2 < 0.1 < kept else "does not hold")
-        + f" after training: without residuals the first block gets at most {starved:.2g} of the last block's "
-        f"gradient, with them at least {kept:.2g}",
-        "not at init: there the plain stacks err the other way, the gradient grows toward the input "
-        f"({i0['pre-norm, no residual']:.2g}x pre, {i0['post-norm, no residual']:.2g}x post; a SwiGLU FFN with "
-        "small weights is nearly a degree-2 function); without the identity path nothing holds the product near 1",
-        ("Xiong's law holds" if all(s["pre"] > law / 2 and 0.75 < s["post"] < 1.33 for s in (shrink, shrink_x)) else
-         "Xiong's law does not hold with both inits") + " at init; it is about the start of training: "
-        "in a deep post-norm stack at a high learning rate without warm-up the first block's share collapses "
-        "within a few dozen steps (experiment order, regime b)",
+        (_("holds after training: without residuals the first block gets at most {starved:.2g} of the last block's "
+           "gradient, with them at least {kept:.2g}") if starved < 1e-2 < 0.1 < kept else
+         _("does not hold after training: without residuals the first block gets at most {starved:.2g} of the last "
+           "block's gradient, with them at least {kept:.2g}")).format(starved=starved, kept=kept),
+        _("not at init: there the plain stacks err the other way, the gradient grows toward the input ({pre:.2g}x pre, "
+          "{post:.2g}x post; a SwiGLU FFN with small weights is nearly a degree-2 function); without the identity path "
+          "nothing holds the product near 1").format(pre=i0["pre-norm, no residual"],
+                                                     post=i0["post-norm, no residual"]),
+        (_("Xiong's law holds at init; it is about the start of training: in a deep post-norm stack at a high learning "
+           "rate without warm-up the first block's share collapses within a few dozen steps (experiment order, "
+           "regime b)") if all(s["pre"] > law / 2 and 0.75 < s["post"] < 1.33 for s in (shrink, shrink_x)) else
+         _("Xiong's law does not hold with both inits at init; it is about the start of training: in a deep post-norm "
+           "stack at a high learning rate without warm-up the first block's share collapses within a few dozen steps "
+           "(experiment order, regime b)")),
     ]
-    return Result(NAME, TITLE, table, series, fig, findings, claim=CLAIM, verdict=verdict,
+    return Result(NAME, _(TITLE), table, series, fig, findings, claim=_(CLAIM), verdict=verdict,
                   data={"init": init, "trained": trained, "depths": list(depths), "scan": scan, "scan_xavier": scan_x,
                         "layers": layers, "runs": runs})

@@ -121,6 +121,7 @@ class Outcome:
     outputs: dict       # check key -> failure text (for assertion messages)
     points: tuple       # (points lost, points of the module)
     grader_errors: tuple = ()  # checks of any graded module that ended in a grader error: must be empty
+    results: tuple = ()  # every Result of the grading, as values (tests/test_bug_zoo.py words them in Chinese)
 
     @property
     def caught(self):
@@ -146,4 +147,5 @@ def outcome(mutant, results):
     points = (sum(r.points - r.score for r in mine), sum(r.points for r in mine))
     errors = tuple(f"{r.unit}: {r.title}" for r in results if r.failure and r.failure.kind is Kind.GRADER_ERROR)
     return Outcome(mutant, tuple(check_key(r.check) for r in own), tuple(r.title for r in own), elsewhere,
-                   message, how, {check_key(r.check): failure_text(r.failure) for r in own}, points, errors)
+                   message, how, {check_key(r.check): failure_text(r.failure) for r in own}, points, errors,
+                   tuple(results))

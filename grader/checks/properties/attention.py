@@ -24,9 +24,10 @@ from grader.compare import (
 )
 from grader.diagnose.crashes import attention_crash, explaining, no_attribute, nondeterministic, projection_mistake
 from grader.harness import StudentError, both, call, check, only, randn, reference_state
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T
 
-ROPE_HINT = "angles = outer(positions, inv_freq) is (T, head_dim/2); concatenate it with itself"
+KEEPS_SHAPE = T("apply_rope keeps x's shape")
+ROPE_HINT = T("angles = outer(positions, inv_freq) is (T, head_dim/2); concatenate it with itself")
 
 
 def angle_tables(g, T, D):
@@ -45,29 +46,29 @@ def rope_size(g):
 @check(0)
 def check_rope_tables(sub, ref, g):
     """precompute_rope(head_dim, T) gives cos, sin of shape (T, head_dim); position 0 has cos 1, sin 0"""
-    D, T = rope_size(g)
-    what = f"precompute_rope({D}, {T})"
-    got, exp = both(sub, ref, "attention", "precompute_rope", what, calls=[call(D, T)])
+    D, n = rope_size(g)
+    what = f"precompute_rope({D}, {n})"
+    got, exp = both(sub, ref, "attention", "precompute_rope", what, calls=[call(D, n)])
     out = got["results"][0]["output"]
-    require(isinstance(out, list) and len(out) == 2, what, "a tuple (cos, sin) of two tensors", describe_value(out),
-            "return cos, sin", Kind.WRONG_STRUCTURE)
+    require(isinstance(out, list) and len(out) == 2, what, T("a tuple (cos, sin) of two tensors"), describe_value(out),
+            "`return cos, sin`", Kind.WRONG_STRUCTURE)
     # float32 or float64 tables (the docstring leaves the dtype open): compared in float64
-    cos, sin = (require_tensor(t, (T, D), f"{name} of {what}", ROPE_HINT).double()
+    cos, sin = (require_tensor(t, (n, D), T("{name} of {call}", name=name, call=what), ROPE_HINT).double()
                 for name, t in zip(("cos", "sin"), out))
     zeros, ones = torch.zeros(D, dtype=torch.float64), torch.ones(D, dtype=torch.float64)
     swapped = torch.allclose(cos[0], zeros) and torch.allclose(sin[0], ones)
     require(torch.allclose(cos[0], ones) and torch.allclose(sin[0], zeros),
-            "cos[0] and sin[0] (position 0)", "all ones and all zeros",
+            T("cos[0] and sin[0] (position 0)"), T("all ones and all zeros"),
             f"cos[0] = {cos[0][:4].tolist()}..., sin[0] = {sin[0][:4].tolist()}...",
-            "cos and sin come out swapped: return angles.cos(), angles.sin(), cos first" if swapped else
-            "positions start at 0: torch.arange(max_seq_len)")
+            T("cos and sin come out swapped: return angles.cos(), angles.sin(), cos first") if swapped else
+            T("positions start at 0: torch.arange(max_seq_len)"))
     h = D // 2
     require(torch.equal(cos[:, :h], cos[:, h:]) and torch.equal(sin[:, :h], sin[:, h:]),
-            "the two halves of the last dimension of cos", "equal (the rotate-half layout)", "different halves",
-            "cos = torch.cat([angles.cos(), angles.cos()], dim=-1)")
+            T("the two halves of the last dimension of cos"), T("equal (the rotate-half layout)"),
+            T("different halves"), "cos = torch.cat([angles.cos(), angles.cos()], dim=-1)")
     for name, t, e in zip(("cos", "sin"), out, exp["results"][0]["output"]):
-        assert_close(t, e, f"{name} of {what}", FP32, "inv_freq = theta ** (-arange(0, head_dim, 2) / head_dim)",
-                     dtype=False)
+        assert_close(t, e, T("{name} of {call}", name=name, call=what), FP32,
+                     "inv_freq = theta ** (-arange(0, head_dim, 2) / head_dim)", dtype=False)
 
 
 @check(0)
@@ -76,52 +77,55 @@ def check_rope_rotates(sub, ref, g):
     cos, sin = angle_tables(g, 6, 16)
     x = randn(g, 2, 3, 6, 16)
     got, exp = both(sub, ref, "attention", "apply_rope", "apply_rope(x, cos, sin)", calls=[call(x, cos, sin)])
-    y = require_tensor(got["results"][0]["output"], x.shape, "apply_rope(x, cos, sin) for x of shape (2, 3, 6, 16)",
-                       "apply_rope keeps x's shape")
-    require(torch.allclose(y[..., 0, :], x[..., 0, :], atol=1e-6), "apply_rope at position 0 (cos = 1, sin = 0)",
-            "x unchanged", f"max change {(y[..., 0, :] - x[..., 0, :]).abs().max().item():.3g}",
-            "x * cos + rotate_half(x) * sin, with rotate_half(x) = cat([-x2, x1], dim=-1)")
-    require(torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5), "the length of each vector after apply_rope",
-            "unchanged (a rotation keeps lengths)", "changed lengths",
-            "rotate_half must pair channel i with i + d/2: cat([-x2, x1])")
+    y = require_tensor(got["results"][0]["output"], x.shape,
+                       T("{call} for x of shape {shape}", call="apply_rope(x, cos, sin)", shape="(2, 3, 6, 16)"),
+                       KEEPS_SHAPE)
+    require(torch.allclose(y[..., 0, :], x[..., 0, :], atol=1e-6), T("apply_rope at position 0 (cos = 1, sin = 0)"),
+            T("x unchanged"), T("max change {change:.3g}", change=(y[..., 0, :] - x[..., 0, :]).abs().max().item()),
+            T("x * cos + rotate_half(x) * sin, with rotate_half(x) = cat([-x2, x1], dim=-1)"))
+    require(torch.allclose(y.norm(dim=-1), x.norm(dim=-1), atol=1e-5), T("the length of each vector after apply_rope"),
+            T("unchanged (a rotation keeps lengths)"), T("changed lengths"),
+            T("rotate_half must pair channel i with i + d/2: cat([-x2, x1])"))
     assert_close(y, exp["results"][0]["output"], "apply_rope(x, cos, sin)", FP32,
-                 "x * cos + rotate_half(x) * sin: the rotated half is added")
+                 T("x * cos + rotate_half(x) * sin: the rotated half is added"))
 
 
 @check(0)
 def check_rope_relative(sub, ref, g):
     """With RoPE, the score between q at position m and k at position n depends only on m - n"""
-    T, D = 12, 16
+    n, D = 12, 16
     q, k = randn(g, D), randn(g, D)
-    tables, tables_ref = both(sub, ref, "attention", "precompute_rope", f"precompute_rope({D}, {T})",
-                              calls=[call(D, T)])
+    tables, tables_ref = both(sub, ref, "attention", "precompute_rope", f"precompute_rope({D}, {n})",
+                              calls=[call(D, n)])
     out = tables["results"][0]["output"]
-    require(isinstance(out, list) and len(out) == 2, f"precompute_rope({D}, {T})", "a tuple (cos, sin)",
-            describe_value(out), "return cos, sin", Kind.WRONG_STRUCTURE)
-    cos, sin = (require_tensor(t, (T, D), f"precompute_rope({D}, {T})", ROPE_HINT) for t in out)
-    qs, ks = q.expand(T, D).clone(), k.expand(T, D).clone()
-    got = only(sub, "attention", "apply_rope", "apply_rope on q and k repeated at every position, with your tables",
+    require(isinstance(out, list) and len(out) == 2, f"precompute_rope({D}, {n})", T("a tuple (cos, sin)"),
+            describe_value(out), "`return cos, sin`", Kind.WRONG_STRUCTURE)
+    cos, sin = (require_tensor(t, (n, D), f"precompute_rope({D}, {n})", ROPE_HINT) for t in out)
+    qs, ks = q.expand(n, D).clone(), k.expand(n, D).clone()
+    got = only(sub, "attention", "apply_rope", T("apply_rope on q and k repeated at every position, with your tables"),
                calls=[call(qs, cos, sin), call(ks, cos, sin)])
-    rq, rk = (require_tensor(r["output"], (T, D), "apply_rope on a (T, head_dim) input", "apply_rope keeps x's shape")
+    rq, rk = (require_tensor(r["output"], (n, D), T("apply_rope on a (T, head_dim) input"), KEEPS_SHAPE)
               for r in got["results"])
     scores = rq @ rk.T  # (T, T): scores[m, n] = <rope(q, m), rope(k, n)>
     for off in range(-3, 4):
         d = torch.diagonal(scores, off)
         require((d - d[0]).abs().max() <= 1e-4 * (1 + d.abs().max()),
-                "<rope(q, m), rope(k, n)> along the diagonal m - n = " + str(-off),
-                "the same value for every m (relative positions)", f"values from {d.min().item():.4g} to "
-                f"{d.max().item():.4g}", "rotate q and k by the same angle per position and pair; angles = positions "
-                "* inv_freq, the same in both halves")
-    require(not torch.allclose(scores, scores[0, 0].expand_as(scores), atol=1e-4), "the RoPE scores for different "
-            "offsets", "different values (position matters)", "all the same", "the rotation angle must grow with the "
-            "position")
+                T("<rope(q, m), rope(k, n)> along the diagonal m - n = {offset}", offset=-off),
+                T("the same value for every m (relative positions)"),
+                T("values from {low:.4g} to {high:.4g}", low=d.min().item(), high=d.max().item()),
+                T("rotate q and k by the same angle per position and pair; angles = positions * inv_freq, the same in "
+                  "both halves"))
+    require(not torch.allclose(scores, scores[0, 0].expand_as(scores), atol=1e-4),
+            T("the RoPE scores for different offsets"), T("different values (position matters)"), T("all the same"),
+            T("the rotation angle must grow with the position"))
     ref_cos, ref_sin = tables_ref["results"][0]["output"]
     for name, t, e in zip(("cos", "sin"), (cos, sin), (ref_cos, ref_sin)):
-        assert_close(t, e, f"{name} of precompute_rope({D}, {T})", FP32, ROPE_HINT, dtype=False)
-    got, exp = both(sub, ref, "attention", "apply_rope", "apply_rope on q and k repeated at every position",
+        assert_close(t, e, T("{name} of {call}", name=name, call=f"precompute_rope({D}, {n})"), FP32,
+                     ROPE_HINT, dtype=False)
+    got, exp = both(sub, ref, "attention", "apply_rope", T("apply_rope on q and k repeated at every position"),
                     calls=[call(qs, ref_cos, ref_sin), call(ks, ref_cos, ref_sin)])
     for r, e in zip(got["results"], exp["results"]):
-        assert_close(r["output"], e["output"], "apply_rope(x, cos, sin) on a (T, head_dim) input", FP32,
+        assert_close(r["output"], e["output"], T("apply_rope(x, cos, sin) on a (T, head_dim) input"), FP32,
                      "x * cos + rotate_half(x) * sin")
 
 
@@ -129,23 +133,23 @@ def cfg_init(C=32, H=4, Hkv=None, T=16):
     return ([C, H], {"num_kv_heads": Hkv, "max_seq_len": T})
 
 
-def at_t1(sub, ref, g, Hkv, T=16, label=None):
+def at_t1(sub, ref, g, Hkv, max_len=16, label=None):
     """The output for one position, with random weights: only the projections and the heads are at play.
 
     (And the softmax: its one weight must be exactly 1, which a scale or a mask applied after it breaks.)
     """
-    sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, T, g=g)
+    sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, max_len, g=g)
     x = randn(g, 3, 1, 32)
-    label = label or f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) at T = 1"
-    init = cfg_init(Hkv=Hkv, T=T)
+    label = label or T("{call} at T = 1", call=f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)")
+    init = cfg_init(Hkv=Hkv, T=max_len)
     variants = ref.variants("attention_variants", x=x, sd=sd, H=4, Hkv=Hkv)
     with explaining(attention_crash(4, Hkv)):
         got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=init, load=sd, calls=[call(x)])
     with explaining(nondeterministic(sub, "attention", "CausalSelfAttention", x, init=init, load=sd)):
         assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32_DEEP,
-                     "at one position attention only copies v, with a softmax weight of exactly 1: "
-                     "o_proj(merge(repeat_kv(v_proj(x)))); check v_proj, the kv-head repeat, o_proj and that nothing "
-                     "rescales the weights after the softmax", variants)
+                     T("at one position attention only copies v, with a softmax weight of exactly 1: "
+                       "o_proj(merge(repeat_kv(v_proj(x)))); check v_proj, the kv-head repeat, o_proj and that nothing "
+                       "rescales the weights after the softmax"), variants)
 
 
 @check(1)
@@ -157,24 +161,26 @@ def check_parameters(sub, ref, g):
         keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
         want = {"q_proj.weight": (32, 32), "k_proj.weight": (kv_rows, 32), "v_proj.weight": (kv_rows, 32),
                 "o_proj.weight": (32, 32)}
-        what = f"CausalSelfAttention(32, 4, num_kv_heads={Hkv}).state_dict() names and shapes"
+        what = T("{call} names and shapes", call=f"CausalSelfAttention(32, 4, num_kv_heads={Hkv}).state_dict()")
         compared()
         if keys != want:  # the shapes say which size went wrong when they single one out
             found = projection_mistake(keys, 4, Hkv)
             raise CheckFailure(what, repr(want), repr(keys), found[1] if found else
-                               "nn.Linear(..., bias=False); q_proj and o_proj have num_heads * head_dim features, "
-                               "k_proj and v_proj num_kv_heads * head_dim, with head_dim = hidden_size // num_heads; "
-                               "RoPE tables are buffers with persistent=False", found[0] if found else None,
+                               T("nn.Linear(..., bias=False); q_proj and o_proj have num_heads * head_dim features, "
+                                 "k_proj and v_proj num_kv_heads * head_dim, with head_dim = hidden_size // num_heads; "
+                                 "RoPE tables are buffers with persistent=False"), found[0] if found else None,
                                Kind.WRONG_STRUCTURE)
         head_dim = got["attrs"]["head_dim"]
         if isinstance(head_dim, dict) and head_dim.get("__missing__"):  # the worker's mark for an absent attribute
             compared()
-            likely, hint = no_attribute("CausalSelfAttention", "head_dim")
-            raise CheckFailure("CausalSelfAttention(32, 4).head_dim", "8", "CausalSelfAttention has no attribute "
-                               "head_dim", hint.replace(" (", ": self.head_dim = hidden_size // num_heads (", 1),
-                               likely, Kind.WRONG_STRUCTURE)
+            likely = no_attribute("CausalSelfAttention", "head_dim")[0]  # its hint, with the line to write:
+            raise CheckFailure("CausalSelfAttention(32, 4).head_dim", "8",
+                               T("CausalSelfAttention has no attribute head_dim"),
+                               T("assign self.head_dim in CausalSelfAttention.__init__, before anything reads it: "
+                                 "self.head_dim = hidden_size // num_heads (the docstring lists the attributes the "
+                                 "module keeps)"), likely, Kind.WRONG_STRUCTURE)
         assert_equal(head_dim, 8, "CausalSelfAttention(32, 4).head_dim",
-                     "set self.head_dim = hidden_size // num_heads in __init__ (forward and the checks read it)")
+                     T("set self.head_dim = hidden_size // num_heads in __init__ (forward and the checks read it)"))
         at_t1(sub, ref, g, Hkv)  # the weights are used as named
 
 
@@ -187,8 +193,9 @@ def check_output_shape(sub, g):
             got = only(sub, "attention", "CausalSelfAttention", f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)",
                        init=cfg_init(Hkv=Hkv), calls=[call(x)])
         y = got["results"][0]["output"]
-        require_tensor(y, x.shape, f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x) for x of shape {fmt_shape(x)}",
-                       "merge the heads back: y.transpose(1, 2).reshape(B, T, C), then o_proj")
+        require_tensor(y, x.shape, T("{call} for x of shape {shape}",
+                                     call=f"CausalSelfAttention(32, 4, num_kv_heads={Hkv})(x)", shape=fmt_shape(x)),
+                       T("merge the heads back: y.transpose(1, 2).reshape(B, T, C), then o_proj"))
 
 
 def _raises_value_error(sub, what, hint, **kwargs):
@@ -201,36 +208,40 @@ def _raises_value_error(sub, what, hint, **kwargs):
             return
         if e.failure.kind is Kind.NOT_IMPLEMENTED:
             raise
-        raise CheckFailure(what, "ValueError", e.failure.got, hint + " and raise ValueError with a clear message",
+        raise CheckFailure(what, "ValueError", e.failure.got,
+                           T("{hint} and raise ValueError with a clear message", hint=hint),
                            kind=Kind.WRONG_VALUE) from None
-    raise CheckFailure(what, "ValueError", "no error", hint + " and raise ValueError with a clear message")
+    raise CheckFailure(what, "ValueError", T("no error"),
+                       T("{hint} and raise ValueError with a clear message", hint=hint))
 
 
 @check(1)
 def check_validation(sub, ref, g):
     """Bad configurations and T > max_seq_len raise ValueError; a good one runs (T = max_seq_len) and matches at T = 1"""
-    _raises_value_error(sub, "CausalSelfAttention with hidden_size 30 and 4 heads",
-                        "check hidden_size % num_heads in __init__", init=([30, 4], {}))
-    _raises_value_error(sub, "CausalSelfAttention with 4 heads and 3 kv heads",
-                        "check num_heads % num_kv_heads in __init__", init=([32, 4], {"num_kv_heads": 3}))
-    _raises_value_error(sub, "CausalSelfAttention(32, 4, max_seq_len=8) on T = 9",
-                        "check T against self.max_seq_len at the start of forward: the RoPE tables stop there",
+    _raises_value_error(sub, T("CausalSelfAttention with hidden_size {hidden} and {heads} heads", hidden=30, heads=4),
+                        T("check hidden_size % num_heads in __init__"), init=([30, 4], {}))
+    _raises_value_error(sub, T("CausalSelfAttention with {heads} heads and {kv_heads} kv heads", heads=4, kv_heads=3),
+                        T("check num_heads % num_kv_heads in __init__"), init=([32, 4], {"num_kv_heads": 3}))
+    _raises_value_error(sub, T("{call} on T = {length}", call="CausalSelfAttention(32, 4, max_seq_len=8)", length=9),
+                        T("check T against self.max_seq_len at the start of forward: the RoPE tables stop there"),
                         init=cfg_init(T=8), calls=[call(randn(g, 1, 9, 32))])
     with explaining(attention_crash(4)):
-        only(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4, max_seq_len=8)(x) on T = 8",
+        only(sub, "attention", "CausalSelfAttention",
+             T("{call} on T = {length}", call="CausalSelfAttention(32, 4, max_seq_len=8)(x)", length=8),
              init=cfg_init(T=8), calls=[call(randn(g, 1, 8, 32))])
-    at_t1(sub, ref, g, None, T=8, label="CausalSelfAttention(32, 4, max_seq_len=8)(x) at T = 1")
+    at_t1(sub, ref, g, None, max_len=8,
+          label=T("{call} at T = 1", call="CausalSelfAttention(32, 4, max_seq_len=8)(x)"))
 
 
 @check(2)
 def check_causal(sub, ref, g):
     """Changing token t never changes the outputs before t (and does change output t)"""
-    T = 10
+    n = 10  # positions
     for Hkv in (None, 2):
         sd = reference_state(ref, "attention", "CausalSelfAttention", 32, 4, Hkv, 16, g=g)
-        x = randn(g, 2, T, 32)
+        x = randn(g, 2, n, 32)
         calls = [call(x)]
-        for t in (0, 4, T - 1):
+        for t in (0, 4, n - 1):
             x2 = x.clone()
             x2[:, t] += randn(g, 2, 32) * 3
             calls.append(call(x2))
@@ -241,33 +252,37 @@ def check_causal(sub, ref, g):
         variants = ref.variants("attention_variants", x=x, sd=sd, H=4, Hkv=Hkv)
         with explaining(attention_crash(4, Hkv)):
             got, exp = both(sub, ref, "attention", "CausalSelfAttention", label, init=init, load=sd, calls=calls)
-        ys = [require_tensor(r["output"], x.shape, f"{label}(x)", "merge the heads back to (B, T, C)")
+        ys = [require_tensor(r["output"], x.shape, f"{label}(x)", T("merge the heads back to (B, T, C)"))
               for r in got["results"]]
         y = ys[0]
         with explaining(nondeterministic(sub, "attention", "CausalSelfAttention", x, init=init, load=sd)):
-            for t, y2 in zip((0, 4, T - 1), ys[1:]):
+            for t, y2 in zip((0, 4, n - 1), ys[1:]):
                 if t > 0:
                     moved = (y2[:, :t] - y[:, :t]).abs().amax(dim=(0, 2)) > 1e-5
                     compared()
                     if bool(moved.any()):
                         found = match_variant(y, variants, FP32_DEEP)
-                        raise CheckFailure(f"outputs before position {t} after changing the input at position {t}",
-                                           "unchanged (no position may see the future)",
-                                           f"output at position {int(moved.nonzero()[0])} changed",
-                                           found[1] if found else "mask the scores above the diagonal with -inf "
-                                           "before the softmax: torch.triu(torch.ones(T, T, dtype=torch.bool), "
-                                           "diagonal=1); then softmax over the keys (dim=-1)",
+                        raise CheckFailure(T("outputs before position {t} after changing the input at position {t}",
+                                             t=t),
+                                           T("unchanged (no position may see the future)"),
+                                           T("output at position {position} changed",
+                                             position=int(moved.nonzero()[0])),
+                                           found[1] if found else
+                                           T("mask the scores above the diagonal with -inf before the softmax: "
+                                             "torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1); then "
+                                             "softmax over the keys (dim=-1)"),
                                            found[0] if found else None)
                 require(not torch.allclose(y2[:, t], y[:, t], atol=1e-6),
-                        f"the output at position {t} after changing the input there",
-                        "a different output (a token attends to itself)", "unchanged",
-                        "the diagonal must stay unmasked: triu(..., diagonal=1)")
+                        T("the output at position {t} after changing the input there", t=t),
+                        T("a different output (a token attends to itself)"), T("unchanged"),
+                        T("the diagonal must stay unmasked: triu(..., diagonal=1)"))
             # the first position may see only itself: its output is the reference's whatever the mask, scale or RoPE
             for i, (y, e) in enumerate(zip(ys, (r["output"] for r in exp["results"]))):
-                assert_close(y[:, :1], e[:, :1], f"{label}(x) at position 0, which attends only to itself", FP32_DEEP,
-                             "position 0 sees only key 0: its softmax weight is exactly 1 (softmax over the keys, "
-                             "dim=-1, and nothing rescaling the weights after it), so its output is "
-                             "o_proj(v_proj(x_0))",
+                assert_close(y[:, :1], e[:, :1],
+                             T("{call} at position 0, which attends only to itself", call=f"{label}(x)"), FP32_DEEP,
+                             T("position 0 sees only key 0: its softmax weight is exactly 1 (softmax over the keys, "
+                               "dim=-1, and nothing rescaling the weights after it), so its output is "
+                               "o_proj(v_proj(x_0))"),
                              first_position(variants) if i == 0 else None)
 
 

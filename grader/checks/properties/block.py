@@ -23,13 +23,14 @@ from grader.harness import (
     reference_state,
     standin_block_parts,
 )
-from kit.outcome import CheckFailure
+from kit.outcome import CheckFailure, T
 
 BLOCK_KEYS = {"input_layernorm.weight": (32,), "self_attn.q_proj.weight": (32, 32),
               "self_attn.k_proj.weight": (32, 32), "self_attn.v_proj.weight": (32, 32),
               "self_attn.o_proj.weight": (32, 32), "post_attention_layernorm.weight": (32,),
               "mlp.gate_proj.weight": (128, 32), "mlp.up_proj.weight": (128, 32), "mlp.down_proj.weight": (32, 128)}
-FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"
+FFN_HINT = "down_proj(silu(gate_proj(x)) * up_proj(x))"  # code: shown as it is in every language
+WIRING_HINT = "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))"
 
 
 @check(0)
@@ -41,12 +42,13 @@ def check_feedforward_parameters(sub, ref, g):
         keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
         want = {"gate_proj.weight": (width, hidden), "up_proj.weight": (width, hidden),
                 "down_proj.weight": (hidden, width)}
-        assert_equal(keys, want, f"FeedForward({hidden}, intermediate_size={inter}).state_dict() names and shapes",
-                     "the default is 64 * math.ceil(8 * hidden_size / 3 / 64) (128 for 32 and 48, 320 for 100); "
-                     "bias=False")
+        assert_equal(keys, want, T("{call}.state_dict() names and shapes",
+                                   call=f"FeedForward({hidden}, intermediate_size={inter})"),
+                     T("the default is 64 * math.ceil(8 * hidden_size / 3 / 64) (128 for 32 and 48, 320 for 100); "
+                       "bias=False"))
     sd = reference_state(ref, "block", "FeedForward", 32, g=g)
     x = randn(g, 2, 3, 32)
-    got, exp = both(sub, ref, "block", "FeedForward", "FeedForward(32)(x) with loaded weights", init=([32], {}),
+    got, exp = both(sub, ref, "block", "FeedForward", T("FeedForward(32)(x) with loaded weights"), init=([32], {}),
                     load=sd, calls=[call(x)])
     assert_close(got["results"][0]["output"], exp["results"][0]["output"], "FeedForward(32)(x)", FP32, FFN_HINT,
                  ref.variants("ffn_variants", x=x, sd=sd))
@@ -69,30 +71,30 @@ def check_block_parameters(sub, ref, g):
     x = randn(g, 2, 5, 32)
     got, exp, _ = hybrid(sub, ref, g, "TransformerBlock(32, 4)", {}, want=["structure"], load=False)
     keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
-    assert_equal(keys, BLOCK_KEYS, "TransformerBlock(32, 4).state_dict() names and shapes",
-                 "build self.input_layernorm = RMSNorm(...), self.self_attn = CausalSelfAttention(...), "
-                 "self.post_attention_layernorm = RMSNorm(...), self.mlp = FeedForward(...)")
+    assert_equal(keys, BLOCK_KEYS, T("{call}.state_dict() names and shapes", call="TransformerBlock(32, 4)"),
+                 T("build self.input_layernorm = RMSNorm(...), self.self_attn = CausalSelfAttention(...), "
+                   "self.post_attention_layernorm = RMSNorm(...), self.mlp = FeedForward(...)"))
     ids = {name: i for name, _, i, _ in got["structure"]["modules"]}
     require(ids.get("input_layernorm") != ids.get("post_attention_layernorm"),
-            "input_layernorm and post_attention_layernorm", "two separate RMSNorm modules", "the same module twice",
-            "create two RMSNorm objects: each sublayer needs its own weight")
+            T("input_layernorm and post_attention_layernorm"), T("two separate RMSNorm modules"),
+            T("the same module twice"), T("create two RMSNorm objects: each sublayer needs its own weight"))
     # the block's arguments reach its components (their parameter shapes show it), and the wiring computes
     for kwargs, changed, hint in (
             ({"intermediate_size": 48}, {"mlp.gate_proj.weight": (48, 32), "mlp.up_proj.weight": (48, 32),
                                          "mlp.down_proj.weight": (32, 48)},
-             "pass intermediate_size on: self.mlp = FeedForward(hidden_size, intermediate_size)"),
+             T("pass intermediate_size on: self.mlp = FeedForward(hidden_size, intermediate_size)")),
             ({"num_kv_heads": 2}, {"self_attn.k_proj.weight": (16, 32), "self_attn.v_proj.weight": (16, 32)},
-             "pass num_kv_heads on: CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
-             "rope_theta)")):
+             T("pass num_kv_heads on: CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
+               "rope_theta)"))):
         args = ", ".join(f"{k}={v}" for k, v in kwargs.items())
         other, _, _ = hybrid(sub, ref, g, f"TransformerBlock(32, 4, {args})", kwargs, load=False)
         assert_equal({k: tuple(v[0]) for k, v in other["keys"].items()}, {**BLOCK_KEYS, **changed},
-                     f"TransformerBlock(32, 4, {args}).state_dict() names and shapes", hint)
-        got, exp, _ = hybrid(sub, ref, g, f"TransformerBlock(32, 4, {args})(x) over stand-ins", kwargs,
-                             calls=[call(x)])
+                     T("{call}.state_dict() names and shapes", call=f"TransformerBlock(32, 4, {args})"), hint)
+        got, exp, _ = hybrid(sub, ref, g, T("{call} over stand-ins", call=f"TransformerBlock(32, 4, {args})(x)"),
+                             kwargs, calls=[call(x)])
         assert_close(got["results"][0]["output"], exp["results"][0]["output"],
-                     f"TransformerBlock(32, 4, {args})(x) over the grader's stand-ins", FP32,
-                     "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
+                     T("{call} over the grader's stand-ins", call=f"TransformerBlock(32, 4, {args})(x)"), FP32,
+                     WIRING_HINT)
 
 
 @check(0)
@@ -104,8 +106,9 @@ def check_block_shape(sub, g):
                    init=([32, 4], {"num_kv_heads": Hkv, "max_seq_len": 16}), calls=[call(x)],
                    standins=BLOCK_STANDINS, patch=BLOCK_PATCH)
         y = got["results"][0]["output"]
-        require_tensor(y, x.shape, f"TransformerBlock(32, 4)(x) for x of shape {fmt_shape(x)}",
-                       "each residual branch adds to the stream: (B, T, C) in, (B, T, C) out")
+        require_tensor(y, x.shape, T("{call} for x of shape {shape}", call="TransformerBlock(32, 4)(x)",
+                                     shape=fmt_shape(x)),
+                       T("each residual branch adds to the stream: (B, T, C) in, (B, T, C) out"))
 
 
 @check(0)
@@ -114,18 +117,20 @@ def check_block_causal(sub, ref, g):
     x = randn(g, 2, 9, 32)
     x2 = x.clone()
     x2[:, 5] += 3.0
-    got, exp, _ = hybrid(sub, ref, g, "TransformerBlock(32, 4) over stand-ins", {}, calls=[call(x), call(x2)])
+    got, exp, _ = hybrid(sub, ref, g, T("{call} over stand-ins", call="TransformerBlock(32, 4)"), {},
+                         calls=[call(x), call(x2)])
     y, y2 = (require_tensor(r["output"], x.shape, "TransformerBlock(32, 4)(x)") for r in got["results"])
     require(torch.allclose(y[:, :5], y2[:, :5], atol=1e-5),
-            "block outputs before position 5 after changing the input at position 5", "unchanged", "changed",
-            "the block must only pass information forward in time: its attention reads x through input_layernorm")
+            T("block outputs before position 5 after changing the input at position 5"), T("unchanged"), T("changed"),
+            T("the block must only pass information forward in time: its attention reads x through input_layernorm"))
     for a, e in zip((y, y2), (r["output"] for r in exp["results"])):
-        assert_close(a[:, :1], e[:, :1], "TransformerBlock(32, 4)(x) at position 0 over the grader's stand-ins", FP32,
-                     "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))")
+        assert_close(a[:, :1], e[:, :1], T("TransformerBlock(32, 4)(x) at position 0 over the grader's stand-ins"),
+                     FP32,
+                     WIRING_HINT)
 
 
-PATHS_HINT = ("h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h)): each residual adds "
-              "to the un-normalised stream (x, not input_layernorm(x)), and no norm sits on the stream itself")
+PATHS_HINT = T("h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h)): each residual "
+               "adds to the un-normalised stream (x, not input_layernorm(x)), and no norm sits on the stream itself")
 
 
 @check(2)
@@ -136,16 +141,17 @@ def check_residual_paths(sub, ref, g):
     parts = standin_block_parts(base, 32, 4)
     with torch.no_grad():  # what a pre-norm block around the stand-ins gives when a sublayer outputs zero
         expected = [x, x + parts["mlp"](parts["n2"](x)), x + parts["attn"](parts["n1"](x))]
-    meaning = ["both sublayers output zero, so the block must be the identity",
-               "attention outputs zero, so h = x and the block is x + mlp(post_attention_layernorm(x))",
-               "the MLP outputs zero, so the block is x + self_attn(input_layernorm(x))"]
+    meaning = [T("both sublayers output zero, so the block must be the identity"),
+               T("attention outputs zero, so h = x and the block is x + mlp(post_attention_layernorm(x))"),
+               T("the MLP outputs zero, so the block is x + self_attn(input_layernorm(x))")]
     init = ([32, 4], {"max_seq_len": 16})
     cases = []
     with explaining(bypassed(sub, "block", "TransformerBlock", init, BLOCK_STANDINS, BLOCK_PATCH)):
         for zero, exp, why in zip((("self_attn.o_proj.weight", "mlp.down_proj.weight"), ("self_attn.o_proj.weight",),
                                    ("mlp.down_proj.weight",)), expected, meaning):
             sd = {k: (torch.zeros_like(v) if k in zero else v) for k, v in base.items()}
-            what = f"TransformerBlock(32, 4)(x) with {' and '.join(zero)} set to zero (around the grader's stand-ins)"
+            names = T("{first} and {second}", first=zero[0], second=zero[1]) if len(zero) == 2 else zero[0]
+            what = T("TransformerBlock(32, 4)(x) with {names} set to zero (around the grader's stand-ins)", names=names)
             got = only(sub, "block", "TransformerBlock", what, init=init, load=sd, standins=BLOCK_STANDINS,
                        patch=BLOCK_PATCH, calls=[call(x)])
             y = require_tensor(got["results"][0]["output"], exp.shape, what)
@@ -156,7 +162,8 @@ def check_residual_paths(sub, ref, g):
             compared()
             if not err <= 1e-5:  # NaN fails too
                 found = _wiring(cases)
-                raise CheckFailure(what, why, f"max abs difference {err:.3g}", found[1] if found else PATHS_HINT,
+                raise CheckFailure(what, why, T("max abs difference {err:.3g}", err=err),
+                                   found[1] if found else PATHS_HINT,
                                    found[0] if found else None)
 
 

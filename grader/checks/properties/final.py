@@ -28,7 +28,7 @@ from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
 from kit.corpus import CharTokenizer, DataError, find, split
 from kit.machine import usable_threads
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T, said
 from kit.perplexity import (
     CONFIDENCE,
     FINAL_TIMEOUT,
@@ -50,15 +50,22 @@ BATCH = 8  # windows per forward call
 CHUNK = 128  # windows per request to the worker at the desk: a few seconds each, a few MB of logits
 AGREE = 4  # windows on which the submission's model must give the reference's logits (of the first look's)
 CALL_TIMEOUT = 120  # seconds for one request to the worker, within the check's own deadline
-TRAIN_HINT = ("run `make train` (it stops by itself once under 2.5; about half an hour on 2 CPU cores, minutes on "
-              "a GPU: BENCHMARKS.md has the measured times)")
-TIME_HINT = ("this is not a verdict on your model: the grading machine was too slow or too busy to finish the "
-             "measurement in time; the course staff can give it more time (python -m grader --final-timeout S) "
-             "or grade again when the machine is less busy")
+# the English wording of the hints that name `make` targets is what classroom/notebook/grading.py (NOTEBOOK_HINTS)
+# rewrites for notebooks: keep it
+TRAIN_HINT = T("run `make train` (it stops by itself once under 2.5; about half an hour on 2 CPU cores, minutes on "
+               "a GPU: BENCHMARKS.md has the measured times)")
+TIME_HINT = T("this is not a verdict on your model: the grading machine was too slow or too busy to finish the "
+              "measurement in time; the course staff can give it more time (python -m grader --final-timeout S) "
+              "or grade again when the machine is less busy")
 
 
 def fail(checked, got, hint, expected=None, kind=Kind.WRONG_VALUE):
     raise CheckFailure(checked, expected, got, hint, kind=kind)
+
+
+def message(e):
+    """An exception's message: its ``Text`` where it was raised with one (worded in any language), else its str."""
+    return said(e)
 
 
 def student_logits(sub, weights, vocab, xs, what, deadline):
@@ -72,7 +79,7 @@ def student_logits(sub, weights, vocab, xs, what, deadline):
         if e.failure.kind is Kind.TIMED_OUT and timeout < CALL_TIMEOUT:
             raise OutOfTime(None) from None
         raise
-    return [require_tensor(r["output"], (*x.shape, vocab), what, "logits must be (B, T, vocab_size)")
+    return [require_tensor(r["output"], (*x.shape, vocab), what, T("logits must be (B, T, vocab_size)"))
             for x, r in zip(xs, got["results"])]
 
 
@@ -85,10 +92,11 @@ class DeskMeasurement:
         self.label, self.deadline = label, deadline
 
     def __call__(self, i, j):
-        T = CURRICULUM["max_seq_len"]
-        batches = [batch(self.ids, self.starts[k:min(k + BATCH, j)], T) for k in range(i, j, BATCH)]
+        seq_len = CURRICULUM["max_seq_len"]
+        batches = [batch(self.ids, self.starts[k:min(k + BATCH, j)], seq_len) for k in range(i, j, BATCH)]
         outs = student_logits(self.sub, self.weights, self.vocab, [x for x, _ in batches],
-                              f"TransformerLM with your checkpoint on {self.label} windows", self.deadline)
+                              T("TransformerLM with your checkpoint on {split} windows", split=self.label),
+                              self.deadline)
         return [v for (_, y), logits in zip(batches, outs) for v in window_losses(logits, y).tolist()]
 
 
@@ -106,19 +114,23 @@ def corpus(grading):
         path = grading.corpus or find()
         return open(path, encoding="utf-8").read()
     except (DataError, OSError, UnicodeDecodeError) as e:
-        e = f"{e.filename}: {e.strerror.lower()}" if isinstance(e, OSError) and e.strerror else e
+        # the system's own words for an unreadable file (its error text, as it is)
+        got = T("{path}: {error}", path=str(e.filename), error=e.strerror.lower()) \
+            if isinstance(e, OSError) and e.strerror else message(e)
         # the grading's own input, not the submission: at the desk `make data` restores it, a course grader is broken
-        fail("the TinyShakespeare corpus the check measures on", str(e), "run `make data` to restore it; on the "
-             "course's grader, please tell the course staff", kind=Kind.GRADER_ERROR)
+        fail(T("the TinyShakespeare corpus the check measures on"), got, T("run `make data` to restore it; on the "
+             "course's grader, please tell the course staff"), kind=Kind.GRADER_ERROR)
 
 
 def out_of_time(budget, estimate):
     """The check's deadline passed before the measurement could decide: the machine's failure, not the model's."""
-    so_far = (f"after {estimate.windows} of at most {LOOKS[-1]} windows the perplexity was {estimate.describe()}, "
-              f"not yet decided at {CONFIDENCE:.0%} confidence" if estimate is not None else
-              "before the measurement had two windows")
-    fail(f"the final check's measurement, within its {budget:g} s", f"the time ran out: {so_far}", TIME_HINT,
-         f"a verdict within {budget:g} s", Kind.STARVED)
+    so_far = (T("after {windows} of at most {most} windows the perplexity was {estimate}, not yet decided at "
+                "{confidence:.0%} confidence", windows=estimate.windows, most=LOOKS[-1], estimate=estimate.describe(),
+                confidence=CONFIDENCE) if estimate is not None else
+              T("before the measurement had two windows"))
+    fail(T("the final check's measurement, within its {budget:g} s", budget=budget),
+         T("the time ran out: {so_far}", so_far=so_far), TIME_HINT, T("a verdict within {budget:g} s", budget=budget),
+         Kind.STARVED)
 
 
 @check(15)
@@ -128,65 +140,66 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     deadline = time.monotonic() + budget
     text = corpus(grading)
     tok = CharTokenizer.from_text(text)
-    V, T = tok.vocab_size, CURRICULUM["max_seq_len"]
+    V, seq_len = tok.vocab_size, CURRICULUM["max_seq_len"]
     shapes, _ = ref.template("decoder", "TransformerLM", (V,), dict(CURRICULUM))
     path, shown = grading.checkpoint, grading.checkpoint_shown
     if path is None or not path.is_file():
-        fail("the checkpoint of your trained model", f"no file at {shown}", TRAIN_HINT + ", then `make check` again; "
-             "to hand it in through git, commit it explicitly (runs/ is ignored): `git add -f runs/final.pt`",
-             "runs/final.pt (or --checkpoint PATH)", Kind.NOT_IMPLEMENTED)
+        fail(T("the checkpoint of your trained model"), T("no file at {path}", path=str(shown)),
+             T("{train}, then `make check` again; to hand it in through git, commit it explicitly (runs/ is ignored): "
+               "`git add -f runs/final.pt`", train=TRAIN_HINT),
+             T("runs/final.pt (or --checkpoint PATH)"), Kind.NOT_IMPLEMENTED)
     try:
         info, weights = read_model(path, {k: s for k, (s, _) in shapes.items()}, shown)
     except CheckpointError as e:
-        fail("the checkpoint of your trained model", str(e), "train the curriculum's model with `make train`; do not "
-             "edit the file", "a checkpoint of the curriculum's 4 x 256 TransformerLM", Kind.WRONG_STRUCTURE)
+        fail(T("the checkpoint of your trained model"), message(e), T("train the curriculum's model with `make train`; "
+             "do not edit the file"), T("a checkpoint of the curriculum's 4 x 256 TransformerLM"), Kind.WRONG_STRUCTURE)
     weights = {k: v.float() for k, v in weights.items()}
     tied = ("embed_tokens.weight", "lm_head.weight")
     require(all(k in weights for k in tied) and torch.equal(weights[tied[0]], weights[tied[1]]),
-            "the checkpoint's tied weights (embed_tokens.weight and lm_head.weight)", "the same matrix",
-            "two different matrices", "the head is tied to the embedding: train the curriculum's model with `make "
-            "train`; do not edit the file", Kind.WRONG_STRUCTURE)
-    require(info.get("config") == CURRICULUM, "the checkpoint's model configuration", str(CURRICULUM),
-            str(info.get("config")), "train the curriculum's model: `make train` with the default sizes",
+            T("the checkpoint's tied weights (embed_tokens.weight and lm_head.weight)"), T("the same matrix"),
+            T("two different matrices"), T("the head is tied to the embedding: train the curriculum's model with `make "
+                                           "train`; do not edit the file"), Kind.WRONG_STRUCTURE)
+    require(info.get("config") == CURRICULUM, T("the checkpoint's model configuration"), str(CURRICULUM),
+            str(info.get("config")), T("train the curriculum's model: `make train` with the default sizes"),
             Kind.WRONG_STRUCTURE)
-    require(info.get("vocab") == "".join(tok.chars), "the checkpoint's vocabulary",
-            f"the corpus's {V} characters", "another vocabulary", "train on data/tinyshakespeare.txt with `make train`",
-            Kind.WRONG_STRUCTURE)
+    require(info.get("vocab") == "".join(tok.chars), T("the checkpoint's vocabulary"),
+            T("the corpus's {n} characters", n=V), T("another vocabulary"),
+            T("train on data/tinyshakespeare.txt with `make train`"), Kind.WRONG_STRUCTURE)
     train_ids, val_ids = split(tok.ids(text))
     # the windows, drawn at random from the grading's seed (secret in every graded flow, SEED at the desk): the
     # sequential test measures them in this order, as many as it needs
-    starts = windows(len(train_ids), T, TRAIN_CHARS, window_seed(grading.seed, "train"))
+    starts = windows(len(train_ids), seq_len, TRAIN_CHARS, window_seed(grading.seed, "train"))
 
     # the submission's own model, loaded with the checkpoint, in one request: on a causality probe (the second half
     # of two windows changed) and, where the reference measures, on training windows of the first look (always
     # measured), picked afresh for this grading
-    x, _ = batch(train_ids, windows(len(train_ids), T, 2 * T, SEED + 7), T)
+    x, _ = batch(train_ids, windows(len(train_ids), seq_len, 2 * seq_len, SEED + 7), seq_len)
     x2 = x.clone()
-    x2[:, T // 2:] = (x2[:, T // 2:] + 1 + torch.arange(T - T // 2) % (V - 1)) % V
+    x2[:, seq_len // 2:] = (x2[:, seq_len // 2:] + 1 + torch.arange(seq_len - seq_len // 2) % (V - 1)) % V
     model = reference_model(ref, V, weights)
     picks = sorted(secrets.SystemRandom().sample(range(LOOKS[0]), AGREE)) if model is not None else []
-    probes, what = [x, x2], "TransformerLM with your checkpoint on a causality probe"
+    probes, what = [x, x2], T("TransformerLM with your checkpoint on a causality probe")
     if picks:
-        probes.append(batch(train_ids, starts[picks], T)[0])
-        what += " and on sampled training windows"
+        probes.append(batch(train_ids, starts[picks], seq_len)[0])
+        what = T("TransformerLM with your checkpoint on a causality probe and on sampled training windows")
     try:
         y, y2, *sampled = student_logits(sub, weights, V, probes, what, deadline)
 
         # 1. causal: changing the second half of a window must not move the logits of the first half
-        err = (y[:, :T // 2] - y2[:, :T // 2]).abs().max().item()
-        require(err <= 1e-4, "logits at positions < 128 after changing the characters at positions >= 128",
-                "unchanged (tolerance 1e-4)", f"changed by up to {err:.3g}",
-                "the model must not see the future: check the attention mask")
+        err = (y[:, :seq_len // 2] - y2[:, :seq_len // 2]).abs().max().item()
+        require(err <= 1e-4, T("logits at positions < 128 after changing the characters at positions >= 128"),
+                T("unchanged (tolerance 1e-4)"), T("changed by up to {err:.3g}", err=err),
+                T("the model must not see the future: check the attention mask"))
 
         # 2. the perplexity with teacher forcing over full windows, as many as the sequential test needs
         if model is not None:  # computed here, from the weights: nothing the submission says counts
             from grader.measure import measure, sample
-            est, kept, precision = measure(model, train_ids, starts, T, TARGET_PERPLEXITY, keep=picks,
+            est, kept, precision = measure(model, train_ids, starts, seq_len, TARGET_PERPLEXITY, keep=picks,
                                            threads=usable_threads(grading.threads), deadline=deadline)
         else:  # at the desk: the student's own model computes the logits (in its sandbox), the numbers are made here
-            desk = DeskMeasurement(sub, weights, V, train_ids, starts, "training-split", deadline)
-            est = run(Sequential(TARGET_PERPLEXITY, T), desk, CHUNK, deadline)[0]
-            precision = "float32, by your own model (the student release has no reference)"
+            desk = DeskMeasurement(sub, weights, V, train_ids, starts, T("training-split"), deadline)
+            est = run(Sequential(TARGET_PERPLEXITY, seq_len), desk, CHUNK, deadline)[0]
+            precision = T("float32, by your own model (the student release has no reference)")
     except OutOfTime as e:
         out_of_time(budget, e.estimate)
 
@@ -197,19 +210,21 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
         expected = torch.stack([kept[i][1] for i in picks])
         diff = (sampled[0] - expected).abs().max().item()
         scale = expected.abs().max().item()
-        require(diff <= 1e-3 + 1e-4 * scale, "your model's logits against the reference transformer with the same "
-                "weights", "the same logits (tolerance 1e-3)", f"max abs difference {diff:.3g} on sampled training "
-                "windows", "the module checks above say where your model differs; fix those first")
+        require(diff <= 1e-3 + 1e-4 * scale, T("your model's logits against the reference transformer with the same "
+                "weights"), T("the same logits (tolerance 1e-3)"),
+                T("max abs difference {diff:.3g} on sampled training windows", diff=diff),
+                T("the module checks above say where your model differs; fix those first"))
 
     # 4. the validation split, beside it (never graded): as many windows as the verdict took (at most VAL_WINDOWS),
     # within what is left of the deadline
-    val_starts = windows(len(val_ids), T, min(VAL_WINDOWS, est.windows) * T, window_seed(grading.seed, "val"))
+    val_starts = windows(len(val_ids), seq_len, min(VAL_WINDOWS, est.windows) * seq_len,
+                         window_seed(grading.seed, "val"))
     if model is not None:
-        val = sample(model, val_ids, val_starts, T, threads=usable_threads(grading.threads), deadline=deadline)
+        val = sample(model, val_ids, val_starts, seq_len, threads=usable_threads(grading.threads), deadline=deadline)
     else:
         try:
-            val = run(Sequential(None, T, (len(val_starts),)),
-                      DeskMeasurement(sub, weights, V, val_ids, val_starts, "validation-split", deadline), CHUNK,
+            val = run(Sequential(None, seq_len, (len(val_starts),)),
+                      DeskMeasurement(sub, weights, V, val_ids, val_starts, T("validation-split"), deadline), CHUNK,
                       deadline)[0]
         except OutOfTime as e:
             val = e.estimate
@@ -219,21 +234,27 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     low, high = est.interval
     grading.measure(perplexity=round(ppl, 4), perplexity_low=round(low, 4), perplexity_high=round(high, 4),
                     windows=est.windows, val_perplexity=round(val_ppl, 4) if val_ppl is not None else None)
-    how = (f"decided at {CONFIDENCE:.0%} confidence" if est.decided else
-           f"too close to {TARGET_PERPLEXITY} to decide at {CONFIDENCE:.0%} confidence: the full measurement's "
-           "estimate decides")
-    summary = f"training-split perplexity {est.describe()}, {how}; measured in {precision}"
-    if val is not None:
-        summary += (f" (validation split: {val.describe()}"
-                    + ("" if val.windows == len(val_starts) else ", cut short by the deadline")
-                    + "; the gap is the model fitting its training text)")
+    how = (T("decided at {confidence:.0%} confidence", confidence=CONFIDENCE) if est.decided else
+           T("too close to {target} to decide at {confidence:.0%} confidence: the full measurement's estimate decides",
+             target=TARGET_PERPLEXITY, confidence=CONFIDENCE))
+    summary = T("training-split perplexity {estimate}, {how}; measured in {precision}", estimate=est.describe(),
+                how=how, precision=precision)
+    if val is None:
+        validation = T("validation split: not measured, the deadline came first")
+    elif val.windows == len(val_starts):
+        validation = T("validation split: {estimate}; the gap is the model fitting its training text",
+                       estimate=val.describe())
     else:
-        summary += " (validation split: not measured, the deadline came first)"
+        validation = T("validation split: {estimate}, cut short by the deadline; the gap is the model fitting its "
+                       "training text", estimate=val.describe())
+    summary = T("{summary} ({validation})", summary=summary, validation=validation)
     if grading.corpus:
-        summary += f" [measured on {grading.corpus}, not on TinyShakespeare]"
+        summary = T("{summary} [measured on {path}, not on TinyShakespeare]", summary=summary, path=str(grading.corpus))
     grading.note(summary)
     require(est.under,
-            f"perplexity = exp(mean cross-entropy) over training-split windows of {T} characters drawn at random, "
-            f"as many as a sequential test needs to decide at {CONFIDENCE:.0%} confidence", f"< {TARGET_PERPLEXITY}",
-            f"{est.describe()}; {how}" + (f" (validation {val_ppl:.3f})" if val_ppl is not None else ""),
-            "train longer: `make train ARGS=--resume` continues your run (in the notebook: RESUME = True)")
+            T("perplexity = exp(mean cross-entropy) over training-split windows of {length} characters drawn at "
+              "random, as many as a sequential test needs to decide at {confidence:.0%} confidence", length=seq_len,
+              confidence=CONFIDENCE), f"< {TARGET_PERPLEXITY}",
+            T("{estimate}; {how} (validation {val:.3f})", estimate=est.describe(), how=how, val=val_ppl)
+            if val_ppl is not None else T("{estimate}; {how}", estimate=est.describe(), how=how),
+            T("train longer: `make train ARGS=--resume` continues your run (in the notebook: RESUME = True)"))

@@ -18,9 +18,11 @@ from grader.compare import (
 )
 from grader.diagnose.crashes import explaining, inplace_crash
 from grader.harness import both, call, check, only, randn
-from kit.outcome import CheckFailure
+from kit.outcome import CheckFailure, T
 
-INPLACE_HINT = "write `return x + self.sublayer(x)`, not `x += ...`: the caller still needs x"
+INPLACE_HINT = T("write `return x + self.sublayer(x)`, not `x += ...`: the caller still needs x")
+DETACHED_HINT = T("return x + self.sublayer(x) with the sublayer's output in the graph")
+WEIGHT_GRAD = T("the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)")
 LINEAR = {"__obj__": "torch.nn.Linear", "args": [8, 8], "kwargs": {"bias": False}}
 
 
@@ -31,9 +33,11 @@ def check_keeps_sublayer(sub, ref, g):
     x, dy = randn(g, 2, 5, 8), randn(g, 2, 5, 8)
     got = only(sub, "residual", "Residual", "Residual(nn.Linear(8, 8))", init=([LINEAR], {}), want=["structure"])
     mods = {name: kind for name, kind, _, _ in got["structure"]["modules"]}
-    require(mods.get("sublayer") == "Linear", "Residual(nn.Linear(8, 8)) submodules",
-            "a submodule named 'sublayer' (the Linear)", ", ".join(f"{n or '<root>'}: {k}" for n, k in mods.items()),
-            "store it as self.sublayer = sublayer in __init__", "wrong-structure")
+    require(mods.get("sublayer") == "Linear", T("Residual(nn.Linear(8, 8)) submodules"),
+            T("a submodule named 'sublayer' (the Linear)"),
+            # the student's own attribute and class names: shown as they are
+            T("{submodules_code}", submodules_code=", ".join(f"{n or '<root>'}: {k}" for n, k in mods.items())),
+            T("store it as self.sublayer = sublayer in __init__"), "wrong-structure")
     # the name is confirmed by use: the sublayer's weight gets the reference's gradient (the input needs none)
     with explaining(inplace_crash(INPLACE_HINT)):
         got, exp = both(sub, ref, "residual", "Residual", "Residual(nn.Linear(8, 8))(x).backward(dy)",
@@ -47,17 +51,15 @@ def check_keeps_sublayer(sub, ref, g):
         skipped = isinstance(y, torch.Tensor) and y.shape == x.shape and torch.equal(y, x)
         compared()
         raise CheckFailure(
-            "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", "a gradient",
-            "none, though the output x + sublayer(x) is right" if right else
-            "none, and the output is x itself" if skipped else "none",
-            "return x + self.sublayer(x) with the sublayer's output in the graph" if right else
-            "call it: return x + self.sublayer(x)",
-            "the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): it is added, "
-            "but no gradient flows back through it, so the sublayer never trains" if right else
-            "the sublayer is not called in forward" if skipped else None)
-    assert_close(r["param_grads"]["sublayer.weight"], e["param_grads"]["sublayer.weight"],
-                 "the gradient of sublayer.weight after Residual(nn.Linear(8, 8))(x).backward(dy)", GRAD,
-                 "the sublayer's output must reach the result once: return x + self.sublayer(x)")
+            WEIGHT_GRAD, T("a gradient"),
+            T("none, though the output x + sublayer(x) is right") if right else
+            T("none, and the output is x itself") if skipped else T("none"),
+            DETACHED_HINT if right else T("call it: return x + self.sublayer(x)"),
+            T("the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): it is added, "
+              "but no gradient flows back through it, so the sublayer never trains") if right else
+            T("the sublayer is not called in forward") if skipped else None)
+    assert_close(r["param_grads"]["sublayer.weight"], e["param_grads"]["sublayer.weight"], WEIGHT_GRAD, GRAD,
+                 T("the sublayer's output must reach the result once: return x + self.sublayer(x)"))
 
 
 @check(0)
@@ -67,5 +69,6 @@ def check_output_shape(sub, ref, g):
     got = only(sub, "residual", "Residual", "Residual(nn.Linear(8, 8))(x)", init=([LINEAR], {}), calls=[call(x)])
     y = got["results"][0]["output"]
     assert_equal(fmt_shape(y) if hasattr(y, "shape") else describe_value(y), "(2, 5, 8)",
-                 "Residual(nn.Linear(8, 8))(x) output shape for x of shape (2, 5, 8)", "x + sublayer(x) has x's shape")
-    assert_equal(str(y.dtype), "torch.float32", "Residual output dtype for a float32 x")
+                 T("Residual(nn.Linear(8, 8))(x) output shape for x of shape (2, 5, 8)"),
+                 T("x + sublayer(x) has x's shape"))
+    assert_equal(str(y.dtype), "torch.float32", T("Residual output dtype for a float32 x"))

@@ -10,9 +10,9 @@ import torch
 from grader.compare import FP32, assert_close, assert_equal, compared, fmt_shape, require, require_tensor
 from grader.diagnose.crashes import explaining, no_attribute, rmsnorm_crash
 from grader.harness import both, call, check, only, randn
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T
 
-HINT = "y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32"
+HINT = T("y = x / sqrt(mean(x**2, dim=-1, keepdim=True) + eps) * weight, statistics in float32")
 
 
 def unit_vectors(g, *shape):
@@ -31,23 +31,23 @@ def check_parameters(sub, ref, g):
     got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-5)", init=([16], {"eps": 1e-5}),
                     want=["params"], attrs=["eps"])
     keys = {k: tuple(v[0]) for k, v in got["keys"].items()}
-    assert_equal(keys, {"weight": (16,)}, "RMSNorm(16).state_dict() names and shapes",
-                 "self.weight = nn.Parameter(torch.ones(dim)), and no bias")
-    require(torch.equal(got["params"]["weight"], torch.ones(16)), "RMSNorm(16).weight at initialisation",
-            "all ones", "other values", "a fresh norm must be a pure rescaling: torch.ones(dim)")
+    assert_equal(keys, {"weight": (16,)}, T("{call}.state_dict() names and shapes", call="RMSNorm(16)"),
+                 T("self.weight = nn.Parameter(torch.ones(dim)), and no bias"))
+    require(torch.equal(got["params"]["weight"], torch.ones(16)), T("RMSNorm(16).weight at initialisation"),
+            T("all ones"), T("other values"), T("a fresh norm must be a pure rescaling: torch.ones(dim)"))
     eps = got["attrs"]["eps"]
     if isinstance(eps, dict) and eps.get("__missing__"):  # the worker's mark for an absent attribute
         compared()
         likely, hint = no_attribute("RMSNorm", "eps")
-        raise CheckFailure("RMSNorm(16, eps=1e-5).eps", "1e-05", "RMSNorm has no attribute eps", hint, likely,
+        raise CheckFailure("RMSNorm(16, eps=1e-5).eps", "1e-05", T("RMSNorm has no attribute eps"), hint, likely,
                            Kind.WRONG_STRUCTURE)
-    assert_equal(eps, 1e-5, "RMSNorm(16, eps=1e-5).eps", "store the eps argument as self.eps")
+    assert_equal(eps, 1e-5, "RMSNorm(16, eps=1e-5).eps", T("store the eps argument as self.eps"))
     # the weight is confirmed by use: on vectors already of root-mean-square 1, the output is x * weight
-    got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16, eps=1e-5) with a loaded weight",
+    got, exp = both(sub, ref, "rmsnorm", "RMSNorm", T("RMSNorm(16, eps=1e-5) with a loaded weight"),
                     init=([16], {"eps": 1e-5}), load={"weight": w}, calls=[call(x)])
     assert_close(got["results"][0]["output"], exp["results"][0]["output"],
-                 "RMSNorm(16)(x) with weight w, for vectors x of +1 and -1 (root-mean-square 1: y = x * w)", FP32,
-                 "multiply the normalised x by self.weight, element by element")
+                 T("RMSNorm(16)(x) with weight w, for vectors x of +1 and -1 (root-mean-square 1: y = x * w)"), FP32,
+                 T("multiply the normalised x by self.weight, element by element"))
 
 
 @check(0)
@@ -58,9 +58,9 @@ def check_output_shape(sub, g):
         got = only(sub, "rmsnorm", "RMSNorm", "RMSNorm(16)(x)", init=([16], {}), calls=[call(x) for x in xs])
     for x, r in zip(xs, got["results"]):
         y = r["output"]
-        require_tensor(y, x.shape, f"RMSNorm(16)(x) for x of shape {fmt_shape(x)}",
-                       "normalise over the last dimension with keepdim=True so the statistic broadcasts back")
-        assert_equal(str(y.dtype), "torch.float32", "RMSNorm(16)(x) dtype for a float32 x")
+        require_tensor(y, x.shape, T("{call} for x of shape {shape}", call="RMSNorm(16)(x)", shape=fmt_shape(x)),
+                       T("normalise over the last dimension with keepdim=True so the statistic broadcasts back"))
+        assert_equal(str(y.dtype), "torch.float32", T("RMSNorm(16)(x) dtype for a float32 x"))
 
 
 @check(0)
@@ -69,16 +69,18 @@ def check_unit_rms(sub, g):
     x = randn(g, 2, 7, 32, scale=3.0) + 2.0
     with explaining(rmsnorm_crash):
         got = only(sub, "rmsnorm", "RMSNorm", "RMSNorm(32)(x)", init=([32], {}), calls=[call(x)])
-    y = require_tensor(got["results"][0]["output"], x.shape, f"RMSNorm(32)(x) for x of shape {fmt_shape(x)}",
-                       "normalise over the last dimension with keepdim=True")
+    y = require_tensor(got["results"][0]["output"], x.shape,
+                       T("{call} for x of shape {shape}", call="RMSNorm(32)(x)", shape=fmt_shape(x)),
+                       T("normalise over the last dimension with keepdim=True"))
     rms = y.float().pow(2).mean(-1).sqrt()
     require(torch.allclose(rms, torch.ones_like(rms), atol=1e-3),
-            "sqrt(mean(y**2)) over the last dimension of y = RMSNorm(32)(x), weight = 1",
-            "1.0 for every vector (tolerance 1e-3)", f"values from {rms.min().item():.4g} to {rms.max().item():.4g}",
-            "divide x by sqrt(mean(x**2, dim=-1, keepdim=True) + eps) over the last dimension")
-    require(abs(y.float().mean().item()) >= 0.2, "mean of RMSNorm(32)(x) for x with mean 2",
-            "a clearly positive mean (RMSNorm keeps it)", f"{y.float().mean().item():.3g}",
-            "RMSNorm does not subtract the mean: that is LayerNorm")
+            T("sqrt(mean(y**2)) over the last dimension of y = RMSNorm(32)(x), weight = 1"),
+            T("1.0 for every vector (tolerance 1e-3)"),
+            T("values from {low:.4g} to {high:.4g}", low=rms.min().item(), high=rms.max().item()),
+            T("divide x by sqrt(mean(x**2, dim=-1, keepdim=True) + eps) over the last dimension"))
+    require(abs(y.float().mean().item()) >= 0.2, T("mean of RMSNorm(32)(x) for x with mean 2"),
+            T("a clearly positive mean (RMSNorm keeps it)"), f"{y.float().mean().item():.3g}",
+            T("RMSNorm does not subtract the mean: that is LayerNorm"))
 
 
 @check(0)
@@ -89,6 +91,7 @@ def check_scale_invariance(sub, g):
     outs = [require_tensor(r["output"], x.shape, "RMSNorm(16)(a * x)", HINT) for r in got["results"]]
     for a, ya in zip((0.5, 20), outs[1:]):
         err = (ya.float() - outs[0].float()).abs().max().item()
-        require(err <= 1e-4 * (1 + outs[0].float().abs().max().item()), f"RMSNorm(16)({a} * x) against RMSNorm(16)(x)",
-                "equal (tolerance 1e-4)", f"max abs difference {err:.3g}",
-                "dividing by the root mean square removes any scale; check the formula")
+        require(err <= 1e-4 * (1 + outs[0].float().abs().max().item()),
+                T("RMSNorm(16)({a} * x) against RMSNorm(16)(x)", a=a), T("equal (tolerance 1e-4)"),
+                T("max abs difference {err:.3g}", err=err),
+                T("dividing by the root mean square removes any scale; check the formula"))

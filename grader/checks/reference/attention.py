@@ -17,24 +17,24 @@ from grader.harness import (
     unchanged_input,
 )
 from grader.protocol import changed
-from kit.outcome import CheckFailure, Kind
+from kit.outcome import CheckFailure, Kind, T
 
 from ..properties.attention import rope_size
 
-HINT = ("project, split heads (B, H, T, D), RoPE on q and k, repeat kv heads, scores / sqrt(head_dim), "
-        "causal mask, softmax(dim=-1) in float32, @ v, merge heads, o_proj")
+HINT = T("project, split heads (B, H, T, D), RoPE on q and k, repeat kv heads, scores / sqrt(head_dim), "
+         "causal mask, softmax(dim=-1) in float32, @ v, merge heads, o_proj")
 
 
 @check(3)
 def check_rope_tables_values(sub, ref, g):
     """precompute_rope matches the reference for the default theta = 10000 and for another theta"""
-    D, T = rope_size(g)
+    D, n = rope_size(g)
     theta = round(200.0 + 800.0 * float(torch.rand(1, generator=g)), 3)  # drawn per grading: no answer to replay
-    for args in ((D, T), (8, 5, theta)):
+    for args in ((D, n), (8, 5, theta)):
         got, exp = both(sub, ref, "attention", "precompute_rope", f"precompute_rope{args}", calls=[call(*args)])
         g_out, e_out = got["results"][0]["output"], exp["results"][0]["output"]
         require(isinstance(g_out, list) and len(g_out) == 2, f"precompute_rope{args}", "(cos, sin)",
-                describe_value(g_out), "return cos, sin", Kind.WRONG_STRUCTURE)
+                describe_value(g_out), "`return cos, sin`", Kind.WRONG_STRUCTURE)
         stacked = torch.stack(list(g_out)) if all(isinstance(t, torch.Tensor) and t.shape == g_out[0].shape
                                                   for t in g_out) else g_out[0]
         full = (*args, 10000.0)[:3]
@@ -42,7 +42,7 @@ def check_rope_tables_values(sub, ref, g):
         if isinstance(stacked, torch.Tensor) and stacked.dtype == torch.float64:
             stacked = stacked.float()
         assert_close(stacked, torch.stack(e_out), f"torch.stack(precompute_rope{args})", FP32,
-                     "angles = outer(arange(T), theta ** (-arange(0, d, 2) / d)); cos/sin of cat([angles, angles])",
+                     T("angles = outer(arange(T), theta ** (-arange(0, d, 2) / d)); cos/sin of cat([angles, angles])"),
                      ref.variants("rope_table_variants", head_dim=full[0], max_seq_len=full[1], theta=full[2]))
 
 
@@ -52,18 +52,23 @@ def check_apply_rope_values(sub, ref, g):
     tables = ref.run(request("attention", "precompute_rope", calls=[call(16, 12)]), "precompute_rope(16, 12)")
     cos, sin = tables["results"][0]["output"]
     for x, rows in ((randn(g, 2, 3, 7, 16), 7), (randn(g, 7, 16), 7), (randn(g, 2, 2, 7, 16), 12)):
-        label = f"apply_rope(x, cos, sin) for x of shape {tuple(x.shape)}" + (
-            f" and tables of {rows} rows (the first {x.shape[-2]} are used)" if rows > x.shape[-2] else "")
+        what, shape = "apply_rope(x, cos, sin)", str(tuple(x.shape))
+        if rows > x.shape[-2]:
+            label = T("{call} for x of shape {shape} and tables of {rows} rows (the first {used} are used)",
+                      call=what, shape=shape, rows=rows, used=x.shape[-2])
+        else:
+            label = T("{call} for x of shape {shape}", call=what, shape=shape)
         args = (x, cos[:rows], sin[:rows])
         got, exp = both(sub, ref, "attention", "apply_rope", label, calls=[call(*args)])
         assert_close(got["results"][0]["output"], exp["results"][0]["output"], label, FP32,
-                     "x * cos + rotate_half(x) * sin with rotate_half(x) = cat([-x2, x1], dim=-1)",
+                     T("x * cos + rotate_half(x) * sin with rotate_half(x) = cat([-x2, x1], dim=-1)"),
                      ref.variants("apply_rope_variants", x=x, cos=cos[:rows], sin=sin[:rows]))
         # a function's inputs are the caller's: attention passes q and k, which it may still need
         for name, before, after in zip(("x", "cos", "sin"), args, got["results"][0]["inputs_after"]):
-            require(not changed(before, after), f"{name} after {label}", f"{name} unchanged",
-                    f"{name} was modified in place", "return a new tensor: x * cos + rotate_half(x) * sin, not "
-                    "x.mul_(cos) or x *= cos (the caller's tensor changes with it)")
+            require(not changed(before, after), T("{name} after {call}", name=name, call=label),
+                    T("{name} unchanged", name=name), T("{name} was modified in place", name=name),
+                    T("return a new tensor: x * cos + rotate_half(x) * sin, not x.mul_(cos) or x *= cos (the caller's "
+                      "tensor changes with it)"))
 
 
 def attn(sub, ref, g, C, H, Hkv, xs, label, T=16, theta=10000.0, tol=FP32, dtype=None):
@@ -123,13 +128,13 @@ def check_bfloat16(sub, ref, g):
     plain = [f"self.{name} ({dtype})" for name, dtype, registered in got["structure"]["tensors"] if not registered]
     compared()
     if plain:
-        raise CheckFailure(f"the tensors {what} holds besides its parameters",
-                           "buffers, which model.to(...) converts and moves with the parameters",
-                           "plain attributes: " + ", ".join(plain[:6]),
-                           "register them in __init__: self.register_buffer('cos', cos, persistent=False)",
-                           f"{plain[0].split(' ')[0]} is kept as a plain tensor attribute, not a buffer: model.to(dtype "
-                           "or device) leaves it behind (still float32, still on the CPU), so the model breaks or "
-                           "mixes precisions once it moves", Kind.WRONG_STRUCTURE)
+        raise CheckFailure(T("the tensors {module} holds besides its parameters", module=what),
+                           T("buffers, which model.to(...) converts and moves with the parameters"),
+                           T("plain attributes: {names}", names=", ".join(plain[:6])),
+                           T("register them in __init__: self.register_buffer('cos', cos, persistent=False)"),
+                           T("{name} is kept as a plain tensor attribute, not a buffer: model.to(dtype or device) "
+                             "leaves it behind (still float32, still on the CPU), so the model breaks or mixes "
+                             "precisions once it moves", name=plain[0].split(' ')[0]), Kind.WRONG_STRUCTURE)
     x = randn(g, 2, 8, 32, dtype=torch.bfloat16)
     attn(sub, ref, g, 32, 4, 2, [x], "CausalSelfAttention(32, 4, num_kv_heads=2).to(torch.bfloat16)",
          tol=BF16, dtype="bfloat16")
@@ -141,4 +146,4 @@ def check_input_not_modified(sub, g):
     x, init = randn(g, 2, 5, 32), ([32, 4], {"max_seq_len": 16})
     with explaining(nondeterministic(sub, "attention", "CausalSelfAttention", x, init=init)):  # not in place: random
         unchanged_input(sub, "attention", "CausalSelfAttention", "CausalSelfAttention(32, 4)(x)", x,
-                        "avoid in-place operations on the input", init=init)
+                        T("avoid in-place operations on the input"), init=init)

@@ -35,16 +35,19 @@ from grader.harness import (
     reference_state,
     unchanged_input,
 )
-from kit.outcome import CheckFailure
+from kit.outcome import CheckFailure, T
 
-from ..properties.block import FFN_HINT
+from ..properties.block import FFN_HINT, WIRING_HINT
 
-HINT = "h = x + self_attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))"
-INPLACE_HINT = "write h = x + ..., not x += ...: the residual stream must not be overwritten"
-LABEL = "TransformerBlock(32, 4, rms_norm_eps=0.1, rope_theta=50) over stand-ins"
+HINT = WIRING_HINT
+INPLACE_HINT = T("write h = x + ..., not x += ...: the residual stream must not be overwritten")
+BLOCK = "TransformerBlock(32, 4, rms_norm_eps=0.1, rope_theta=50)"
+LABEL = T("{call} over stand-ins", call=BLOCK)
 HYBRID = {"standins": BLOCK_STANDINS, "patch": BLOCK_PATCH}
-SIGNATURES = ("RMSNorm(dim, eps), CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, rope_theta) "
-              "and FeedForward(hidden_size, intermediate_size)")
+SIGNATURES = T("{first} and {second}",
+               first="RMSNorm(dim, eps), CausalSelfAttention(hidden_size, num_heads, num_kv_heads, max_seq_len, "
+                     "rope_theta)",
+               second="FeedForward(hidden_size, intermediate_size)")
 
 
 @check(4)
@@ -107,8 +110,9 @@ def check_block_assembly_gqa(sub, ref, g):
     sd = state(ref, g, 2)
     xs = [randn(g, 2, 5, 32), randn(g, 1, 1, 32)]
     with over_standins(sub, 2, x=xs[0], load=sd):
-        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL.replace("4,", "4, num_kv_heads=2,"), xs, FP32,
-                        HINT,
+        compare_outputs(sub, ref, "block", "TransformerBlock",
+                        T("{call} over stand-ins", call="TransformerBlock(32, 4, num_kv_heads=2, rms_norm_eps=0.1, "
+                                                        "rope_theta=50)"), xs, FP32, HINT,
                         lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, Hkv=2, eps=0.1, theta=50.0),
                         init=init(2), load=sd, **HYBRID)
 
@@ -119,13 +123,14 @@ def check_block_arguments(sub, ref, g):
     kwargs = {"intermediate_size": 48, "num_kv_heads": 2, "max_seq_len": 16}
     sd = reference_state(ref, "block", "TransformerBlock", 32, 4, g=g, **kwargs)
     init_args = ([32, 4], kwargs)
-    hint = ("pass every argument on: FeedForward(hidden_size, intermediate_size), CausalSelfAttention(hidden_size, "
-            "num_heads, num_kv_heads, max_seq_len, rope_theta)")
+    hint = T("pass every argument on: FeedForward(hidden_size, intermediate_size), CausalSelfAttention(hidden_size, "
+             "num_heads, num_kv_heads, max_seq_len, rope_theta)")
     x = randn(g, 2, 5, 32)
     with over_standins(sub, x=x, init_args=init_args, load=sd):
         try:
             compare_outputs(sub, ref, "block", "TransformerBlock",
-                            "TransformerBlock(32, 4, num_kv_heads=2, intermediate_size=48) over stand-ins",
+                            T("{call} over stand-ins", call="TransformerBlock(32, 4, num_kv_heads=2, "
+                                                            "intermediate_size=48)"),
                             [x], FP32, hint,
                             lambda x: ref.variants("block_variants", x=x, sd=sd, C=32, H=4, Hkv=2),
                             init=init_args, load=sd, **HYBRID)
@@ -143,8 +148,8 @@ def check_block_arguments(sub, ref, g):
 def max_seq_len_reaches(sub, module, target, label, x, chain, **request):
     """``label`` run on ``x``, one position past its max_seq_len, over stand-ins: the stand-in attention raises
     ValueError past the max_seq_len it was given, so running without one means the argument did not reach it."""
-    T = x.shape[1]
-    what = f"{label}(x) on T = {T} over the grader's stand-ins"
+    n = x.shape[1]
+    what = T("{call}(x) on T = {n} over the grader's stand-ins", call=label, n=n)
     try:
         only(sub, module, target, what, calls=[call(x)], **request)
     except StudentError as e:
@@ -155,12 +160,12 @@ def max_seq_len_reaches(sub, module, target, label, x, chain, **request):
     compared()
     # it ran: unless a component of its own stands where the stand-in belongs, the argument did not reach it
     own = bypassed(sub, module, target, request["init"], request["standins"], request["patch"])(None)
-    raise CheckFailure(what, "ValueError (the attention's max_seq_len is exceeded)", "no error",
-                       own[1] if own else f"pass max_seq_len on at every level ({chain}): by position in the "
-                       "signature's order, or by keyword",
-                       own[0] if own else f"max_seq_len does not reach the CausalSelfAttention: with "
-                       f"max_seq_len={T - 1}, {T} positions ran, so the attention was built with another max_seq_len "
-                       "(its default?)")
+    raise CheckFailure(what, T("ValueError (the attention's max_seq_len is exceeded)"), T("no error"),
+                       own[1] if own else T("pass max_seq_len on at every level ({chain}): by position in the "
+                                            "signature's order, or by keyword", chain=chain),
+                       own[0] if own else T("max_seq_len does not reach the CausalSelfAttention: with "
+                                            "max_seq_len={limit}, {n} positions ran, so the attention was built with "
+                                            "another max_seq_len (its default?)", limit=n - 1, n=n))
 
 
 @check(3)
@@ -168,7 +173,7 @@ def check_block_gradients(sub, ref, g):
     """Gradients of the input and of every parameter match, through both residual paths"""
     sd = state(ref, g)
     x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
-    label = LABEL + ": backward(dy)"
+    label = T("{call} over stand-ins: backward(dy)", call=BLOCK)
     variants = ref.variants("block_variants", x=x, sd=sd, C=32, H=4, eps=0.1, theta=50.0)  # to name a wrong forward
     with explaining(inplace_crash(INPLACE_HINT)), over_standins(sub, x=x, load=sd):
         got, exp = both(sub, ref, "block", "TransformerBlock", label, init=init(), load=sd, calls=[call(x, grad=up)],
@@ -184,7 +189,8 @@ def check_block_bfloat16(sub, ref, g):
     sd = state(ref, g)
     x = randn(g, 2, 6, 32, dtype=torch.bfloat16)
     with over_standins(sub, x=x, load=sd, dtype="bfloat16"):
-        compare_outputs(sub, ref, "block", "TransformerBlock", LABEL + ".to(torch.bfloat16)", [x], BF16, HINT,
+        compare_outputs(sub, ref, "block", "TransformerBlock",
+                        T("{call} over stand-ins.to(torch.bfloat16)", call=BLOCK), [x], BF16, HINT,
                         lambda x: ref.variants("block_variants", x=x.float(), sd=sd, C=32, H=4, eps=0.1, theta=50.0),
                         init=init(), load=sd, dtype="bfloat16", **HYBRID)
 
@@ -202,7 +208,7 @@ def check_block_own_components(sub, ref, g):
     """Your block with your own RMSNorm, attention and MLP against the reference (outputs, gradients)"""
     sd = reference_state(ref, "block", "TransformerBlock", 32, 4, max_seq_len=16, g=g)
     xs = [randn(g, 2, 7, 32), randn(g, 1, 1, 32)]
-    hint = "not scored: when the scored checks pass, a difference here comes from a component; see its checks"
+    hint = T("not scored: when the scored checks pass, a difference here comes from a component; see its checks")
     compare_outputs(sub, ref, "block", "TransformerBlock", "TransformerBlock(32, 4)", xs, FP32_DEEP, hint,
                     init=([32, 4], {"max_seq_len": 16}), load=sd)
     x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)

@@ -19,6 +19,7 @@ from grader.harness import (
     randn,
     reference_state,
 )
+from kit.outcome import T
 
 from ..properties.decoder import DEC_HINT as HINT
 from ..properties.decoder import HYBRID, LM_HINT, stacked
@@ -36,8 +37,8 @@ def check_decoder_values(sub, ref, g):
         sd = dec_state(ref, g, L)
         init = ([L, 32, 4], {"max_seq_len": 16})
         with stacked(sub, "TransformerDecoder", init, xs[0], load=sd):
-            compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder({L}, 32, 4) over stand-ins",
-                            xs, FP32, HINT,
+            compare_outputs(sub, ref, "decoder", "TransformerDecoder",
+                            T("{call} over stand-ins", call=f"TransformerDecoder({L}, 32, 4)"), xs, FP32, HINT,
                             lambda x: ref.variants("decoder_variants", x=x, sd=sd, num_layers=L, C=32, H=4),
                             init=init, load=sd, **HYBRID)
 
@@ -51,10 +52,11 @@ def check_decoder_arguments(sub, ref, g):
         x = randn(g, 2, 5, 32)
         args = ", ".join(f"{k}={v:g}" for k, v in kwargs.items())
         with stacked(sub, "TransformerDecoder", init, x, load=sd):
-            compare_outputs(sub, ref, "decoder", "TransformerDecoder", f"TransformerDecoder(3, 32, 4, {args}) over "
-                            "stand-ins", [x], FP32, "pass every argument on: TransformerBlock(hidden_size, num_heads, "
-                            "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta) for each block, "
-                            "RMSNorm(hidden_size, eps=rms_norm_eps) for the final norm",
+            compare_outputs(sub, ref, "decoder", "TransformerDecoder",
+                            T("{call} over stand-ins", call=f"TransformerDecoder(3, 32, 4, {args})"), [x], FP32,
+                            T("pass every argument on: TransformerBlock(hidden_size, num_heads, num_kv_heads, "
+                              "intermediate_size, max_seq_len, rms_norm_eps, rope_theta) for each block, "
+                              "RMSNorm(hidden_size, eps=rms_norm_eps) for the final norm"),
                             lambda x: ref.variants("decoder_arguments", x=x, sd=sd, num_layers=3, C=32, H=4, **kwargs),
                             init=init, load=sd, **HYBRID)
     init = ([3, 32, 4], {"max_seq_len": 8})
@@ -69,7 +71,7 @@ def check_decoder_gradients(sub, ref, g):
     """TransformerDecoder: gradients of the input and of every block's parameters match"""
     sd = dec_state(ref, g)
     x, up = randn(g, 2, 6, 32), randn(g, 2, 6, 32)
-    label = "TransformerDecoder(3, 32, 4)(x).backward(dy) over stand-ins"
+    label = T("{call} over stand-ins", call="TransformerDecoder(3, 32, 4)(x).backward(dy)")
     init = ([3, 32, 4], {"max_seq_len": 16})
     variants = ref.variants("decoder_variants", x=x, sd=sd, num_layers=3, C=32, H=4)  # to name a wrong forward pass
     with stacked(sub, "TransformerDecoder", init, x, load=sd):
@@ -103,9 +105,9 @@ def check_lm_values(sub, ref, g):
     label = "TransformerLM(11, num_layers=2, hidden_size=32, num_kv_heads=2, intermediate_size=48, rms_norm_eps=0.1, " \
         "rope_theta=50)"
     with explaining(lm_crash(11, 32)), stacked(sub, "TransformerLM", init, idx, load=sd):
-        compare_outputs(sub, ref, "decoder", "TransformerLM", label, [idx], FP32, "pass every argument on: "
-                        "TransformerDecoder(num_layers, hidden_size, num_heads, num_kv_heads, intermediate_size, "
-                        "max_seq_len, rms_norm_eps, rope_theta)",
+        compare_outputs(sub, ref, "decoder", "TransformerLM", label, [idx], FP32,
+                        T("pass every argument on: TransformerDecoder(num_layers, hidden_size, num_heads, "
+                          "num_kv_heads, intermediate_size, max_seq_len, rms_norm_eps, rope_theta)"),
                         lambda i: ref.variants("lm_arguments", idx=i, sd=sd, num_layers=2, C=32, H=4, **kwargs),
                         init=init, load=sd, **HYBRID)
     init = ([11], {"num_layers": 2, "hidden_size": 32, "num_heads": 4, "max_seq_len": 8})
@@ -121,7 +123,7 @@ def check_lm_gradients(sub, ref, g):
     """TransformerLM gradients match, the tied embedding's included (it gets the head's gradient too)"""
     init, sd = lm(ref, g)
     idx, up = torch.randint(0, 11, (2, 8), generator=g), randn(g, 2, 8, 11)
-    label = "TransformerLM(11, ...)(idx).backward(dlogits) over stand-ins"
+    label = T("{call} over stand-ins", call="TransformerLM(11, ...)(idx).backward(dlogits)")
     variants = ref.variants("lm_variants", idx=idx, sd=sd, num_layers=2, C=32, H=4)  # to name a wrong forward pass
     with explaining(lm_crash(11, 32), untied_head(sub, init, DECODER_STANDINS, DECODER_PATCH)), \
             stacked(sub, "TransformerLM", init, idx, load=sd):
@@ -137,7 +139,7 @@ def check_lm_own_components(sub, ref, g):
     """Your whole TransformerLM with your own blocks against the reference (logits, gradients)"""
     init, sd = lm(ref, g)
     idx, up = torch.randint(0, 11, (2, 8), generator=g), randn(g, 2, 8, 11)
-    hint = "not scored: when the scored checks pass, a difference here comes from a component; see its checks"
+    hint = T("not scored: when the scored checks pass, a difference here comes from a component; see its checks")
     got, exp = both(sub, ref, "decoder", "TransformerLM", "TransformerLM(11, num_layers=2, hidden_size=32)(idx)",
                     init=init, load=sd, calls=[call(idx, grad=up)])
     assert_close(got["results"][0]["output"], exp["results"][0]["output"], "TransformerLM(11, ...)(idx) logits",

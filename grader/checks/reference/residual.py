@@ -1,11 +1,12 @@
 """Residual: values, argument passing, gradients, no in-place change."""
 import torch
 
-from grader.compare import FP32, GRAD, assert_close, is_close
+from grader.compare import FP32, GRAD, assert_close, fmt_shape, is_close
 from grader.diagnose.crashes import explaining, inplace_crash, noncontiguous_view
 from grader.harness import both, call, check, grad_check, randn, standin_obj, unchanged_input
+from kit.outcome import T
 
-from ..properties.residual import INPLACE_HINT
+from ..properties.residual import DETACHED_HINT, INPLACE_HINT
 
 
 def shift(g, dim):
@@ -22,9 +23,10 @@ def check_matches_x_plus_sublayer(sub, ref, g):
         got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x)", init=([s], {}),
                         calls=[call(x) for x in xs])
     for x, gr, er in zip(xs, got["results"], exp["results"]):
-        layout = "" if x.is_contiguous() else ", non-contiguous"
-        assert_close(gr["output"], er["output"], f"Residual(f)(x) for x of shape {tuple(x.shape)}{layout}", FP32,
-                     "return x + self.sublayer(x): the input plus the sublayer's output",
+        what = T("Residual(f)(x) for x of shape {shape}", shape=fmt_shape(x)) if x.is_contiguous() else \
+            T("Residual(f)(x) for x of shape {shape}, non-contiguous", shape=fmt_shape(x))
+        assert_close(gr["output"], er["output"], what, FP32,
+                     T("return x + self.sublayer(x): the input plus the sublayer's output"),
                      ref.variants("residual", x=x, weight=s["load"]["weight"]))
 
 
@@ -36,7 +38,7 @@ def check_passes_extra_arguments(sub, ref, g):
     got, exp = both(sub, ref, "residual", "Residual", "Residual(f)(x, 0.5, scale=2.0)", init=([s], {}),
                     calls=[call(x, 0.5, scale=2.0)])
     assert_close(got["results"][0]["output"], exp["results"][0]["output"], "Residual(f)(x, 0.5, scale=2.0)", FP32,
-                 "forward(self, x, *args, **kwargs) must call self.sublayer(x, *args, **kwargs)",
+                 T("forward(self, x, *args, **kwargs) must call self.sublayer(x, *args, **kwargs)"),
                  ref.variants("residual_arguments", x=x, weight=s["load"]["weight"]))
 
 
@@ -55,13 +57,13 @@ def check_gradients(sub, ref, g):
         dx = (r.get("input_grads") or [None])[0]
         if isinstance(dx, torch.Tensor) and is_close(dx, up, GRAD) and is_close(r["output"], exp["results"][0]["output"],
                                                                                FP32):
-            return ("the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): the "
-                    "output is right, but the gradient of x is dy itself, the skip path's alone",
-                    "return x + self.sublayer(x) with the sublayer's output in the graph")
+            return (T("the sublayer's output is detached from the graph (.detach(), .data or torch.no_grad()): the "
+                      "output is right, but the gradient of x is dy itself, the skip path's alone"),
+                    DETACHED_HINT)
         return None
     with explaining(identity_only):
         grad_check(r, exp["results"][0], "Residual(f)(x).backward(dy)", GRAD,
-                   hint="the gradient must flow through both paths: x itself and the sublayer")
+                   hint=T("the gradient must flow through both paths: x itself and the sublayer"))
 
 
 @check(0)

@@ -5,8 +5,11 @@ from grader.compare import BF16, BF16_ULP, FP32, GRAD, assert_close, fmt_dtype, 
 from grader.diagnose.crashes import explaining, inplace_crash, rmsnorm_crash
 from grader.harness import both, check, compare_outputs, grad_check, randn, unchanged_input
 from grader.protocol import call
+from kit.outcome import T
 
 from ..properties.rmsnorm import HINT
+
+INPLACE_HINT = T("avoid in-place operations (x.mul_, x /= ...) on the input")
 
 
 def weights(g, dim):
@@ -45,19 +48,20 @@ def check_bfloat16(sub, ref, g):
     sd = weights(g, 256)
     x = randn(g, 4, 16, 256, scale=3.0, dtype=torch.bfloat16)
     compare_outputs(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(256).to(torch.bfloat16)", [x], BF16_ULP,
-                    "compute the statistics on x.float(), cast back with .type_as(x), then multiply by weight",
+                    T("compute the statistics on x.float(), cast back with .type_as(x), then multiply by weight"),
                     lambda x: ref.variants("rmsnorm", x=x, weight=sd["weight"].bfloat16(), eps=1e-6), init=([256], {}),
                     load=sd, dtype="bfloat16")
     # a float32 norm (its weight float32) on a bfloat16 input: type_as(x) * weight promotes to float32, as in LLaMA
-    what = "RMSNorm(256) (float32 weight)(x) for a bfloat16 x"
+    what = T("RMSNorm(256) (float32 weight)(x) for a bfloat16 x")
     got, exp = both(sub, ref, "rmsnorm", "RMSNorm", what, init=([256], {}), load=sd, calls=[call(x[:2])])
     y, e = got["results"][0]["output"], exp["results"][0]["output"]
     if isinstance(y, torch.Tensor):
-        require(y.dtype == e.dtype, f"the dtype of {what}", f"dtype {fmt_dtype(e)}", f"dtype {fmt_dtype(y)}",
-                "a bfloat16 x with a float32 weight gives float32: normalise in float32, cast back with .type_as(x), "
-                "then multiply by the weight and return the product as it is (do not cast it back to x's dtype)")
-    assert_close(y, e, what, BF16, "normalise in float32, cast back with .type_as(x), then multiply by the float32 "
-                 "weight: the result is float32")
+        require(y.dtype == e.dtype, T("the dtype of {what}", what=what), T("dtype {dtype}", dtype=fmt_dtype(e)),
+                T("dtype {dtype}", dtype=fmt_dtype(y)),
+                T("a bfloat16 x with a float32 weight gives float32: normalise in float32, cast back with .type_as(x), "
+                  "then multiply by the weight and return the product as it is (do not cast it back to x's dtype)"))
+    assert_close(y, e, what, BF16, T("normalise in float32, cast back with .type_as(x), then multiply by the float32 "
+                                     "weight: the result is float32"))
 
 
 @check(3)
@@ -65,7 +69,7 @@ def check_gradients(sub, ref, g):
     """Gradients of the input and of weight match the reference"""
     sd = weights(g, 16)
     x, up = randn(g, 3, 5, 16, scale=2.0), randn(g, 3, 5, 16)
-    with explaining(rmsnorm_crash, inplace_crash("avoid in-place operations (x.mul_, x /= ...) on the input")):
+    with explaining(rmsnorm_crash, inplace_crash(INPLACE_HINT)):
         got, exp = both(sub, ref, "rmsnorm", "RMSNorm", "RMSNorm(16)(x).backward(dy)", init=([16], {}), load=sd,
                         calls=[call(x, grad=up)])
     grad_check(got["results"][0], exp["results"][0], "RMSNorm(16)(x).backward(dy)", GRAD, HINT)
@@ -75,4 +79,4 @@ def check_gradients(sub, ref, g):
 def check_input_not_modified(sub, g):
     """RMSNorm leaves its input tensor unchanged"""
     unchanged_input(sub, "rmsnorm", "RMSNorm", "RMSNorm(16)(x)", randn(g, 2, 5, 16),
-                    "avoid in-place operations (x.mul_, x /= ...) on the input", init=([16], {}), load=weights(g, 16))
+                    INPLACE_HINT, init=([16], {}), load=weights(g, 16))

@@ -1,0 +1,90 @@
+"""The final check's control variate: each window's loss under a character 3-gram model of the same text.
+
+The final check estimates the mean loss of a model over windows drawn at random from the training split
+(kit/perplexity.py). Most of the spread between windows is the text itself: a window of names and
+stage directions is hard for any model, a window of common words easy. A character 3-gram model,
+counted on the same split, sees the same difference (its per-window loss correlates with a trained
+model's, r about 0.9 near the bar: BENCHMARKS.md, section final), and its mean over *every* window of
+the split, ``mu``, is computed exactly here. The regression estimator
+
+    mean(L) - beta * (mean(C) - mu),    beta fitted on the measured windows,
+
+is the fitted line's value at ``C = mu``: it estimates the same mean loss, with a standard error smaller
+by about ``sqrt(1 - r^2)`` (half the windows' spread at r = 0.87, a quarter of the windows for the same
+bounds). Its bound is Student's t with ``n - 2`` degrees of freedom on the fit's residuals, the standard
+error of a regression line's value at a point (``sqrt(1/n + (mu - mean C)^2 / Sxx)``), taken at its
+conservative side as kit/perplexity.py takes the plain one. Nothing of the submission enters ``C`` or
+``mu``: the grader counts them from the corpus, and a model whose losses do not follow the text's
+difficulty only loses the reduction (r near 0: the plain bound, one degree of freedom fewer).
+"""
+import math
+
+from kit.perplexity import SD_MARGIN, Estimate, Sequential, t_quantile
+
+ALPHA = 0.5  # add-alpha smoothing of the 3-gram counts: any fixed choice gives a valid control, this one a good one
+
+
+def position_losses(ids, vocab_size):
+    """``l[p] = -log p3(ids[p + 1] | ids[p - 1], ids[p])`` for every position ``p`` of ``ids`` (1-D int64 tensor)
+    but the last, under the add-``ALPHA`` 3-gram model counted on ``ids`` itself; ``l[0]``: ``log(vocab_size)``.
+    Float64, ``(len(ids) - 1,)``."""
+    import torch
+    ids = ids.long()
+    V = vocab_size
+    a, b, c = ids[:-2], ids[1:-1], ids[2:]
+    pair = a * V + b
+    tri = torch.bincount(pair * V + c, minlength=V ** 3).double()
+    two = torch.bincount(pair, minlength=V * V).double()
+    p = (tri[pair * V + c] + ALPHA) / (two[pair] + ALPHA * V)
+    return torch.cat([torch.tensor([math.log(V)], dtype=torch.float64), -p.log()])
+
+
+class Controls:
+    """Each window's 3-gram loss and their exact mean over every window ``windows()`` can draw from ``ids``."""
+
+    def __init__(self, ids, vocab_size, seq_len):
+        import torch
+        self.seq_len = seq_len
+        losses = position_losses(ids, vocab_size)
+        # a window at s predicts ids[s + 1 .. s + seq_len] from positions s .. s + seq_len - 1
+        self.prefix = torch.cat([torch.zeros(1, dtype=torch.float64), losses.cumsum(0)])
+        starts = len(ids) - seq_len  # windows(): torch.randint(0, n_tokens - seq_len)
+        self.mu = ((self.prefix[seq_len:seq_len + starts] - self.prefix[:starts]).sum() / (starts * seq_len)).item()
+
+    def of(self, starts):
+        """The 3-gram mean loss of the windows at ``starts`` (a tensor of offsets), as a list of floats."""
+        return ((self.prefix[starts + self.seq_len] - self.prefix[starts]) / self.seq_len).tolist()
+
+
+def bounds(losses, controls, mu, level, seq_len, target=None, confidence=None, last=False, margin=0.0):
+    """The ``Estimate`` of the mean of ``losses`` by the regression estimator on ``controls`` (same windows) with
+    their known mean ``mu``; bounds by Student's t at one-sided ``level``. ``None`` where the controls cannot be
+    used (fewer than 4 windows, a control without spread, a loss that is not finite): the plain estimate then."""
+    n = len(losses)
+    if n < 4 or not all(math.isfinite(v) for v in losses):
+        return None
+    lm, cm = math.fsum(losses) / n, math.fsum(controls) / n
+    sxx = math.fsum((c - cm) ** 2 for c in controls)
+    if sxx <= 0:
+        return None
+    beta = math.fsum((c - cm) * (v - lm) for c, v in zip(controls, losses)) / sxx
+    mean = lm - beta * (cm - mu)
+    resid = math.sqrt(math.fsum((v - lm - beta * (c - cm)) ** 2 for c, v in zip(controls, losses)) / (n - 2))
+    se = resid * math.sqrt(1 / n + (mu - cm) ** 2 / sxx)
+    half = t_quantile(level, n - 2) * se * (1 + SD_MARGIN / math.sqrt(n))
+    sd = se * math.sqrt(n)  # the spread one window would need for this standard error: what Estimate.sd means
+    return Estimate(n, seq_len, mean, sd, mean - half - margin, mean + half + margin, target, confidence, last)
+
+
+class Controlled(Sequential):
+    """kit.perplexity's sequential test on the regression estimator: ``controls`` are the 3-gram losses of the
+    windows in the order they are measured, ``mu`` their mean over the whole split."""
+
+    def __init__(self, target, seq_len, controls, mu, **kwargs):
+        super().__init__(target, seq_len, **kwargs)
+        self.controls, self.mu = list(controls), mu
+
+    def look(self, losses):
+        estimate = bounds(losses, self.controls[:len(losses)], self.mu, self.level, self.seq_len, self.target,
+                          self.confidence, len(losses) >= self.looks[-1], self.margin)
+        return estimate if estimate is not None else super().look(losses)
