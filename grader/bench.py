@@ -317,6 +317,9 @@ def _windows_needed(seeds=40):
     return out
 
 
+PLAIN = "float32, without the control variate (GRADER_CONTROL=0)"
+
+
 def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
     """The final check and a whole grading at 0.5 CPU, float32 and bf16 alternately in one run (and an earlier kit's,
     ``baseline``: a folder holding it, as `git archive` writes it, graded as it decides its own precision)."""
@@ -329,7 +332,9 @@ def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
         return None
     shown = _shown(checkpoint) + (f" --corpus {_shown(corpus)}" if corpus else "")
     checkpoint, corpus = Path(checkpoint).resolve(), Path(corpus).resolve() if corpus else None  # for any kit's cwd
-    precisions = [("float32", {"GRADER_BF16": "0"})] + ([("bf16", {"GRADER_BF16": "1"})] if cpu_has_bf16() else [])
+    # the sequential test on its control variate (kit/control.py), and without it (GRADER_CONTROL=0) for the ratio
+    precisions = [("float32", {"GRADER_BF16": "0"}), (PLAIN, {"GRADER_BF16": "0", "GRADER_CONTROL": "0"})] + (
+        [("bf16", {"GRADER_BF16": "1"})] if cpu_has_bf16() else [])
     kits = {name: KIT for name, _ in precisions}
     if baseline:  # the earlier kit decides its precision itself unless its measure.py reads GRADER_BF16
         for name, env in list(precisions):
@@ -351,7 +356,7 @@ def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
                     print(f"  {name} {what}: {seconds:.1f} s, {cpu:.1f} CPU s, {_total(graded)}", flush=True)
                 load.append(os.getloadavg()[0])
         for name, env in precisions:
-            if name.startswith(EARLIER):
+            if name.startswith(EARLIER) or name == PLAIN:
                 continue
             full[name] = _full_measurement(group.prefix, env)
             print(f"  {name} full measurement: {full[name]}", flush=True)
@@ -387,7 +392,9 @@ def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
             "without native bf16 measures), bf16 `GRADER_BF16=1`, alternately in one run. Load average (1 min) of the "
             f"machine during the run: {', '.join(f'{v:.1f}' for v in load)} on {os.cpu_count()} cores.\n\n{table}\n"
             f"The final check reported (float32): {notes.get('float32', '')}\n\n"
-            "The sequential test measures as many windows as its verdict needs (kit/perplexity.py): the median number "
+            "The sequential test measures as many windows as its verdict needs (kit/perplexity.py), on the regression "
+            "estimator with each window's 5-gram loss as its control (kit/control.py; the plain test for comparison: "
+            f"{PLAIN}): the median number "
             "for a model at a given distance from the bar, from simulated window losses with the spread of trained "
             f"models, and what those windows cost at {QUOTA} CPU: {projected}. Near the bar (within about 2 %) a model "
             "gets the full measurement."

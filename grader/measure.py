@@ -6,9 +6,10 @@ softmax, to float32 rounding: logits within 1e-6), about twice as fast on a CPU.
 
 How many windows: as many as the sequential test of ``kit.perplexity`` needs to decide "under the
 target or not" at its confidence (99 %), drawn at random from the grading's seed: a model far from
-the target is decided in 16 windows, one close to it is measured in full (782 windows). Each batch
-first looks at the check's deadline (``OutOfTime``): a grading machine too slow or too loaded to
-finish loses the final check only, saying so, never the checks already done.
+the target is decided in 16 windows, one close to it is measured in full (782 windows); the test runs
+on the regression estimator with each window's 5-gram loss as its control (kit/control.py), which
+needs fewer. Each batch first looks at the check's deadline (``OutOfTime``): a grading machine too
+slow or too loaded to finish loses the final check only, saying so, never the checks already done.
 
 Precision, decided here once: the verdict (under 2.5 or not) is always one a float32 measurement
 would give. Where the CPU computes bfloat16 natively, the windows are measured in bf16 autocast,
@@ -27,6 +28,7 @@ import os
 import torch
 import torch.nn.functional as F
 
+from kit.control import sequential
 from kit.machine import cpu_has_bf16, torch_threads
 from kit.outcome import T
 from kit.perplexity import LOOKS, OutOfTime, Sequential, batch, run, window_losses
@@ -113,13 +115,13 @@ def measure(model, ids, starts, seq_len, target, keep=(), threads=1, deadline=No
     bf16 = measure_bf16()
     with torch_threads(threads):
         m = Measurement(model, ids, starts, seq_len, bf16, keep)
-        test = Sequential(target, seq_len, looks, margin=BF16_MARGIN if bf16 else 0.0)
-        estimate, losses = run(test, m, BATCH[bf16], deadline)
+        estimate, losses = run(sequential(ids, starts, seq_len, target, looks, BF16_MARGIN if bf16 else 0.0), m,
+                               BATCH[bf16], deadline)
         precision = "bf16" if bf16 else "float32"
         if bf16 and estimate.last and not estimate.decided and abs(estimate.mean - math.log(target)) <= BF16_MARGIN:
             # this close to the target only float32 decides: the same windows again
             m = Measurement(model, ids, starts, seq_len, False, keep)
-            estimate, losses = run(Sequential(target, seq_len, looks), m, BATCH[False], deadline)
+            estimate, losses = run(sequential(ids, starts, seq_len, target, looks, 0.0), m, BATCH[False], deadline)
             precision = T("float32 (bf16 was too close to the target)")
         return estimate, m.logits(sorted(keep)), precision
 

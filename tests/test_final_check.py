@@ -218,8 +218,8 @@ def test_a_bad_final_timeout_is_one_line_and_exit_2(value):
 # -- the control variate (kit/control.py) ------------------------------------------------------------------
 
 def paired(mean, sd, r, seed, shape=4.0):
-    """Per-window losses (as ``stream``) and their windows' 3-gram losses, correlated ``r``, each skewed to the
-    right; the 3-gram losses' population mean is 1.5 exactly."""
+    """Per-window losses (as ``stream``) and their windows' 5-gram losses, correlated ``r``, each skewed to the
+    right; the 5-gram losses' population mean is 1.5 exactly."""
     rng = random.Random(seed)
     k, theta = shape, 1 / math.sqrt(shape)  # unit spread
     controls, losses = [], []
@@ -271,4 +271,4 @@ def test_the_controls_mean_is_the_mean_over_every_window_the_check_can_draw():
     losses = position_losses(ids, 5)
     assert len(losses) == len(ids) - 1 and losses[0] == pytest.approx(math.log(5))
     assert c.of(torch.tensor([3]))[0] == pytest.approx(losses[3:19].mean().item())
-    assert min(c.of(torch.tensor([100]))) < min(c.of(torch.tensor([200])))  # the run is easy for the 3-gram model
+    assert min(c.of(torch.tensor([100]))) < min(c.of(torch.tensor([200])))  # the run is easy for the 5-gram model

@@ -26,6 +26,7 @@ import torch
 from grader.compare import require, require_tensor
 from grader.harness import call, check, only
 from kit.checkpoint import CheckpointError, read_model
+from kit.control import sequential
 from kit.corpus import CharTokenizer, DataError, find, split
 from kit.machine import usable_threads
 from kit.outcome import CheckFailure, Kind, T, said
@@ -198,7 +199,7 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
                                            threads=usable_threads(grading.threads), deadline=deadline)
         else:  # at the desk: the student's own model computes the logits (in its sandbox), the numbers are made here
             desk = DeskMeasurement(sub, weights, V, train_ids, starts, T("training-split"), deadline)
-            est = run(Sequential(TARGET_PERPLEXITY, seq_len), desk, CHUNK, deadline)[0]
+            est = run(sequential(train_ids, starts, seq_len, TARGET_PERPLEXITY), desk, CHUNK, deadline)[0]
             precision = T("float32, by your own model (the student release has no reference)")
     except OutOfTime as e:
         out_of_time(budget, e.estimate)
