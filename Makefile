@@ -63,12 +63,14 @@ docs:  ## regenerate the generated parts of the docs (README points table, docs/
 # language's .po (translated by hand), compiled to the .mo the kit reads (committed: running needs no Babel);
 # from kit/syllabus.py, what each unit builds (Unit's 4th argument: the README's points table); from the grader,
 # every T() of a failure's words (kit/outcome.py) and each check's title (kit.i18n.extract, locale/babel.cfg)
-LOCALE_SOURCES = kit/cli.py kit/i18n.py kit/outcome.py kit/syllabus.py kit/perplexity.py kit/checkpoint.py \
-	kit/corpus.py kit/loader.py grader/report.py \
-	grader/__main__.py grader/compare.py grader/harness.py grader/sandbox.py grader/run.py grader/runner.py \
-	grader/policy.py grader/measure.py grader/checks grader/diagnose classroom/nbgrader.py \
-	classroom/nbgrader_autograde.py classroom/gradescope.py classroom/notebook classroom/release.py \
-	lab/config.py lab/model.py lab/data.py lab/sample.py lab/train.py lab/experiments
+LOCALE_SOURCES = kit/checkpoint.py kit/cli.py kit/corpus.py kit/i18n.py kit/loader.py kit/machine.py kit/outcome.py \
+	kit/perplexity.py kit/syllabus.py kit/tensorpack.py \
+	grader/__main__.py grader/checks grader/compare.py grader/diagnose grader/harness.py \
+	grader/measure.py grader/policy.py grader/protocol.py grader/reference.py grader/report.py \
+	grader/run.py grader/runner.py grader/sandbox.py \
+	classroom/gradescope.py classroom/nbgrader.py classroom/nbgrader_autograde.py classroom/notebook \
+	classroom/release.py \
+	lab/config.py lab/data.py lab/experiments lab/model.py lab/sample.py lab/train.py
 locale:  ## update locale/*/LC_MESSAGES/kit.po from the code's messages and compile kit.mo (needs Babel, pinned in requirements-nbgrader.txt)
 	$(PY) -m babel.messages.frontend extract -F locale/babel.cfg -k N_ -k Unit:4 -k T --add-location=file \
 		--sort-by-file --project transformer-kit -o locale/kit.pot $(LOCALE_SOURCES)

@@ -31,6 +31,7 @@ from pathlib import Path
 from kit import syllabus
 from kit.cli import ArgumentParser, UsageError, positive, writable
 from kit.files import remove_tree, write_text
+from kit.outcome import render
 
 from . import runner
 from .policy import enabled
@@ -207,7 +208,9 @@ def run_batch(submissions, csv_path, jobs=1, timeout=900.0, call_timeout=20.0, u
                          checkpoint_shown=f"{folder.name}/{CHECKPOINT}", user=user,
                          seed=seed, untrusted=True, allow_weak=allow_weak, threads=threads, registry=registry,
                          memory_mb=memory_mb, policy=policy)
-        status, message = out.status, out.message
+        # the CSV is the course staff's: its message is English whatever the language in force (a Text worded in
+        # English explicitly), so that the pieces below may be joined as plain strings
+        status, message = out.status, render(out.message, "en")
         if out.grader_errors or out.starved:  # flagged for the staff: not a verdict on the code
             status = "grader-error" if out.grader_errors else "starved"
             message = (f"{len(out.grader_errors)} check(s) hit a grader error" if out.grader_errors else

@@ -41,8 +41,43 @@ SYSTEM_READ = ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin", "/etc", "/pr
 DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 
 
-class Refused(PermissionError):
-    pass
+# What the fences refuse, as the worker reports it (grader/harness.py words each for the student): the subject is
+# the path (write, read, list), the audit event (process, network, internals, event) or the module (import).
+ACTIONS = ("write", "read", "list", "process", "network", "internals", "import", "event")
+_WORDS = {"write": "to write {}", "read": "to read {}", "list": "to list {}",
+          "process": "to start or signal processes ({})", "network": "network access ({})",
+          "internals": "{} (reaching into the grader's own functions)",
+          "import": "to import {!r}: a submission may only use its own files, torch and the standard library",
+          "event": "{}"}
+
+
+class Refusal:
+    """What a fence refused: ``action`` (one of ``ACTIONS``), ``subject``, and for an event on a file its ``path``.
+
+    The message (``str()``) is the same in English, for code that reads it inside the worker; the worker sends the
+    fields, never the message, for the parent to word (grader/worker.py ``_describe``).
+    """
+    action = subject = path = None
+
+    def _set(self, action, subject, path=None):
+        self.action, self.subject, self.path = action, subject, path
+        said = _WORDS[action].format(subject) + ("" if path is None else f" on {path}")
+        return "the grader's sandbox refuses " + said
+
+
+class Refused(Refusal, PermissionError):
+    def __init__(self, action, subject, path=None):
+        super().__init__(self._set(action, subject, path))
+
+
+class Blocked(Refusal, ImportError):
+    """An import of a module a submission may not use (the kit's own packages): an ImportError all the same."""
+
+    def __init__(self, name):
+        super().__init__(self._set("import", name))
+
+
+Blocked.__name__ = Blocked.__qualname__ = "ImportError"  # what it is to the submission, and in its traceback
 
 
 def _inside(path, roots):
@@ -235,26 +270,26 @@ def audit(cfg, allowed_calls=()):
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & _WRITE_FLAGS)
             p = real(path)
             if writing and p is not None and not _inside(p, writable) and p != "/dev/null":
-                raise Refused(f"the grader's sandbox refuses to write {p}")
+                raise Refused("write", p)
             if not readable(path):
-                raise Refused(f"the grader's sandbox refuses to read {p}")
+                raise Refused("read", p)
         elif event in _LIST_EVENTS:
             if args and not readable(args[0] if args[0] is not None else "."):
-                raise Refused(f"the grader's sandbox refuses to list {args[0]}")
+                raise Refused("list", f"{args[0]}")
         elif event in _WRITE_EVENTS:
             for a in args:
                 if isinstance(a, (str, bytes, os.PathLike)) and not _inside(real(a) or "", writable):
-                    raise Refused(f"the grader's sandbox refuses {event} on {a}")
+                    raise Refused("event", event, f"{a}")
         elif event in _PROCESS_EVENTS:
-            raise Refused(f"the grader's sandbox refuses to start or signal processes ({event})")
+            raise Refused("process", event)
         elif event in _NETWORK_EVENTS:
-            raise Refused(f"the grader's sandbox refuses network access ({event})")
+            raise Refused("network", event)
         elif event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__" or event in _GC_EVENTS:
-            raise Refused(f"the grader's sandbox refuses {event} (reaching into the grader's own functions)")
+            raise Refused("internals", event)
         elif event == "ctypes.call_function" and args and args[0] in allowed_calls:
             return  # the worker's own malloc_trim between requests
         elif event.startswith("ctypes.") or event in ("sys.addaudithook", "sys.setprofile", "sys.settrace"):
-            raise Refused(f"the grader's sandbox refuses {event}")
+            raise Refused("event", event)
 
     refused = set(cfg["deny_modules"]) | set(_DENY_EXTRA)
 
@@ -263,8 +298,7 @@ def audit(cfg, allowed_calls=()):
 
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in refused:
-                raise ImportError(f"the grader's sandbox refuses to import {name!r}: "
-                                  "a submission may only use its own files, torch and the standard library")
+                raise Blocked(name)
             return None
 
     sys.meta_path.insert(0, Blocker())

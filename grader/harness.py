@@ -7,13 +7,13 @@ without having compared anything is a grader error, never a pass (grader/run.py)
 of the submission's code becomes a ``CheckFailure`` whose kind and fields say what happened.
 """
 import math
-import re
 import zlib
 
 import pytest
 import torch
 
 from kit.outcome import CheckFailure, Kind, T, Where
+from kit.text import one_line
 
 from .compare import assert_close, fmt_shape, is_close, keys_message, require
 from .protocol import FROZEN, Request, call  # noqa: F401  (re-exported for the checks)
@@ -87,53 +87,58 @@ def _at(text, where):
     if where is None:
         return text
     if where.code:
-        return T("{error} ({file} line {line}, in {function}: `{code}`)", error=text, file=where.file,
-                 line=where.line, function=where.function, code=where.code)
-    return T("{error} ({file} line {line}, in {function})", error=text, file=where.file, line=where.line,
-             function=where.function)
+        return T("{error} ({file} line {line}, in {function_code}: `{code}`)", error=text, file=where.file,
+                 line=where.line, function_code=where.function, code=where.code)
+    return T("{error} ({file} line {line}, in {function_code})", error=text, file=where.file, line=where.line,
+             function_code=where.function)
 
 
-# What the worker (grader/worker.py) and its fences (grader/fence.py) say, in their own process, as plain English:
-# worded here again as templates, their parts as parameters; a message that fits none (a submission's own
-# exception named Refused, say) is shown as it is: its words are the submission's.
-_SANDBOX = "the grader's sandbox refuses "
-_REFUSALS = (
-    (re.compile(_SANDBOX + r"to write (?P<path>.*)", re.S),
-     lambda m: T("the grader's sandbox refuses to write {path}", path=m["path"])),
-    (re.compile(_SANDBOX + r"to read (?P<path>.*)", re.S),
-     lambda m: T("the grader's sandbox refuses to read {path}", path=m["path"])),
-    (re.compile(_SANDBOX + r"to list (?P<path>.*)", re.S),
-     lambda m: T("the grader's sandbox refuses to list {path}", path=m["path"])),
-    (re.compile(_SANDBOX + r"to start or signal processes \((?P<event>[^()]*)\)", re.S),
-     lambda m: T("the grader's sandbox refuses to start or signal processes ({event})", event=m["event"])),
-    (re.compile(_SANDBOX + r"network access \((?P<event>[^()]*)\)", re.S),
-     lambda m: T("the grader's sandbox refuses network access ({event})", event=m["event"])),
-    (re.compile(_SANDBOX + r"(?P<event>\S+) \(reaching into the grader's own functions\)", re.S),
-     lambda m: T("the grader's sandbox refuses {event} (reaching into the grader's own functions)", event=m["event"])),
-    (re.compile(_SANDBOX + r"(?P<event>\S+) on (?P<path>.*)", re.S),
-     lambda m: T("the grader's sandbox refuses {event} on {path}", event=m["event"], path=m["path"])),
-    (re.compile(_SANDBOX + r"(?P<event>\S+)", re.S),
-     lambda m: T("the grader's sandbox refuses {event}", event=m["event"])),
-)
-_EXIT = re.compile(r"sys\.exit\((?P<value>.*)\) was called", re.S)
-GRAD_ERRORS = {  # grader/worker.py's reasons why an output could not be backpropagated
-    "output is not a tensor of the expected shape": T("output is not a tensor of the expected shape"),
-    "output does not require grad (was the computation detached?)":
-        T("output does not require grad (was the computation detached?)"),
-}
+# What the worker (grader/worker.py) reports as fields, worded here: a fence's refusal (grader/fence.py: its action,
+# its subject, and for an event on a file the path), SystemExit's code, why an output could not be backpropagated.
+# The worker is the submission's process: every field is checked here, and each subject is the submission's to
+# choose (a *_code parameter). A refusal with an action this file does not know is worded as a refusal of its subject.
+def _refusal(err):
+    """The fence's refusal in ``err`` as a Text, or None where the exception was not the fence's."""
+    r = err.get("refusal")
+    if not isinstance(r, dict) or not isinstance(r.get("action"), str) or not isinstance(r.get("subject"), str):
+        return None
+    action, subject = r["action"], one_line(r["subject"], 500)
+    path = one_line(r["path"], 500) if isinstance(r.get("path"), str) else None
+    if action == "write":
+        return T("the grader's sandbox refuses to write {path_code}", path_code=subject)
+    if action == "read":
+        return T("the grader's sandbox refuses to read {path_code}", path_code=subject)
+    if action == "list":
+        return T("the grader's sandbox refuses to list {path_code}", path_code=subject)
+    if action == "process":
+        return T("the grader's sandbox refuses to start or signal processes ({event_code})", event_code=subject)
+    if action == "network":
+        return T("the grader's sandbox refuses network access ({event_code})", event_code=subject)
+    if action == "internals":
+        return T("the grader's sandbox refuses {event_code} (reaching into the grader's own functions)",
+                 event_code=subject)
+    if action == "import":
+        return T("the grader's sandbox refuses to import '{module_code}': a submission may only use its own files, "
+                 "torch and the standard library", module_code=subject)
+    if action == "event" and path is not None:
+        return T("the grader's sandbox refuses {event_code} on {path_code}", event_code=subject, path_code=path)
+    return T("the grader's sandbox refuses {event_code}", event_code=subject)
 
 
-def _refusal(msg):
-    for pattern, text in _REFUSALS:
-        m = pattern.fullmatch(msg)
-        if m:
-            return text(m)
-    return msg
+def _exit(err):
+    """``sys.exit(...) was called`` where the exception was SystemExit (its code's repr, as the worker sent it)."""
+    code = err.get("exit_code")
+    return T("sys.exit({value_code}) was called", value_code=one_line(code, 200)) if isinstance(code, str) else None
 
 
-def _exit(msg):
-    m = _EXIT.fullmatch(msg)
-    return T("sys.exit({value_code}) was called", value_code=m["value"]) if m else msg
+_GRAD_ERRORS = {"shape": T("output is not a tensor of the expected shape"),
+                "detached": T("output does not require grad (was the computation detached?)")}
+
+
+def _grad_error(code):
+    """grader/worker.py's reason (a code) why an output could not be backpropagated, as a Text."""
+    return _GRAD_ERRORS.get(code) or T("the output could not be backpropagated: {reason_code}",
+                                       reason_code=one_line(code, 200))
 
 
 def student_error(what, err, expected_keys=None, got_keys=None):
@@ -152,27 +157,29 @@ def student_error(what, err, expected_keys=None, got_keys=None):
             T("{what} (loading the reference's weights with load_state_dict(strict=True))", what=what),
             T("parameters named {names}",
               names=", ".join(list(expected_keys)[:6]) + (" ..." if len(expected_keys) > 6 else "")),
-            keys_message(got_keys or {}, expected_keys) or T("{kind}: {error}", kind=kind, error=msg),
+            keys_message(got_keys or {}, expected_keys) or T("{kind_code}: {error}", kind_code=kind, error=msg),
             T("the checks load weights by name: use the attribute names of the API (q_proj, input_layernorm, "
               "blocks, ...) and bias=False everywhere"), kind=Kind.WRONG_STRUCTURE).failure, err)
+    exited, refusal = _exit(err), _refusal(err)
+    said = exited or refusal or msg
     if stage == "import":
-        said = _exit(msg) if kind == "SystemExit" else _refusal(msg) if err.get("refused") else msg
-        f = CheckFailure(what, got=_at(T("importing your module failed: {kind}: {error}", kind=kind, error=said),
-                                       where),
+        f = CheckFailure(what, got=_at(T("importing your module failed: {kind_code}: {error}", kind_code=kind,
+                                         error=said), where),
                          hint=T("the file must import cleanly: fix the error above (run `python -c \"import ...\"` "
                                 "to see it)"), kind=Kind.CRASHED, where=where)
-    elif kind == "SystemExit":
-        f = CheckFailure(what, got=_at(_exit(msg), where), hint=T("never exit the interpreter from a module"),
+    elif exited is not None:
+        f = CheckFailure(what, got=_at(exited, where), hint=T("never exit the interpreter from a module"),
                          kind=Kind.CRASHED, where=where)
-    elif err.get("refused"):
-        f = CheckFailure(what, got=_at(_refusal(msg), where),
+    elif refusal is not None and err["refusal"]["action"] != "import":  # a blocked import is an ImportError to them
+        f = CheckFailure(what, got=_at(refusal, where),
                          hint=T("a submission may compute only: no files, processes or network"), kind=Kind.REFUSED,
                          where=where)
     else:
         doing = {"init": T("building the module"), "load": T("loading weights")}.get(stage, T("running it"))
         if stage.startswith("backward"):
             doing = T("backpropagating through it")
-        got = _at(T("your code raised {kind} while {doing}: {error}", kind=kind, doing=doing, error=msg), where)
+        got = _at(T("your code raised {kind_code} while {doing}: {error}", kind_code=kind, doing=doing, error=said),
+                  where)
         if err.get("inside"):
             got = T("{error}, inside the grader's stand-in {standin} that your code called there", error=got,
                     standin=str(err["inside"]))
@@ -243,7 +250,8 @@ def grad_check(got, exp, what, tol, hint=None, variants=None):
                 T("keep the input in the graph: no .detach(), .data or torch.no_grad() on the way"))
         assert_close(g, e, T("{what}: gradient of the input", what=what), tol, hint)
     grad_error = got.get("grad_error")
-    require(not grad_error, what, T("an output that backpropagates"), GRAD_ERRORS.get(grad_error, grad_error), hint)
+    require(not grad_error, what, T("an output that backpropagates"),
+            _grad_error(grad_error) if grad_error else None, hint)
     gp, ep = got.get("param_grads") or {}, exp.get("param_grads") or {}
     require(sorted(gp) == sorted(ep), T("{what}: parameters", what=what), ", ".join(sorted(ep)), ", ".join(sorted(gp)),
             T("the module must own exactly the reference's parameters (tied weights count once)"), Kind.WRONG_STRUCTURE)

@@ -31,6 +31,7 @@ fails the check that asked (never passes it). Every string in an answer is made 
 """
 from dataclasses import dataclass, field
 
+from kit.outcome import T
 from kit.text import clean, one_line
 
 FROZEN = "frozen"  # a parameter's gradient entry when it does not require one (requires_grad=False)
@@ -38,13 +39,14 @@ MAX_FRAME = 64 << 20  # bytes of one answer: the largest legitimate one (logits 
 MAX_ELEMENTS = 8 << 20  # tensor elements in one answer
 DTYPES = ("float32", "float64", "bfloat16", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 STAGES = ("import", "init", "load")
-ENTRIES = {"keys": "the parameter names", "params": "the parameters", "structure": "the module structure",
-           "attrs": "the attributes", "results": "the results of the calls", "error": "an error report"}
+ENTRIES = {"keys": T("the parameter names"), "params": T("the parameters"), "structure": T("the module structure"),
+           "attrs": T("the attributes"), "results": T("the results of the calls"), "error": T("an error report")}
 # torch is imported only when an answer is read: the sandbox starts its worker first, so both import it at once
 
 
 class Malformed(Exception):
-    """An answer that does not fit its request. ``str()`` says what, in plain words."""
+    """An answer that does not fit its request: raised with a ``Text`` saying what (``kit.outcome.said``); ``str()`` is
+    its English."""
 
 
 def call(*args, grad=None, method=None, same_as=None, input_grad=True, capture=False, **kwargs):
@@ -98,59 +100,72 @@ class _Budget:
 
     def tensor(self, t, what):
         if str(t.dtype).removeprefix("torch.") not in DTYPES:
-            raise Malformed(f"{what} is a tensor of dtype {t.dtype}")
+            raise Malformed(T("{what} is a tensor of dtype {dtype}", what=what, dtype=str(t.dtype)))
         self.elements += t.numel()
         if self.elements > MAX_ELEMENTS:
-            raise Malformed(f"the answer holds more than {MAX_ELEMENTS:,} numbers")
+            raise Malformed(T("the answer holds more than {n:,} numbers", n=MAX_ELEMENTS))
         return t
+
+
+def _listed(names):
+    """The entries ``names`` of an answer, in words: one ``Text`` (``T("{first}, {rest}")`` joins them)."""
+    words = [ENTRIES.get(n, T("something else")) for n in names]
+    listed = words[-1]
+    for w in reversed(words[:-1]):
+        listed = T("{first}, {rest}", first=w, rest=listed)
+    return listed
 
 
 def _value(v, budget, what, depth=0):
     """An output value: tensors, plain values, lists and string-keyed dicts of them."""
     import torch
     if depth > 8:
-        raise Malformed(f"{what} is nested too deeply")
+        raise Malformed(T("{what} is nested too deeply", what=what))
     if isinstance(v, torch.Tensor):
         return budget.tensor(v, what)
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
     if isinstance(v, list):
         if len(v) > 4096:
-            raise Malformed(f"{what} is a list of {len(v):,} items")
+            raise Malformed(T("{what} is a list of {n:,} items", what=what, n=len(v)))
         return [_value(x, budget, what, depth + 1) for x in v]
     if isinstance(v, dict):
         if not all(isinstance(k, str) for k in v) or len(v) > 4096:
-            raise Malformed(f"{what} is not a mapping of names")
+            raise Malformed(T("{what} is not a mapping of names", what=what))
         return {k: _value(x, budget, what, depth + 1) for k, x in v.items()}
-    raise Malformed(f"{what} holds a {type(v).__name__}")
+    raise Malformed(T("{what} holds a {type_code}", what=what, type_code=type(v).__name__))
 
 
 def _error(e, what):
     if not isinstance(e, dict) or not {"stage", "type", "message"} <= set(e):
-        raise Malformed(f"{what}: a malformed error report")
+        raise Malformed(T("{what}: a malformed error report", what=what))
     where = e.get("where")
     if where is not None and not (isinstance(where, list) and len(where) == 4 and isinstance(where[1], int)):
-        raise Malformed(f"{what}: a malformed error location")
+        raise Malformed(T("{what}: a malformed error location", what=what))
     stage = e["stage"]
     if not isinstance(stage, str) or not (stage in STAGES or stage.startswith(("call ", "backward "))):
-        raise Malformed(f"{what}: an error at an unknown stage")
+        raise Malformed(T("{what}: an error at an unknown stage", what=what))
     # torch's messages break lines and indent ("...state_dict for X:\n\tsize mismatch ..."): one space each,
     # rather than the escapes one_line would show
     message = " ".join(str(e["message"]).split())
     return {"stage": stage, "type": one_line(e["type"], 80), "message": one_line(message, 600),
             "where": clean(where, 160) if where else None,
             "inside": one_line(e["inside"], 80) if isinstance(e.get("inside"), str) else None,
-            "not_implemented": e.get("not_implemented") is True, "refused": e.get("refused") is True}
+            "not_implemented": e.get("not_implemented") is True, "refused": e.get("refused") is True,
+            # a fence's refusal and SystemExit's code, each checked and worded by grader/harness.py student_error
+            "refusal": {k: one_line(v, 500) for k, v in e["refusal"].items() if k in ("action", "subject", "path")
+                        and isinstance(v, str)} if isinstance(e.get("refusal"), dict) else None,
+            "exit_code": one_line(e["exit_code"], 200) if isinstance(e.get("exit_code"), str) else None}
 
 
 def _keys(k, what):
     if not isinstance(k, dict) or len(k) > 4096:
-        raise Malformed(f"{what}: malformed parameter names")
+        raise Malformed(T("{what}: malformed parameter names", what=what))
     out = {}
     for name, v in k.items():
         if not (isinstance(name, str) and isinstance(v, list) and len(v) == 2 and isinstance(v[0], list)
                 and all(isinstance(s, int) and s >= 0 for s in v[0]) and isinstance(v[1], str)):
-            raise Malformed(f"{what}: malformed parameter names")
+            raise Malformed(T("{what}: malformed parameter names", what=what))
         out[one_line(name, 120)] = [list(v[0]), one_line(v[1], 20)]
     return out
 
@@ -159,43 +174,45 @@ def validate(req, answer):
     """``answer`` checked against ``req`` (a Request); returns it with its strings made safe; raises Malformed."""
     import torch
     if not isinstance(answer, dict):
-        raise Malformed("the answer is not a mapping")
+        raise Malformed(T("the answer is not a mapping"))
     budget = _Budget()
     if "error" in answer:
         if not set(answer) <= {"error", "keys"}:
-            raise Malformed("an error report with other entries")
-        out = {"error": _error(answer["error"], "the error report")}
+            raise Malformed(T("an error report with other entries"))
+        out = {"error": _error(answer["error"], T("the error report"))}
         if "keys" in answer:
-            out["keys"] = _keys(answer["keys"], "the parameter names")
+            out["keys"] = _keys(answer["keys"], T("the parameter names"))
         return out
     want = {"results"} | ({"keys"} if req.init is not None else set()) | set(req.want) | (
         {"attrs"} if req.attrs else set())
     if set(answer) != want:
         extra, missing = sorted(set(answer) - want), sorted(want - set(answer))
-        words = lambda names: ", ".join(ENTRIES.get(n, "something else") for n in names)  # noqa: E731
-        raise Malformed("the answer " + "; ".join(
-            ([f"lacks {words(missing)}"] if missing else []) + ([f"has {words(extra)} not asked for"] if extra else [])))
+        lacks = T("lacks {entries}", entries=_listed(missing)) if missing else None
+        has = T("has {entries} not asked for", entries=_listed(extra)) if extra else None
+        raise Malformed(T("the answer {lacks}; {has}", lacks=lacks, has=has) if lacks and has else
+                        T("the answer {part}", part=lacks or has))
     out = {}
     if "keys" in want:
-        out["keys"] = _keys(answer["keys"], "the parameter names")
+        out["keys"] = _keys(answer["keys"], T("the parameter names"))
     if "params" in want:
         p = answer["params"]
         if not isinstance(p, dict) or set(p) != set(answer["keys"]):
-            raise Malformed("the parameters sent back are not the module's")
+            raise Malformed(T("the parameters sent back are not the module's"))
         if not all(isinstance(v, torch.Tensor) for v in p.values()):
-            raise Malformed("a parameter sent back is not a tensor")
-        out["params"] = {one_line(k, 120): budget.tensor(v, "a parameter") for k, v in p.items()}
+            raise Malformed(T("a parameter sent back is not a tensor"))
+        out["params"] = {one_line(k, 120): budget.tensor(v, T("a parameter")) for k, v in p.items()}
     if "structure" in want:
         out["structure"] = _structure(answer["structure"])
     if "attrs" in want:
         a = answer["attrs"]
         if not isinstance(a, dict) or set(a) != set(req.attrs):
-            raise Malformed("the attributes sent back are not the ones asked for")
-        out["attrs"] = {k: _value(v, budget, f"attribute {k}") for k, v in a.items()}
+            raise Malformed(T("the attributes sent back are not the ones asked for"))
+        out["attrs"] = {k: _value(v, budget, T("attribute {name_code}", name_code=k)) for k, v in a.items()}
     results = answer["results"]
     if not isinstance(results, list) or len(results) != len(req.calls):
-        n = len(results) if isinstance(results, list) else "no list of"
-        raise Malformed(f"the answer has {n} results for {len(req.calls)} calls")
+        raise Malformed(T("the answer has {n} results for {calls} calls", n=len(results), calls=len(req.calls))
+                        if isinstance(results, list) else
+                        T("the answer has no list of results for {calls} calls", calls=len(req.calls)))
     out["results"] = [_result(c, r, budget, i) for i, (c, r) in enumerate(zip(req.calls, results))]
     return clean(out)
 
@@ -206,30 +223,30 @@ def _structure(s):
     if not (isinstance(s, dict) and set(s) == {"modules", "params", "tensors"} and isinstance(s["modules"], list)
             and isinstance(s["params"], list) and isinstance(s["tensors"], list) and len(s["modules"]) < 4096
             and len(s["params"]) < 4096 and len(s["tensors"]) < 4096):
-        raise Malformed("a malformed module structure")
+        raise Malformed(T("a malformed module structure"))
     for t in s["tensors"]:  # [name, dtype, registered as a buffer]
         if not (isinstance(t, list) and len(t) == 3 and isinstance(t[0], str) and isinstance(t[1], str)
                 and isinstance(t[2], bool)):
-            raise Malformed("a malformed list of buffers")
+            raise Malformed(T("a malformed list of buffers"))
     for m in s["modules"]:
         if not (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and isinstance(m[1], str)
                 and isinstance(m[2], int) and isinstance(m[3], str)):
-            raise Malformed("a malformed module structure")
+            raise Malformed(T("a malformed module structure"))
     for p in s["params"]:
         if not (isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and isinstance(p[1], int)
                 and isinstance(p[2], list)):
-            raise Malformed("a malformed parameter list")
+            raise Malformed(T("a malformed parameter list"))
     return s
 
 
 def _result(c, r, budget, i):
     import torch
-    what = f"the result of call {i + 1}"
+    what = T("the result of call {n}", n=i + 1)
     if not isinstance(r, dict):
-        raise Malformed(f"{what} is not a mapping")
+        raise Malformed(T("{what} is not a mapping", what=what))
     if "error" in r:
         if set(r) != {"error"}:
-            raise Malformed(f"{what}: an error report with other entries")
+            raise Malformed(T("{what}: an error report with other entries", what=what))
         return {"error": _error(r["error"], what)}
     n_args = len(c.get("args", [])) if c.get("same_as") is None else None
     grad = c.get("grad") is not None
@@ -237,28 +254,28 @@ def _result(c, r, budget, i):
     allowed = {"output", "inputs_after"} | ({"input_grads", "param_grads", "grad_error"} if grad else set()) | (
         {"attention"} if capture else set())
     if not {"output", "inputs_after"} <= set(r) or not set(r) <= allowed or capture != ("attention" in r):
-        raise Malformed(f"{what} does not hold what was asked for")
+        raise Malformed(T("{what} does not hold what was asked for", what=what))
     if grad and not ({"input_grads", "param_grads"} <= set(r) or ("grad_error" in r and "input_grads" not in r)):
-        raise Malformed(f"{what} has no gradients")
-    out = {"output": _value(r["output"], budget, f"the output of call {i + 1}")}
+        raise Malformed(T("{what} has no gradients", what=what))
+    out = {"output": _value(r["output"], budget, T("the output of call {n}", n=i + 1))}
     after = r["inputs_after"]
     if not isinstance(after, list) or (n_args is not None and len(after) != n_args):
-        raise Malformed(f"{what}: its inputs are not sent back")
-    out["inputs_after"] = [budget.tensor(a, "an input") if isinstance(a, torch.Tensor) else None for a in after]
+        raise Malformed(T("{what}: its inputs are not sent back", what=what))
+    out["inputs_after"] = [budget.tensor(a, T("an input")) if isinstance(a, torch.Tensor) else None for a in after]
     if capture:
         a = r["attention"]
         if a is not None and not (isinstance(a, torch.Tensor) and a.dim() == 3 and a.shape[1] == a.shape[2]
                                   and a.dtype == torch.float32):
-            raise Malformed(f"{what}: its attention weights are not (maps, T, T) float32")
-        out["attention"] = None if a is None else budget.tensor(a, "attention weights")
+            raise Malformed(T("{what}: its attention weights are not (maps, T, T) float32", what=what))
+        out["attention"] = None if a is None else budget.tensor(a, T("attention weights"))
     if "grad_error" in r:
         out["grad_error"] = one_line(r["grad_error"], 200)
     if "input_grads" in r:
         ig, pg = r["input_grads"], r["param_grads"]
         if not isinstance(ig, list) or len(ig) != len(after) or not isinstance(pg, dict):
-            raise Malformed(f"{what}: malformed gradients")
-        out["input_grads"] = [budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else None for g in ig]
-        out["param_grads"] = {one_line(k, 120): budget.tensor(g, "a gradient") if isinstance(g, torch.Tensor) else
+            raise Malformed(T("{what}: malformed gradients", what=what))
+        out["input_grads"] = [budget.tensor(g, T("a gradient")) if isinstance(g, torch.Tensor) else None for g in ig]
+        out["param_grads"] = {one_line(k, 120): budget.tensor(g, T("a gradient")) if isinstance(g, torch.Tensor) else
                               FROZEN if g == FROZEN else None for k, g in pg.items()}
     return out
 

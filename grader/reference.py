@@ -15,7 +15,7 @@ published seed, for the student release, which ships no reference code.
 """
 import os
 
-from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Kind
+from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Kind, T
 
 from . import worker
 from .sandbox import STANDINS
@@ -35,13 +35,14 @@ class Live:
         self.folder = os.path.realpath(folder)
         self.ctx = worker.Context(self.folder, os.path.realpath(STANDINS), loader, [self.folder])
 
-    def run(self, req, what="the reference"):
+    def run(self, req, what=None):
         out = worker.execute(req.wire(), self.ctx)
         errors = [out["error"]] if "error" in out else [r["error"] for r in out.get("results", []) if "error" in r]
         if errors:
             e = errors[0]
-            raise CheckFailure(f"{what} (the reference's side)", got="the reference implementation failed on this "
-                               f"check's inputs ({e['type']})", hint=GRADER_ERROR_HINT, kind=Kind.GRADER_ERROR)
+            raise CheckFailure(T("{what} (the reference's side)", what=what or T("the reference")),
+                               got=T("the reference implementation failed on this check's inputs ({kind})",
+                                     kind=e["type"]), hint=GRADER_ERROR_HINT, kind=Kind.GRADER_ERROR)
         return out
 
     def module(self, name, standins=()):

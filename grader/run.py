@@ -141,7 +141,7 @@ class Collector:
             failure = self._grader_error(report, title)
         elif getattr(report, "_compared", 0) == 0:  # passed without comparing anything: that is no pass
             self.errors.append(f"{report.nodeid}: passed without comparing a single value")
-            failure = Failure(Kind.GRADER_ERROR, title, got=NOT_FINISHED,
+            failure = Failure(Kind.GRADER_ERROR, _title_text(title), got=NOT_FINISHED,
                               hint=GRADER_ERROR_HINT)
         self.results.append(Result(unit, f"{unit}.{name}", title, points, points if failure is None else 0,
                                    path.parent.name == "reference", failure,
@@ -157,8 +157,15 @@ class Collector:
 
     def _grader_error(self, report, title):
         self.errors.append(f"{report.nodeid}: {report.longreprtext[-4000:]}")
-        return Failure(Kind.GRADER_ERROR, title, got=NOT_FINISHED,
+        return Failure(Kind.GRADER_ERROR, _title_text(title), got=NOT_FINISHED,
                        hint=GRADER_ERROR_HINT)
+
+
+def _title_text(title):
+    """A check's title as a ``Text`` whose template is the title itself (a catalog message: ``kit.i18n.extract``
+    takes each check's title), so that a failure's ``checked`` is worded in the language in force. A title has no
+    braces; one that had would be escaped (it then stays English)."""
+    return decode(title, {"template": title.replace("{", "{{").replace("}", "}}"), "params": {}})
 
 
 def release_memory():

@@ -95,7 +95,8 @@ def _read_record(path):
     from .run import Grading
     try:
         return Grading.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    # a record the grading wrote, but one its submission may have shaped: deep or huge words fail here, not later
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, MemoryError, OverflowError):
         return None
 
 
@@ -221,5 +222,6 @@ def run(folder, work, units=None, timeout=900.0, call_timeout=20.0, checkpoint=N
             T("the grading process exited with status {status}", status=code)
         partial = _unfinished(_read_record(record), units,
                               T("{why} before these checks ran: not a verdict on your code", why=why), Kind.GRADER_ERROR)
-        return Outcome(status, partial, f"{why}: {_last_line(output)}", seconds, output)
+        return Outcome(status, partial, T("{why}: {output_code}", why=why, output_code=_last_line(output)), seconds,
+                       output)
     return Outcome(status, None, _last_line(output), seconds, output)

@@ -27,7 +27,6 @@ Every wait has a deadline; a stopped sandbox leaves no process and no temporary 
 import json
 import os
 import queue
-import re
 import secrets
 import shutil
 import signal
@@ -45,7 +44,7 @@ from pathlib import Path
 from kit import machine, syllabus, tensorpack
 from kit.files import remove_tree
 from kit.host import host, kill
-from kit.outcome import GRADER_ERROR_HINT, Failure, Kind, T
+from kit.outcome import GRADER_ERROR_HINT, Failure, Kind, T, said
 from kit.text import one_line
 
 from . import cgroup
@@ -477,7 +476,6 @@ class Sandbox:
         if fence.get("limits"):
             parts.append(T("resource limits"))
         if self.group is not None:  # which memory bound was in force: the kernel's accounting, else the rlimit
-            # the words of grader/cgroup.py's Group.describe(), as a template
             parts.append(T("memory cgroup of {mb} MB for the worker", mb=self.group.limit_mb))
         elif fence.get("limits"):
             parts.append(T("memory: RLIMIT_AS of {mb} MB per process", mb=self.memory_mb))
@@ -575,7 +573,7 @@ class Sandbox:
         """Why the machine (its memory cgroup) is short of memory now, or None."""
         if machine.oom_kills() > self._oom_kills:
             return T("the system killed a process for lack of memory")
-        return _memory_short(machine.memory_short())
+        return machine.memory_short()
 
     def _death(self, doing):
         proc = self.proc
@@ -693,7 +691,7 @@ class Sandbox:
                 except Malformed as e:
                     self.stop()  # a worker that answers out of turn is not asked again
                     raise WorkerFailure(Kind.MALFORMED, T("the answer does not fit the request: {detail}; nothing was "
-                                                          "graded", detail=str(e)), MALFORMED_HINT) from None
+                                                          "graded", detail=said(e)), MALFORMED_HINT) from None
             except WorkerFailure as e:
                 failed(e)
                 raise
@@ -730,18 +728,6 @@ MALFORMED_HINT = T("the process running your code sent back something else than 
                    "compute in your modules")
 
 
-def _memory_short(line):
-    """kit/machine.py's ``memory_short()`` line (plain English, or None) as a template, where it is one of its own."""
-    if line is None:
-        return None
-    m = re.fullmatch(r"its memory limit of (\d+) MB is reached", line)
-    if m:
-        return T("its memory limit of {mb} MB is reached", mb=int(m[1]))
-    if line == "it spends most of its time waiting for memory":
-        return T("it spends most of its time waiting for memory")
-    return line
-
-
 def _reader(stream, frames):
     """Read length-prefixed frames into ``frames`` until EOF; a frame over the limit or unreadable stops it."""
     fd = stream.fileno()
@@ -767,7 +753,7 @@ def _reader(stream, frames):
             try:
                 frames.put(("ok", tensorpack.unpack(exact(n), MAX_FRAME)))
             except tensorpack.PackError as e:
-                frames.put(("bad", str(e)))
+                frames.put(("bad", tensorpack.said(e)))
                 return
             except Exception as e:  # noqa: BLE001 - a reader the bytes broke: still a malformed answer, never a hang
                 frames.put(("bad", T("unreadable answer ({type_name})", type_name=type(e).__name__)))

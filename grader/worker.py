@@ -245,9 +245,9 @@ def _run_call(obj, call, i, ctx, inputs):
         res["attention"] = _attention_of(captured)
     if grad is not None:
         if not isinstance(y, torch.Tensor) or y.shape != grad.shape:
-            res["grad_error"] = "output is not a tensor of the expected shape"
+            res["grad_error"] = "shape"  # grader/harness.py words each
         elif not y.requires_grad:
-            res["grad_error"] = "output does not require grad (was the computation detached?)"
+            res["grad_error"] = "detached"
         else:
             try:
                 # the same gradient as y.backward(grad), without the lazy import behind backward's grad argument
@@ -328,14 +328,36 @@ def _attention_of(captured):
     return captured[-1] if captured else None
 
 
+# The fence's refusals (grader/fence.py ``Refusal``: Refused, Blocked), once ``main`` has loaded it; none in the
+# grader's own process, where ``execute`` runs the reference. By class, never by name: a submission's own
+# ``class Refused(Exception)`` is an exception of its own like any other.
+REFUSAL = ()
+
+
+def _text(f, limit):
+    """``f()`` (a str of submitted code's making: a repr, an exception's message), cut to ``limit``; never raises."""
+    try:
+        return str(f())[:limit]
+    except BaseException:  # noqa: BLE001 - a __repr__ or __str__ of the submission's that fails
+        return "<unprintable>"
+
+
 def _describe(e):
+    """What the parent words for the student (grader/harness.py ``student_error``): beside the exception's type and
+    message, ``exit_code`` (the repr of SystemExit's code) and ``refusal`` (a fence's action, subject and path),
+    so that no message of the worker's is ever read back for its words."""
     exc = e.exc
+    out = {"stage": e.stage, "where": e.where, "inside": e.inside, "not_implemented": isinstance(exc, NotImplementedError),
+           "refused": bool(REFUSAL) and isinstance(exc, REFUSAL)}
     if isinstance(exc, SystemExit):
-        kind, message = "SystemExit", f"sys.exit({exc.code!r}) was called"
+        code = _text(lambda: repr(exc.code), 200)
+        out.update(type="SystemExit", message=f"sys.exit({code}) was called", exit_code=code)
     else:
-        kind, message = type(exc).__name__, str(exc)
-    return {"stage": e.stage, "type": kind, "message": message[:2000], "where": e.where, "inside": e.inside,
-            "not_implemented": isinstance(exc, NotImplementedError), "refused": type(exc).__name__ == "Refused"}
+        out.update(type=_text(lambda: type(exc).__name__, 200), message=_text(lambda: exc, 2000))
+    if out["refused"]:
+        out["refusal"] = {"action": _text(lambda: exc.action, 40), "subject": _text(lambda: exc.subject, 500),
+                          "path": None if exc.path is None else _text(lambda: exc.path, 500)}
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -371,6 +393,8 @@ def main():
     os.dup2(log, 1)
     os.dup2(log, 2)
     fence = _load(os.path.join(here, "fence.py"), "_kit_fence")
+    global REFUSAL
+    REFUSAL = fence.Refusal
     sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = fence.CappedOutput(1, cfg["output_mb"] << 20)
 
     import torch  # noqa: F401  (imported before the fence: torch loads its libraries with ctypes)

@@ -19,6 +19,7 @@ from pathlib import Path
 from .files import atomic_write
 from .outcome import T, said
 from .tensorpack import MAX_HEADER, PackError, pack, parse_header, unpack
+from .tensorpack import said as pack_said
 
 FORMAT = "transformer-kit/lm-checkpoint/2"
 LEGACY = "transformer-kit/lm-checkpoint/1"
@@ -103,7 +104,7 @@ def load(path, max_bytes=MAX_BYTES, legacy=False):
     try:
         state = unpack(data, max_bytes)
     except PackError as e:
-        raise CheckpointError(_not_readable(path, said(e))) from None
+        raise CheckpointError(_not_readable(path, pack_said(e))) from None
     return _validated(state, path)
 
 
@@ -169,7 +170,7 @@ def read_model(path, expected, shown=None):
         entries, meta = parse_header(head, size)
         tree = json.loads(meta.get("tree", "null"))
     except (PackError, ValueError, RecursionError) as e:
-        raise CheckpointError(_not_readable(label, said(e))) from None
+        raise CheckpointError(_not_readable(label, pack_said(e) if isinstance(e, PackError) else said(e))) from None
     names = _model_refs(tree)
     if names is None:
         raise CheckpointError(T("{path}: not a checkpoint of this kit (no model weights in it)", path=str(label)))

@@ -9,6 +9,8 @@ import platform
 from contextlib import contextmanager
 from pathlib import Path
 
+from kit.outcome import T
+
 
 def cpu_flags():
     """The CPU's feature flags (``/proc/cpuinfo``), empty where the platform does not say."""
@@ -110,20 +112,20 @@ def oom_kills(cgroup=None):
 
 
 def memory_short(margin=0.95):
-    """A line saying how short of memory the machine is, or None: the cgroup at its limit, or the kernel
-    stalling every task on memory (PSI)."""
+    """How short of memory the machine is (a ``Text``), or None: the cgroup at its limit, or the kernel stalling
+    every task on memory (PSI)."""
     found = memory_cgroup()
     if found is not None:
         version, folder = found
         limit = _read(folder / ("memory.max" if version == 2 else "memory.limit_in_bytes")).strip()
         used = _read(folder / ("memory.current" if version == 2 else "memory.usage_in_bytes")).strip()
         if limit.isdigit() and used.isdigit() and int(limit) < 1 << 50 and int(used) >= margin * int(limit):
-            return f"its memory limit of {int(limit) >> 20} MB is reached"
+            return T("its memory limit of {mb} MB is reached", mb=int(limit) >> 20)
     for line in _read("/proc/pressure/memory").splitlines():
         if line.startswith("full "):
             fields = dict(kv.split("=") for kv in line.split()[1:])
             if float(fields.get("avg10", 0)) > 20.0:
-                return "it spends most of its time waiting for memory"
+                return T("it spends most of its time waiting for memory")
     return None
 
 

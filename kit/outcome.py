@@ -11,6 +11,7 @@ A field's words are a ``Text``: the English brace-format template (the msgid of 
 that an edge can word it in any language (``render``) while ``str(text)`` stays the English.
 """
 import enum
+import re
 import string
 from dataclasses import asdict, dataclass, field, replace
 
@@ -39,12 +40,17 @@ def T(template, **params):
     return _text(template, params)
 
 
+# what a field may ask of its value: alignment, a width of up to 3 digits, a thousands comma, a precision and a
+# type; nothing nested (``{x:{y}}``) and no conversion but !r and !s
+SPEC = re.compile(r"[<>^]?\d{0,3},?(?:\.\d{1,2})?[dfgxe%]?")
+
+
 def _text(template, params):
     fields = set()
-    for _, name, _, _ in string.Formatter().parse(template):
+    for _, name, spec, conversion in string.Formatter().parse(template):
         if name is not None:
-            if not name.isidentifier():
-                raise ValueError(f"T(): field {name!r} of {template!r} is not a plain name")
+            if not name.isidentifier() or not SPEC.fullmatch(spec or "") or conversion not in (None, "r", "s"):
+                raise ValueError(f"T(): field {name!r} of a template is not a plain name with a simple format")
             fields.add(name)
     if fields != set(params):
         raise ValueError(f"T(): {template!r} has fields {sorted(fields)}, given {sorted(params)}")
@@ -82,10 +88,13 @@ def encode(value):
     return value.to_json() if isinstance(value, Text) else None
 
 
-def decode(english, words=None):
-    """A field read back from a record: its ``Text`` from ``words`` (``encode``'s), else the English as it is."""
+def decode(english, words=None, depth=0):
+    """A field read back from a record (the grading process's own): its ``Text`` from ``words`` (``encode``'s),
+    else the English as it is. ``ValueError`` for words nested deeper than a message ever is."""
     if isinstance(words, dict) and isinstance(words.get("template"), str) and isinstance(words.get("params"), dict):
-        return _text(words["template"], {k: decode(v, v) for k, v in words["params"].items()})
+        if depth > 8:
+            raise ValueError("a record's words are nested too deeply")
+        return _text(words["template"], {k: decode(v, v, depth + 1) for k, v in words["params"].items()})
     return english
 
 

@@ -29,14 +29,32 @@ TREE = "tree"
 SPAN = 4  # a view is sent with its layout when its storage span is at most SPAN times its size (else compacted)
 
 
+def T(template, **params):
+    """``kit.outcome.T``'s words without the kit (this file imports none of it): the template and its parameters,
+    which a ``PackError`` keeps for the kit's side to word (``said``); ``make locale`` extracts the template as it
+    does every ``T()``."""
+    return template, params
+
+
 class PackError(ValueError):
-    """The bytes are not a well-formed pack within the limits (the message says which)."""
+    """The bytes are not a well-formed pack within the limits: raised with ``T(...)``; ``str()`` says which, in
+    English, and ``template``/``params`` keep its words for ``said``."""
+
+    def __init__(self, words):
+        self.template, self.params = words
+        super().__init__(self.template.format(**self.params))
+
+
+def said(error):
+    """A ``PackError``'s words as a ``kit.outcome.Text`` (imported here only when asked, never in the worker)."""
+    from kit.outcome import decode
+    return decode(str(error), {"template": error.template, "params": error.params})
 
 
 def _encode(obj, tensors, depth=0, layout=True):
     import torch
     if depth > MAX_DEPTH:
-        raise PackError("nested too deeply")
+        raise PackError(T("nested too deeply"))
     if isinstance(obj, torch.Tensor):
         name = str(len(tensors))
         t = obj.detach()
@@ -58,7 +76,7 @@ def _encode(obj, tensors, depth=0, layout=True):
         return [_encode(v, tensors, depth + 1, layout) for v in obj]
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise PackError(f"cannot pack a {type(obj).__name__}")
+    raise PackError(T("cannot pack a {type_code}", type_code=type(obj).__name__))
 
 
 def _layout(t):
@@ -111,96 +129,96 @@ def pack(obj, layout=True):
 def header(data, max_bytes):
     """The validated safetensors header of ``data``: ``{name: (dtype, shape, (begin, end))}`` and its metadata."""
     if len(data) > max_bytes:
-        raise PackError(f"{len(data):,} bytes, more than the limit of {max_bytes:,}")
+        raise PackError(T("{size:,} bytes, more than the limit of {limit:,}", size=len(data), limit=max_bytes))
     return parse_header(data, len(data))
 
 
 def parse_header(head, total):
     """Like ``header``, from the first bytes of a container (``head``, at least the header) whose length is ``total``."""
     if total < 8 or len(head) < 8:
-        raise PackError("truncated")
+        raise PackError(T("truncated"))
     (n,) = struct.unpack("<Q", head[:8])
     if n > min(MAX_HEADER, total - 8) or len(head) < 8 + n:
-        raise PackError("header larger than the data or the limit")
+        raise PackError(T("header larger than the data or the limit"))
     try:
         head = json.loads(bytes(head[8:8 + n]).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise PackError("unreadable header") from None
+        raise PackError(T("unreadable header")) from None
     if not isinstance(head, dict):
-        raise PackError("header is not a mapping")
+        raise PackError(T("header is not a mapping"))
     meta = head.pop("__metadata__", None) or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise PackError("malformed metadata")
+        raise PackError(T("malformed metadata"))
     body = total - 8 - n
     entries, spans = {}, []
     for name, info in head.items():
         if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or info["dtype"] not in ITEMSIZE:
-            raise PackError(f"tensor {name[:40]!r}: unsupported dtype")
+            raise PackError(T("tensor {name_code}: unsupported dtype", name_code=repr(name[:40])))
         shape, offs = info.get("shape"), info.get("data_offsets")
         if not (isinstance(shape, list) and all(isinstance(s, int) and 0 <= s < 1 << 40 for s in shape)
                 and isinstance(offs, list) and len(offs) == 2 and all(isinstance(o, int) for o in offs)):
-            raise PackError(f"tensor {name[:40]!r}: malformed shape or offsets")
+            raise PackError(T("tensor {name_code}: malformed shape or offsets", name_code=repr(name[:40])))
         numel = 1
         for s in shape:
             numel *= s
         begin, end = offs
         if not (0 <= begin <= end <= body) or end - begin != numel * ITEMSIZE[info["dtype"]]:
-            raise PackError(f"tensor {name[:40]!r}: its bytes do not fit its shape")
+            raise PackError(T("tensor {name_code}: its bytes do not fit its shape", name_code=repr(name[:40])))
         entries[name] = (info["dtype"], tuple(shape), (begin, end))
         spans.append((begin, end))
     spans.sort()
     if any(b < a_end for (_, a_end), (b, _) in zip(spans, spans[1:])):
-        raise PackError("overlapping tensors")
+        raise PackError(T("overlapping tensors"))
     return entries, meta
 
 
 def _decode(node, tensors, used, depth=0):
     if depth > MAX_DEPTH:
-        raise PackError("nested too deeply")
+        raise PackError(T("nested too deeply"))
     if isinstance(node, list):
         return [_decode(v, tensors, used, depth + 1) for v in node]
     if isinstance(node, dict):
         if set(node) in ({"$t"}, {"$t", "$v"}):
             name = node["$t"]
             if not isinstance(name, str) or name not in tensors:
-                raise PackError("reference to a missing tensor")
+                raise PackError(T("reference to a missing tensor"))
             if name in used:  # one span, one tensor: a view never shares its storage with another
-                raise PackError("a tensor used twice")
+                raise PackError(T("a tensor used twice"))
             used.add(name)
             return tensors[name] if "$v" not in node else _view(tensors[name], node["$v"])
         if set(node) == {"$d"} and isinstance(node["$d"], list):
             out = {}
             for pair in node["$d"]:
                 if not (isinstance(pair, list) and len(pair) == 2):
-                    raise PackError("malformed mapping")
+                    raise PackError(T("malformed mapping"))
                 k = _decode(pair[0], tensors, used, depth + 1)
                 if not isinstance(k, (str, int)) or isinstance(k, bool):
-                    raise PackError("a mapping key that is not a string or an integer")
+                    raise PackError(T("a mapping key that is not a string or an integer"))
                 out[k] = _decode(pair[1], tensors, used, depth + 1)
             return out
-        raise PackError("malformed node")
+        raise PackError(T("malformed node"))
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
-    raise PackError("malformed node")
+    raise PackError(T("malformed node"))
 
 
 def _view(span, layout):
     """``span`` (1-D) seen as ``layout`` = [shape, strides, offset], once the view is known to stay inside it."""
     if not (isinstance(layout, list) and len(layout) == 3 and isinstance(layout[0], list)
             and isinstance(layout[1], list) and len(layout[0]) == len(layout[1]) <= MAX_DEPTH):
-        raise PackError("malformed view")
+        raise PackError(T("malformed view"))
     shape, strides, offset = layout
     if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 40 for v in (*shape, *strides, offset)):
-        raise PackError("malformed view")
+        raise PackError(T("malformed view"))
     if span.dim() != 1:
-        raise PackError("a view of a tensor that is not a span")
+        raise PackError(T("a view of a tensor that is not a span"))
     numel = 1
     for n in shape:
         numel *= n
     if numel == 0 or numel > span.numel() or not _distinct(shape, strides):
-        raise PackError("a view that reaches an element twice or holds more elements than its span")
+        raise PackError(T("a view that reaches an element twice or holds more elements than its span"))
     if offset + sum((n - 1) * s for n, s in zip(shape, strides)) >= span.numel():
-        raise PackError("a view that reaches past its span")
+        raise PackError(T("a view that reaches past its span"))
     return span.as_strided(shape, strides, offset)
 
 
@@ -209,17 +227,17 @@ def unpack(data, max_bytes):
     from safetensors.torch import load
     entries, meta = header(data, max_bytes)
     if TREE not in meta:
-        raise PackError("no structure in the metadata")
+        raise PackError(T("no structure in the metadata"))
     try:
         tree = json.loads(meta[TREE])
     except (ValueError, RecursionError):
-        raise PackError("unreadable structure") from None
+        raise PackError(T("unreadable structure")) from None
     try:
         tensors = load(bytes(data)) if entries else {}
     except Exception as e:  # the library's own validation
-        raise PackError(f"unreadable tensors ({type(e).__name__})") from None
+        raise PackError(T("unreadable tensors ({type_code})", type_code=type(e).__name__)) from None
     used = set()
     obj = _decode(tree, tensors, used)
     if used != set(tensors):  # bytes the structure does not account for: an answer with extra parts
-        raise PackError(f"{len(set(tensors) - used)} tensors the structure does not use")
+        raise PackError(T("{n} tensors the structure does not use", n=len(set(tensors) - used)))
     return obj

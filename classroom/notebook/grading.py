@@ -7,9 +7,9 @@ or raises ``CheckFailed`` with that check's own message, and nothing else: its t
 message (IPython and nbgrader show ``_render_traceback_``), so the feedback holds no kit internals
 and no paths.
 """
+import functools
 import hashlib
 import os
-import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -17,9 +17,10 @@ from pathlib import Path
 from grader import runner
 from grader.report import note, num, pictures_part, title
 from grader.report import notebook as render_failure
-from kit import i18n
 from kit.files import remove_tree
 from kit.i18n import N_, _
+from kit.outcome import T, Text, render
+from kit.outcome import _text as rebuilt  # a Text from a template held (not a literal): the same Text, new params
 from kit.text import plain_text
 
 # seconds for one grading run: one module well under a minute; the final check measures 200,000 characters
@@ -34,20 +35,41 @@ OUTSIDE = "TRANSFORMER_KIT_GRADING"
 GRADED_OUTSIDE = N_("graded by the course's grader once the notebook has run, outside this kernel: "
                     "its result replaces this line")
 
-# The grader's hints speak to students at a terminal (make, git); in a notebook the same advice reads
-NOTEBOOK_HINTS = (
-    (re.compile(r"run `make train` \(.*?\), then `make check` again; .*`git add -f runs/final\.pt`", re.S),
-     "run the training cell of this notebook (it stops by itself once under 2.5; about half an hour on 2 CPU "
-     "cores) and run the check cells again; hand in the notebook folder with the runs/final.pt it wrote"),
-    (re.compile(r"`make train ARGS=--resume` continues your run \(in the notebook: RESUME = True\)"),
-     "set RESUME = True in the training cell and run it again: it continues your run"),
-    (re.compile(r"run `make train` \(.*?\)", re.S), "run the training cell of this notebook"),
-    (re.compile(r"`make train` with the default sizes"), "the training cell of this notebook, unchanged"),
-    (re.compile(r"with `make train`"), "with the training cell of this notebook"),
-    (re.compile(r"`make check`"), "the check cells"),
-    (re.compile(r"`make train[^`]*`"), "the training cell of this notebook"),
-    (re.compile(r"`git add[^`]*`"), "hand in runs/final.pt with the notebook"),
-)
+
+@functools.cache
+def notebook_hints():
+    """The final check's hints that speak to a student at a terminal (make, git), by template: the same advice as
+    a notebook student follows it. A failure's hint is swapped wherever it holds one (``swap_hints``), in every
+    language (each side is a ``T``, worded by the edge)."""
+    from grader.checks.properties import final  # the grader's checks: imported only when a hint is shown
+    return {
+        final.HANDIN_HINT.template: T("run the training cell of this notebook (it stops by itself once under 2.5; "
+                                      "about half an hour on 2 CPU cores) and run the check cells again; hand in the "
+                                      "notebook folder with the runs/final.pt it wrote"),
+        final.TRAIN_HINT.template: T("run the training cell of this notebook"),
+        final.RESUME_HINT.template: T("train longer: set RESUME = True in the training cell and run it again: it "
+                                      "continues your run"),
+        final.RETRAIN_HINT.template: T("train the curriculum's model with the training cell of this notebook; do "
+                                       "not edit the file"),
+        final.TIED_HINT.template: T("the head is tied to the embedding: train the curriculum's model with the "
+                                    "training cell of this notebook; do not edit the file"),
+        final.SIZES_HINT.template: T("train the curriculum's model: the training cell of this notebook, unchanged"),
+        final.CORPUS_HINT.template: T("train on data/tinyshakespeare.txt with the training cell of this notebook"),
+    }
+
+
+def swap_hints(value):
+    """``value`` with every ``Text`` among it (itself, or a parameter at any depth) whose template is a terminal
+    hint (``notebook_hints``) replaced by the notebook's; anything else as it is."""
+    if not isinstance(value, Text):
+        return value
+    words = notebook_hints().get(value.template)
+    if words is not None:
+        return words
+    params = {k: swap_hints(v) for k, v in value.params.items()}
+    if all(params[k] is v for k, v in value.params.items()):
+        return value
+    return rebuilt(value.template, params)
 
 
 class CheckFailed(AssertionError):
@@ -88,7 +110,7 @@ def grade_unit(unit, folder, checkpoint=None):
         if out.grading is None:
             raise CheckFailed(_("the grader could not grade {file}: {message} (this is not a verdict on your code: "
                                 "tell the course staff if it persists)").format(
-                file=f"{unit}.py", message=plain_text(out.message or out.status)))
+                file=f"{unit}.py", message=plain_text(render(out.message) or out.status)))
         _CACHE[unit] = (key, out.grading, pictures)
     return _CACHE[unit][1]
 
@@ -96,11 +118,8 @@ def grade_unit(unit, folder, checkpoint=None):
 def notebook_message(result):
     """A failed check as a notebook test cell shows it: the grader's words, its hint told as to a notebook student."""
     f = result.failure
-    if f is not None and f.hint and i18n.language() == "en":  # the notebook words exist in English only
-        hint = f.hint
-        for pattern, words in NOTEBOOK_HINTS:
-            hint = pattern.sub(words, hint)
-        result = replace(result, failure=replace(f, hint=hint))
+    if f is not None and isinstance(f.hint, Text):
+        result = replace(result, failure=replace(f, hint=swap_hints(f.hint)))
     return render_failure(result)
 
 

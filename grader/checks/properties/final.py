@@ -51,10 +51,18 @@ BATCH = 8  # windows per forward call
 CHUNK = 128  # windows per request to the worker at the desk: a few seconds each, a few MB of logits
 AGREE = 4  # windows on which the submission's model must give the reference's logits (of the first look's)
 CALL_TIMEOUT = 120  # seconds for one request to the worker, within the check's own deadline
-# the English wording of the hints that name `make` targets is what classroom/notebook/grading.py (NOTEBOOK_HINTS)
-# rewrites for notebooks: keep it
+# the hints that name `make` targets or git: classroom/notebook/grading.py (notebook_hints) swaps each, by its
+# template (not its wording), for the notebook's own advice (the training cell, the check cells) in every language;
+# a new hint of that kind belongs there too
 TRAIN_HINT = T("run `make train` (it stops by itself once under 2.5; about half an hour on 2 CPU cores, minutes on "
                "a GPU: BENCHMARKS.md has the measured times)")
+HANDIN_HINT = T("{train}, then `make check` again; to hand it in through git, commit it explicitly (runs/ is ignored): "
+                "`git add -f runs/final.pt`", train=TRAIN_HINT)
+RETRAIN_HINT = T("train the curriculum's model with `make train`; do not edit the file")
+TIED_HINT = T("the head is tied to the embedding: train the curriculum's model with `make train`; do not edit the file")
+SIZES_HINT = T("train the curriculum's model: `make train` with the default sizes")
+CORPUS_HINT = T("train on data/tinyshakespeare.txt with `make train`")
+RESUME_HINT = T("train longer: `make train ARGS=--resume` continues your run (in the notebook: RESUME = True)")
 TIME_HINT = T("this is not a verdict on your model: the grading machine was too slow or too busy to finish the "
               "measurement in time; the course staff can give it more time (python -m grader --final-timeout S) "
               "or grade again when the machine is less busy")
@@ -145,27 +153,23 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     shapes, _ = ref.template("decoder", "TransformerLM", (V,), dict(CURRICULUM))
     path, shown = grading.checkpoint, grading.checkpoint_shown
     if path is None or not path.is_file():
-        fail(T("the checkpoint of your trained model"), T("no file at {path}", path=str(shown)),
-             T("{train}, then `make check` again; to hand it in through git, commit it explicitly (runs/ is ignored): "
-               "`git add -f runs/final.pt`", train=TRAIN_HINT),
+        fail(T("the checkpoint of your trained model"), T("no file at {path}", path=str(shown)), HANDIN_HINT,
              T("runs/final.pt (or --checkpoint PATH)"), Kind.NOT_IMPLEMENTED)
     try:
         info, weights = read_model(path, {k: s for k, (s, _) in shapes.items()}, shown)
     except CheckpointError as e:
-        fail(T("the checkpoint of your trained model"), message(e), T("train the curriculum's model with `make train`; "
-             "do not edit the file"), T("a checkpoint of the curriculum's 4 x 256 TransformerLM"), Kind.WRONG_STRUCTURE)
+        fail(T("the checkpoint of your trained model"), message(e), RETRAIN_HINT,
+             T("a checkpoint of the curriculum's 4 x 256 TransformerLM"), Kind.WRONG_STRUCTURE)
     weights = {k: v.float() for k, v in weights.items()}
     tied = ("embed_tokens.weight", "lm_head.weight")
     require(all(k in weights for k in tied) and torch.equal(weights[tied[0]], weights[tied[1]]),
             T("the checkpoint's tied weights (embed_tokens.weight and lm_head.weight)"), T("the same matrix"),
-            T("two different matrices"), T("the head is tied to the embedding: train the curriculum's model with `make "
-                                           "train`; do not edit the file"), Kind.WRONG_STRUCTURE)
+            T("two different matrices"), TIED_HINT, Kind.WRONG_STRUCTURE)
     require(info.get("config") == CURRICULUM, T("the checkpoint's model configuration"), str(CURRICULUM),
-            str(info.get("config")), T("train the curriculum's model: `make train` with the default sizes"),
-            Kind.WRONG_STRUCTURE)
+            str(info.get("config")), SIZES_HINT, Kind.WRONG_STRUCTURE)
     require(info.get("vocab") == "".join(tok.chars), T("the checkpoint's vocabulary"),
             T("the corpus's {n} characters", n=V), T("another vocabulary"),
-            T("train on data/tinyshakespeare.txt with `make train`"), Kind.WRONG_STRUCTURE)
+            CORPUS_HINT, Kind.WRONG_STRUCTURE)
     train_ids, val_ids = split(tok.ids(text))
     # the windows, drawn at random from the grading's seed (secret in every graded flow, SEED at the desk): the
     # sequential test measures them in this order, as many as it needs
@@ -258,4 +262,4 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
               confidence=CONFIDENCE), f"< {TARGET_PERPLEXITY}",
             T("{estimate}; {how} (validation {val:.3f})", estimate=est.describe(), how=how, val=val_ppl)
             if val_ppl is not None else T("{estimate}; {how}", estimate=est.describe(), how=how),
-            T("train longer: `make train ARGS=--resume` continues your run (in the notebook: RESUME = True)"))
+            RESUME_HINT)
