@@ -58,7 +58,7 @@ from classroom.notebook import MAX_MINUTES as TRAIN_MAX_MINUTES
 from classroom.notebook.grading import CELL_MARGIN, FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT
 from classroom.regions import RegionError, has_region, header, join_parts, notebook_parts
 from classroom.release import LOCALES
-from classroom.stubs import translate
+from classroom.stubs import code_only, translate
 from kit import i18n
 from kit.cli import ArgumentParser
 from kit.syllabus import ASSIGNMENT, MODULES, POINTS, unit
@@ -211,17 +211,6 @@ def read_sections(module, lang=None):
             raise BuildError(f"{where}: the code of its <!-- try code --> section is not the English one's "
                              "(only its comments are translated)")
     return sections
-
-
-def code_only(source):
-    """Python source without its comments and docstrings (``ast.dump``), to compare code across languages."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
-                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
 
 
 def read_questions(lang=None):

@@ -34,6 +34,17 @@ class TranslationError(RegionError):
     """A translation file that does not hold exactly the student-facing texts of its solution."""
 
 
+def code_only(source):
+    """Python source without its comments and docstrings (``ast.dump``), to compare code across languages."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
+                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
 def texts(source, filename="<solution>"):
     """Where a file's student-facing text is: ``{(qualified name, "doc" | "comment"): (first line, last line)}``.
 

@@ -19,6 +19,7 @@ import pytest
 from conftest import KIT, mutate
 from english import runs
 
+from classroom.stubs import code_only
 from kit import i18n
 from kit.syllabus import FILES
 
@@ -283,21 +284,11 @@ def test_bad_input_gets_one_line_in_the_language_asked_for(tmp_path):
 
 # -- the stubs in Chinese -------------------------------------------------------------------------
 
-def without_docstrings(source):
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
-                isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
-
-
 def test_the_zh_stubs_are_the_english_code_with_chinese_text():
     from classroom.stubs import generate, texts
     en, zh = generate(), generate(lang="zh")
     for f in FILES:
-        assert without_docstrings(zh[f]) == without_docstrings(en[f]), f  # the same code, raises included
+        assert code_only(zh[f]) == code_only(en[f]), f  # the same code, raises included
         en_lines, zh_lines = en[f].splitlines(), zh[f].splitlines()
         places = texts(zh[f], f)
         assert places.keys() == texts(en[f], f).keys(), f
