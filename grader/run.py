@@ -20,7 +20,7 @@ import pytest
 
 from kit import syllabus
 from kit.machine import torch_threads
-from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result, T, decode, encode
+from kit.outcome import GRADER_ERROR_HINT, CheckFailure, Failure, Kind, Result, T, decode, encode, text
 
 KIT = Path(__file__).resolve().parent.parent
 CHECKS = KIT / "grader" / "checks"
@@ -165,7 +165,7 @@ def _title_text(title):
     """A check's title as a ``Text`` whose template is the title itself (a catalog message: ``kit.i18n.extract``
     takes each check's title), so that a failure's ``checked`` is worded in the language in force. A title has no
     braces; one that had would be escaped (it then stays English)."""
-    return decode(title, {"template": title.replace("{", "{{").replace("}", "}}"), "params": {}})
+    return text(title.replace("{", "{{").replace("}", "}}"), {})
 
 
 def release_memory():

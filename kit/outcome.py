@@ -37,7 +37,7 @@ def T(template, **params):
     """``template`` (a string literal: ``make locale`` extracts it, keyword ``T``) with its ``{name}`` fields
     filled from ``params``: the English ``Text``. Fields are plain names (no ``{a.b}`` or ``{a[0]}``), each
     given once, with a format spec where a number wants one (``{err:.3g}``)."""
-    return _text(template, params)
+    return text(template, params)
 
 
 # what a field may ask of its value: alignment, a width of up to 3 digits, a thousands comma, a precision and a
@@ -45,7 +45,10 @@ def T(template, **params):
 SPEC = re.compile(r"[<>^]?\d{0,3},?(?:\.\d{1,2})?[dfgxe%]?")
 
 
-def _text(template, params):
+def text(template, params):
+    """``T(template, **params)`` for a template held at run time rather than written here: one that is already a
+    catalog message (a check's title, a Text's own template given new parameters, a ``PackError``'s), never
+    submitted text. The same rules for its fields."""
     fields = set()
     for _, name, spec, conversion in string.Formatter().parse(template):
         if name is not None:
@@ -57,9 +60,9 @@ def _text(template, params):
     for k, v in params.items():
         if not isinstance(v, (str, int, float)) and v is not None:  # a record keeps them as JSON
             raise TypeError(f"T(): parameter {k!r} of {template!r} is a {type(v).__name__}: give its text or number")
-    text = Text(template.format(**{k: str(v) if isinstance(v, Text) else v for k, v in params.items()}))
-    text.template, text.params = template, params
-    return text
+    out = Text(template.format(**{k: str(v) if isinstance(v, Text) else v for k, v in params.items()}))
+    out.template, out.params = template, params
+    return out
 
 
 def render(value, lang=None):
@@ -94,7 +97,7 @@ def decode(english, words=None, depth=0):
     if isinstance(words, dict) and isinstance(words.get("template"), str) and isinstance(words.get("params"), dict):
         if depth > 8:
             raise ValueError("a record's words are nested too deeply")
-        return _text(words["template"], {k: decode(v, v, depth + 1) for k, v in words["params"].items()})
+        return text(words["template"], {k: decode(v, v, depth + 1) for k, v in words["params"].items()})
     return english
 
 

@@ -47,8 +47,8 @@ class PackError(ValueError):
 
 def said(error):
     """A ``PackError``'s words as a ``kit.outcome.Text`` (imported here only when asked, never in the worker)."""
-    from kit.outcome import decode
-    return decode(str(error), {"template": error.template, "params": error.params})
+    from kit.outcome import text
+    return text(error.template, error.params)
 
 
 def _encode(obj, tensors, depth=0, layout=True):

@@ -19,8 +19,7 @@ from grader.report import note, num, pictures_part, title
 from grader.report import notebook as render_failure
 from kit.files import remove_tree
 from kit.i18n import N_, _
-from kit.outcome import T, Text, render
-from kit.outcome import _text as rebuilt  # a Text from a template held (not a literal): the same Text, new params
+from kit.outcome import T, Text, render, text
 from kit.text import plain_text
 
 # seconds for one grading run: one module well under a minute; the final check measures 200,000 characters
@@ -69,7 +68,7 @@ def swap_hints(value):
     params = {k: swap_hints(v) for k, v in value.params.items()}
     if all(params[k] is v for k, v in value.params.items()):
         return value
-    return rebuilt(value.template, params)
+    return text(value.template, params)  # the same Text, new params
 
 
 class CheckFailed(AssertionError):

@@ -72,11 +72,6 @@ def fail(checked, got, hint, expected=None, kind=Kind.WRONG_VALUE):
     raise CheckFailure(checked, expected, got, hint, kind=kind)
 
 
-def message(e):
-    """An exception's message: its ``Text`` where it was raised with one (worded in any language), else its str."""
-    return said(e)
-
-
 def student_logits(sub, weights, vocab, xs, what, deadline):
     """Logits of the submission's TransformerLM, loaded strictly with the checkpoint's weights (every thread: the
     grader waits meanwhile). A request cut short by the check's deadline (not by its own limit) is ``OutOfTime``."""
@@ -125,7 +120,7 @@ def corpus(grading):
     except (DataError, OSError, UnicodeDecodeError) as e:
         # the system's own words for an unreadable file (its error text, as it is)
         got = T("{path}: {error}", path=str(e.filename), error=e.strerror.lower()) \
-            if isinstance(e, OSError) and e.strerror else message(e)
+            if isinstance(e, OSError) and e.strerror else said(e)
         # the grading's own input, not the submission: at the desk `make data` restores it, a course grader is broken
         fail(T("the TinyShakespeare corpus the check measures on"), got, T("run `make data` to restore it; on the "
              "course's grader, please tell the course staff"), kind=Kind.GRADER_ERROR)
@@ -158,7 +153,7 @@ def check_tinyshakespeare_perplexity(sub, ref, grading):
     try:
         info, weights = read_model(path, {k: s for k, (s, _) in shapes.items()}, shown)
     except CheckpointError as e:
-        fail(T("the checkpoint of your trained model"), message(e), RETRAIN_HINT,
+        fail(T("the checkpoint of your trained model"), said(e), RETRAIN_HINT,
              T("a checkpoint of the curriculum's 4 x 256 TransformerLM"), Kind.WRONG_STRUCTURE)
     weights = {k: v.float() for k, v in weights.items()}
     tied = ("embed_tokens.weight", "lm_head.weight")
