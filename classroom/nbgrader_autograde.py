@@ -21,7 +21,9 @@ a copy of the kit as the student release ships it (no ``solutions/``, none of wh
 withholds, no course text, no bytecode), mounted at ``/opt/transformer-kit``; writable: a private ``/tmp``
 and the notebook's own autograded folder, mounted at ``/home/student/<assignment>`` (the rest of its file
 system is read-only); nothing else of the course folder (no other submission, no gradebook, no ``nbgrader_config.py``). The kernel talks to nbgrader
-over Unix sockets in a folder of its own. Where bubblewrap cannot start, autograde refuses unless the
+over Unix sockets in a folder of its own. Its memory is bounded (``KERNEL_MEMORY_MB``, 4,096 MB): by a memory cgroup
+where the grading can make one (root), which counts its children and shared memory too and is killed whole at
+the end, else by RLIMIT_AS; the log's isolation line says which. Where bubblewrap cannot start, autograde refuses unless the
 instructor allows a weak sandbox (``GRADER_ALLOW_WEAK_SANDBOX=1`` or
 ``c.KitExecute.allow_weak_sandbox = True``): then the kernel is an ordinary process of the instructor's
 user, with ``GRADER_SEED`` removed from its environment but able to read what that user can. The points
@@ -44,7 +46,7 @@ from pathlib import Path
 from jupyter_client.manager import AsyncKernelManager
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute, NbGraderPreprocessor
-from traitlets import Bool, Unicode
+from traitlets import Bool, Integer, Unicode
 
 from classroom.notebook.grading import FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT, OUTSIDE, notebook_message, pictures_of
 from classroom.notebook.training import CHECKPOINT
@@ -58,6 +60,25 @@ KIT = Path(__file__).resolve().parent.parent
 SANDBOX_KIT = "/opt/transformer-kit"
 SANDBOX_HOME = "/home/student"
 TMP_MB = 512  # the kernel's private /tmp (the workspace's five files, matplotlib's cache)
+# The kernel's memory (c.KitExecute.kernel_memory_mb, $GRADER_KERNEL_MEMORY_MB): the grader's worker has the same
+# default. A notebook's kernel imports torch and matplotlib (about 0.5 GB) and at autograde trains nothing.
+KERNEL_MEMORY_MB = 4096
+# Runs first in the kernel's command line (before bubblewrap, as nbgrader's user): joins the kernel's memory cgroup
+# (argv[1], its cgroup.procs; empty where none could be made), so that everything the kernel starts counts against
+# its limit, volunteers for the OOM killer, caps its address space (argv[2], bytes), then becomes the command.
+CONFINE = """import os, resource, sys
+procs, address = sys.argv[1], int(sys.argv[2])
+if procs:
+    with open(procs, "w") as f:
+        f.write(str(os.getpid()))
+try:
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")
+except OSError:
+    pass
+resource.setrlimit(resource.RLIMIT_AS, (address, address))
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 CHECK_CALL = re.compile(r"""nb\.check\(\s*((?:'[\w.]+'|"[\w.]+")(?:\s*,\s*(?:'[\w.]+'|"[\w.]+"))*)""")
 NOTEBOOK_UNIT = {unit(m).notebook: m for m in [*MODULES, "final"]}
 
@@ -252,6 +273,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     notebook_dir = Unicode("")
     assignment = Unicode(ASSIGNMENT)
     sandbox = Bool(True)
+    memory_procs = Unicode("")  # cgroup.procs of the kernel's memory cgroup ("": none)
+    address_mb = Integer(0)  # the kernel's RLIMIT_AS (0: none, where resource limits do not exist)
 
     def __init__(self, **kw):
         super().__init__(**kw)
@@ -277,6 +300,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         else:
             kw["cwd"] = self.notebook_dir
             kernel_cmd = args
+        if self.address_mb:
+            kernel_cmd = [sys.executable, "-I", "-c", CONFINE, self.memory_procs, str(self.address_mb << 20),
+                          *kernel_cmd]
         return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     def bwrap(self, args):
@@ -361,11 +387,43 @@ class KitExecute(Execute):
                                           "(default: $GRADER_ALLOW_WEAK_SANDBOX)").tag(config=True)
     grading_user = Unicode("", help="run the graded code as this OS user (needs root; python -m grader "
                                     "--user)").tag(config=True)
+    kernel_memory_mb = Integer(0, help="the notebook kernel's memory limit in MB (default: $GRADER_KERNEL_MEMORY_MB, "
+                                       f"else {KERNEL_MEMORY_MB})").tag(config=True)
 
     def _weak_allowed(self):
         return self.allow_weak_sandbox or bool(os.environ.get("GRADER_ALLOW_WEAK_SANDBOX"))
 
+    def _kernel_memory(self):
+        """The kernel's memory bound: ``(its memory cgroup or None, RLIMIT_AS in MB or 0, the bound in words)``. A
+        memory cgroup where one can be made (root, a writable cgroup file system: grader/cgroup.py): it counts
+        everything the kernel touches, its children and shared memory included; else RLIMIT_AS on each process."""
+        from grader import cgroup
+        mb = self.kernel_memory_mb
+        if not mb:
+            raw = os.environ.get("GRADER_KERNEL_MEMORY_MB", "").strip()
+            try:
+                mb = int(raw) if raw else KERNEL_MEMORY_MB
+            except ValueError:
+                raise AutogradeError(f"GRADER_KERNEL_MEMORY_MB must be a whole number of MB, not {raw!r}") from None
+        if mb < 256:
+            raise AutogradeError(f"the kernel's memory limit must be at least 256 MB, not {mb}")
+        if sys.platform == "win32":  # no resource limits, no cgroups
+            return None, 0, "memory: not limited (Windows)"
+        group = cgroup.Group.create("kit-kernel", mb)
+        if group is None:
+            return None, mb, f"memory: RLIMIT_AS of {mb} MB per process"
+        # torch reserves far more address space than it touches: the cgroup bounds what is used
+        return group, max(4 * mb, 4096), f"memory: cgroup of {mb} MB"
+
     def preprocess(self, nb, resources, km=None):
+        group, address_mb, bound = self._kernel_memory()
+        try:
+            return self._preprocess(nb, resources, km, group, address_mb, bound)
+        finally:
+            if group is not None:
+                group.remove()
+
+    def _preprocess(self, nb, resources, km, group, address_mb, bound):
         info = resources.get("nbgrader", {})
         notebook, student = info.get("notebook"), info.get("student")
         assignment = info.get("assignment") or ASSIGNMENT
@@ -383,10 +441,13 @@ class KitExecute(Execute):
                 "`bubblewrap` package, or allow user namespaces); set GRADER_ALLOW_WEAK_SANDBOX=1 (or "
                 "c.KitExecute.allow_weak_sandbox = True) to grade anyway: the points still come from the grader, "
                 "but the kernel can then read what you can (docs/nbgrader.md)")
-        self.isolation = "bubblewrap" if sandbox else "none (the instructor's user; GRADER_SEED removed)"
+        self.isolation = ("bubblewrap" if sandbox else "none (the instructor's user; GRADER_SEED removed)") + \
+            f"; {bound}"
         self.log.info("transformer kit: running %s in a kernel with isolation: %s", notebook, self.isolation)
         self.kernel_manager_class = SandboxedKernelManager
-        self._kernel_options = {"notebook_dir": str(here), "assignment": assignment, "sandbox": sandbox}
+        self._kernel_options = {"notebook_dir": str(here), "assignment": assignment, "sandbox": sandbox,
+                                "memory_procs": str(group.folder / "cgroup.procs") if group is not None else "",
+                                "address_mb": address_mb}
         died = None
         try:
             nb, resources = super().preprocess(nb, resources, km=km)
@@ -405,7 +466,13 @@ class KitExecute(Execute):
         if module is None:
             return nb, resources
         grading = self._grade(module, files, here)
-        if died:
+        if died and group is not None and group.oom_kills():
+            self.log.warning("transformer kit: the kernel of %s went over its memory limit of %d MB", notebook,
+                             group.limit_mb)
+            notes = [*notes, T("the notebook's kernel used more than the {mb} MB of memory a grading gives it and was "
+                               "stopped before its last cell; the checks graded your code all the same",
+                               mb=group.limit_mb)]
+        elif died:
             notes = [*notes, T("the notebook's kernel stopped before its last cell; the checks graded your code all "
                                "the same")]
         scores = self._write_outputs(nb, module, grading, notes)

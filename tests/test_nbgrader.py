@@ -448,6 +448,13 @@ for t in targets:
         print("could not write", t, type(e).__name__)
 """
 
+HOG = """# Try it: take far more memory than a grading gives a kernel (256 MB at a time, every page written: 16 GB)
+chunks = []
+for _ in range(64):
+    chunks.append(b"x" * (256 << 20))
+print("took", len(chunks) * 256, "MB")
+"""
+
 KILLER = """# Try it: kill the kernel's parent, then the kernel, before any test cell runs
 import os, signal
 os.kill(os.getppid(), signal.SIGKILL)
@@ -496,6 +503,7 @@ def graded(tmp_path_factory):
         if student == "unfilled":  # the attacks, on the RMSNorm notebook, graded beside the unfilled release
             sub = d / "submitted"
             fill(release, source, sub / "a_cheat" / ASSIGNMENT, {}, ["rmsnorm"], CHEAT)
+            fill(release, source, sub / "e_hog" / ASSIGNMENT, {"rmsnorm": None}, ["rmsnorm"], HOG)
             if SANDBOX:
                 victim = nb_path(sub / "z_victim" / ASSIGNMENT, "rmsnorm")
                 fill(release, source, sub / "b_leak" / ASSIGNMENT, {}, ["rmsnorm"],
@@ -526,7 +534,7 @@ def graded(tmp_path_factory):
         log.close()
         assert code == 0, (d / "autograde.log").read_text()[-4000:]
         results[student] = scores(d, student)
-    attackers = ["a_cheat", *(["b_leak", "c_vandal", "d_killer", "z_victim"] if SANDBOX else [])]
+    attackers = ["a_cheat", "e_hog", *(["b_leak", "c_vandal", "d_killer", "z_victim"] if SANDBOX else [])]
     for student in attackers:
         results[student] = scores(root / "unfilled", student)
     cli_attention = sum(v for k, v in cli["half"].items() if k.startswith("attention."))
@@ -672,6 +680,46 @@ def test_a_kernel_that_dies_still_gets_its_code_graded(graded):
     notebook is still graded, on its code, by the grader."""
     assert cell_scores(graded, "d_killer", "rmsnorm") == unit_of(graded.cli["full"], "rmsnorm")
     assert graded.scores["d_killer"][NOTEBOOKS["rmsnorm"]].auto == POINTS["rmsnorm"]
+
+
+def test_a_kernel_that_takes_too_much_memory_is_bounded_and_its_code_graded(graded):
+    """A "Try it" cell that writes 16 GB (honest code otherwise): the kernel's memory bound stops it (a memory
+    cgroup of 4,096 MB where the grading can make one, which kills the kernel, else RLIMIT_AS, which raises
+    MemoryError in the cell), the log says which bound was in force, and the code is graded all the same."""
+    log = (graded.root / "unfilled" / "autograde.log").read_text()
+    bound = re.search(r"running 02_rmsnorm in a kernel with isolation: [^\n]*memory: (cgroup|RLIMIT_AS) of "
+                      r"4096 MB", log)
+    assert bound, log[-3000:]
+    tried = outputs(graded.root / "unfilled", "e_hog", "rmsnorm", None)
+    assert "took 16384 MB" not in tried, tried[:2000]
+    autograded = nb_path(graded.root / "unfilled" / "autograded" / "e_hog" / ASSIGNMENT, "rmsnorm")
+    shown = json.dumps([c.get("outputs", []) for c in cells(autograded)], ensure_ascii=False)
+    if bound.group(1) == "cgroup":
+        assert "used more than the 4096 MB of memory a grading gives it" in shown, shown[:3000]
+    else:
+        assert "MemoryError" in tried, tried[:2000]
+    assert cell_scores(graded, "e_hog", "rmsnorm") == unit_of(graded.cli["full"], "rmsnorm")
+    assert graded.scores["e_hog"][NOTEBOOKS["rmsnorm"]].auto == POINTS["rmsnorm"]
+
+
+def test_the_kernels_memory_bound_without_a_cgroup_is_its_address_space(monkeypatch):
+    """Where no memory cgroup can be made (not root, no cgroup file system: KIT_NO_CGROUP simulates it) the kernel's
+    bound is RLIMIT_AS, set by the shim that starts it: an allocation past it fails in the cell, the kernel lives.
+    A limit that is not a number, or absurdly small, is the instructor's mistake, said before any kernel starts."""
+    need_nbgrader()
+    from classroom.nbgrader_autograde import CONFINE, AutogradeError, KitExecute
+    monkeypatch.setenv("KIT_NO_CGROUP", "1")
+    monkeypatch.delenv("GRADER_KERNEL_MEMORY_MB", raising=False)
+    assert KitExecute()._kernel_memory() == (None, 4096, "memory: RLIMIT_AS of 4096 MB per process")
+    assert KitExecute(kernel_memory_mb=1024)._kernel_memory()[1] == 1024
+    hog = "import sys\ntry:\n    b = bytearray(2 << 30)\nexcept MemoryError:\n    sys.exit(7)\nprint('took 2 GB')"
+    p = subprocess.run([sys.executable, "-I", "-c", CONFINE, "", str(1024 << 20), sys.executable, "-I", "-c", hog],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 7, (p.returncode, p.stdout, p.stderr)
+    for bad in ("lots", "64"):
+        monkeypatch.setenv("GRADER_KERNEL_MEMORY_MB", bad)
+        with pytest.raises(AutogradeError, match="GRADER_KERNEL_MEMORY_MB|at least 256 MB"):
+            KitExecute()._kernel_memory()
 
 
 def test_without_bubblewrap_autograde_refuses_unless_allowed(graded, tmp_path):
