@@ -170,6 +170,12 @@ def student_error(what, err, expected_keys=None, got_keys=None):
     elif exited is not None:
         f = CheckFailure(what, got=_at(exited, where), hint=T("never exit the interpreter from a module"),
                          kind=Kind.CRASHED, where=where)
+    elif stage == "init" and isinstance(err.get("not_module"), str):
+        f = CheckFailure(what, T("an nn.Module"),
+                         T("building it gave a {type_code}, not an nn.Module", type_code=one_line(err["not_module"], 200)),
+                         T("the class must subclass torch.nn.Module (`class Name(nn.Module):`, with "
+                           "`super().__init__()` first in `__init__`), and the file must not rebind its name"),
+                         kind=Kind.WRONG_STRUCTURE)
     elif refusal is not None and err["refusal"]["action"] != "import":  # a blocked import is an ImportError to them
         f = CheckFailure(what, got=_at(refusal, where),
                          hint=T("a submission may compute only: no files, processes or network"), kind=Kind.REFUSED,

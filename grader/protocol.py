@@ -155,7 +155,8 @@ def _error(e, what):
             # a fence's refusal and SystemExit's code, each checked and worded by grader/harness.py student_error
             "refusal": {k: one_line(v, 500) for k, v in e["refusal"].items() if k in ("action", "subject", "path")
                         and isinstance(v, str)} if isinstance(e.get("refusal"), dict) else None,
-            "exit_code": one_line(e["exit_code"], 200) if isinstance(e.get("exit_code"), str) else None}
+            "exit_code": one_line(e["exit_code"], 200) if isinstance(e.get("exit_code"), str) else None,
+            "not_module": one_line(e["not_module"], 200) if isinstance(e.get("not_module"), str) else None}
 
 
 def _keys(k, what):

@@ -30,6 +30,14 @@ STANDIN_OF = {"RMSNorm": "rmsnorm", "CausalSelfAttention": "attention", "FeedFor
               "TransformerBlock": "block"}
 
 
+class NotModule(TypeError):
+    """The target's constructor gave something that is not an nn.Module (``returned``: its type's name)."""
+
+    def __init__(self, returned):
+        super().__init__(f"the constructor returned a {returned}, not an nn.Module")
+        self.returned = returned
+
+
 class StageError(Exception):
     """Wraps an exception raised by submitted code, remembering at which stage."""
 
@@ -185,7 +193,7 @@ def execute(req, ctx, on_imported=None):
                 args = _materialise(req["init"].get("args", []), ctx)
                 obj = _guard("init", ctx, target, *args, **req["init"].get("kwargs", {}))
                 if not isinstance(obj, torch.nn.Module):
-                    raise StageError("init", TypeError(f"{req['target']}(...) is not an nn.Module"), None)
+                    raise StageError("init", NotModule(_text(lambda: type(obj).__name__, 200)), None)
                 out["keys"] = _keys(obj)
                 if req.get("load") is not None:
                     _guard("load", ctx, obj.load_state_dict, req["load"], strict=True)
@@ -354,6 +362,8 @@ def _describe(e):
         out.update(type="SystemExit", message=f"sys.exit({code}) was called", exit_code=code)
     else:
         out.update(type=_text(lambda: type(exc).__name__, 200), message=_text(lambda: exc, 2000))
+    if isinstance(exc, NotModule):
+        out["not_module"] = exc.returned
     if out["refused"]:
         out["refusal"] = {"action": _text(lambda: exc.action, 40), "subject": _text(lambda: exc.subject, 500),
                           "path": None if exc.path is None else _text(lambda: exc.path, 500)}

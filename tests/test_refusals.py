@@ -94,3 +94,33 @@ def test_grad_errors_are_codes():
         with pytest.raises(CheckFailure) as e:
             harness.grad_check({"grad_error": code}, {}, "f(x)", 1e-5)
         assert e.value.failure.got == en and not english(e.value.failure.got)
+
+
+@pytest.mark.parametrize("tail,returned", [
+    ("Residual = lambda sublayer: None", "NoneType"),
+    ("class Residual:\n    def __init__(self, sublayer):\n        self.sublayer = sublayer", "Residual"),
+])
+def test_a_constructor_that_gives_no_module_is_said_in_fields(tmp_path, tail, returned):
+    """``Residual(f)`` that is not an nn.Module (a class that does not subclass it, the name rebound): the worker
+    sends the type's name as a field, and the grader words it, in either language."""
+    import torch
+
+    from grader import harness
+    from grader.sandbox import Sandbox
+    folder = tmp_path / "sub"
+    folder.mkdir()
+    (folder / "residual.py").write_text(RESIDUAL + "\n\n" + tail + "\n")
+    with Sandbox(folder, allow_weak=True) as sub:
+        with pytest.raises(harness.StudentError) as e:
+            harness.only(sub, "residual", "Residual", "Residual(f)(x)",
+                         init=([{"__obj__": "torch.nn.Identity"}], {}), calls=[harness.call(torch.ones(2, 3))])
+    f = e.value.failure
+    assert f.kind == Kind.WRONG_STRUCTURE and str(f.got) == f"building it gave a {returned}, not an nn.Module", f
+    assert f.got.params["type_code"] == returned
+    for field in (f.checked, f.expected, f.got, f.hint):
+        assert not english(field), (english(field), render(field, "zh"))
+    assert any(CJK[0] <= c <= CJK[-1] for c in render(f.got, "zh"))
+    # a hostile worker's field of the wrong type is ignored: the exception as it was reported
+    e = harness.student_error("f(x)", {"stage": "init", "type": "TypeError", "message": "boom", "where": None,
+                                       "not_module": 7})
+    assert str(e.failure.got).startswith("your code raised TypeError while building the module: boom")
