@@ -409,56 +409,71 @@ def bench_final(checkpoint, corpus=None, repeats=3, baseline=None):
     return times, full
 
 
-def bench_batch_checkpoints(checkpoint, n=6, jobs=2):
-    """``python -m grader batch`` on copies of the solutions that each carry ``checkpoint`` as final.pt."""
+def bench_batch_checkpoints(checkpoints, n=6, jobs=2):
+    """``python -m grader batch`` on copies of the solutions that each carry one of ``checkpoints`` as final.pt, each
+    checkpoint a batch of its own, with the final check in float32 (``GRADER_BF16=0``, as on a CPU without native
+    bf16): how many submissions a minute, by how far the checkpoints' models are from the bar."""
+    import csv
     import shutil
 
-    if not Path(checkpoint).is_file():
-        print(f"  skipped: no checkpoint at {checkpoint}")
+    rows_out = []
+    for checkpoint in checkpoints:
+        if not Path(checkpoint).is_file():
+            print(f"  skipped: no checkpoint at {checkpoint}")
+            continue
+        group = CpuGroup(None, "batch") if _cpu_groups_usable() else None
+        tmp = Path(tempfile.mkdtemp(prefix="bench-batch-final-"))
+        try:
+            for i in range(n):
+                sub = tmp / "submissions" / f"student{i:02d}"
+                shutil.copytree(KIT / "solutions", sub, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+                shutil.copy(checkpoint, sub / "final.pt")
+            load0 = os.getloadavg()[0]
+            before = group.cpu_seconds() if group else math.nan
+            t0 = time.perf_counter()
+            cmd = [sys.executable, "-m", "grader", "batch", str(tmp / "submissions"), "--csv", str(tmp / "grades.csv"),
+                   "--jobs", str(jobs)]
+            p = subprocess.run([*(group.prefix if group else []), *cmd], cwd=KIT, capture_output=True, text=True,
+                               env={**os.environ, "GRADER_BF16": "0"})
+            seconds = time.perf_counter() - t0
+            cpu = (group.cpu_seconds() if group else math.nan) - before
+            load1 = os.getloadavg()[0]
+            rows = list(csv.DictReader((tmp / "grades.csv").open())) if (tmp / "grades.csv").is_file() else []
+            # what the final check measures on this checkpoint (the published seed's windows; outside the timing)
+            record = tmp / "final.record.json"
+            subprocess.run([sys.executable, "-m", "grader", "--impl", "solutions", "--only", "final", "--checkpoint",
+                            str(checkpoint), "--record", str(record)], cwd=KIT, capture_output=True,
+                           env={**os.environ, "GRADER_BF16": "0"})
+            results = json.loads(record.read_text())["results"] if record.is_file() else []
+            measured = next((r.get("measured") or {} for r in results if r.get("unit") == "final"), {})
+        finally:
+            if group:
+                group.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+        if len(rows) != n:
+            raise SystemExit(f"bench: batch graded {len(rows)} of {n}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
+        rows_out.append({"checkpoint": _shown(checkpoint), "seconds": seconds, "per_minute": n / seconds * 60,
+                         "cpu": cpu / n, "totals": sorted({r["total"] for r in rows}),
+                         "perplexity": f"{measured['perplexity']:.3f}" if "perplexity" in measured else "?",
+                         "windows": measured.get("windows", "?"),
+                         "load": (load0, load1)})
+    if not rows_out:
         return None
-    group = CpuGroup(None, "batch") if _cpu_groups_usable() else None
-    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-final-"))
-    try:
-        for i in range(n):
-            sub = tmp / "submissions" / f"student{i:02d}"
-            shutil.copytree(KIT / "solutions", sub, ignore=shutil.ignore_patterns("__pycache__", "*.md"))
-            shutil.copy(checkpoint, sub / "final.pt")
-        load0 = os.getloadavg()[0]
-        before = group.cpu_seconds() if group else math.nan
-        t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "grader", "batch", str(tmp / "submissions"), "--csv", str(tmp / "grades.csv"),
-               "--jobs", str(jobs)]
-        p = subprocess.run([*(group.prefix if group else []), *cmd], cwd=KIT, capture_output=True, text=True)
-        seconds = time.perf_counter() - t0
-        cpu = (group.cpu_seconds() if group else math.nan) - before
-        load1 = os.getloadavg()[0]
-        import csv
-        rows = list(csv.DictReader((tmp / "grades.csv").open())) if (tmp / "grades.csv").is_file() else []
-        first = tmp / "grades-results" / "student00.json"
-        tests = json.loads(first.read_text()).get("tests", []) if first.is_file() else []
-        note = next((t.get("output", "") for t in tests if t.get("name", "").startswith("final")), "")
-        note = " ".join(note.split())  # one line, as the report wrote it
-    finally:
-        if group:
-            group.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    if len(rows) != n:
-        raise SystemExit(f"bench: batch graded {len(rows)} of {n}:\n{p.stdout[-2000:]}{p.stderr[-2000:]}")
-    statuses = {}
-    for r in rows:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    per_minute = n / seconds * 60
     cores = os.cpu_count()
-    body = (f"`python -m grader batch` on {n} copies of the solutions, each with `{_shown(checkpoint)}` as its "
-            f"final.pt (all 100 points' checks), {jobs} at once on {cores} cores: {seconds:.1f} s, **{per_minute:.1f} "
-            f"submissions per minute** (outcomes: {statuses}, totals {sorted({r['total'] for r in rows})}). The "
-            "gradings used "
-            f"{cpu:.1f} CPU seconds, {cpu / n:.1f} a submission: {cores * 60 / (cpu / n):.1f} a minute on {cores} "
-            f"idle cores. Load average (1 min) before and after: {load0:.1f}, {load1:.1f}. The final check said: "
-            f"{note}")
-    write_section("batch-checkpoints", body, f"python -m grader.bench --only batch-checkpoints --checkpoint "
-                                             f"{_shown(checkpoint)}  (n={n}, jobs={jobs})")
-    return per_minute, cpu / n
+    lines = [f"`python -m grader batch` on {n} copies of the solutions, each with the checkpoint as its final.pt (all "
+             f"100 points' checks), {jobs} at once on {cores} cores, the final check in float32 (`GRADER_BF16=0`, as "
+             "on every CPU without native bf16), one batch per checkpoint:", "",
+             "| final.pt | its perplexity (the final check) | windows measured | totals | wall time | submissions a "
+             "minute | CPU s a submission | a minute on idle cores | load (1 min) before, after |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows_out:
+        lines.append(f"| `{r['checkpoint']}` | {r['perplexity']} | {r['windows']} | {', '.join(r['totals'])} | "
+                     f"{r['seconds']:.1f} s | **{r['per_minute']:.1f}** | {r['cpu']:.1f} | "
+                     f"{cores * 60 / r['cpu']:.1f} | {r['load'][0]:.1f}, {r['load'][1]:.1f} |")
+    write_section("batch-checkpoints", "\n".join(lines),
+                  "python -m grader.bench --only batch-checkpoints --batch-checkpoints "
+                  f"{' '.join(r['checkpoint'] for r in rows_out)}  (n={n}, jobs={jobs})")
+    return [(r["per_minute"], r["cpu"]) for r in rows_out]
 
 
 def main(argv=None):
@@ -467,6 +482,8 @@ def main(argv=None):
                                                  "batch-checkpoints"],
                    default=["grader", "whole", "memory", "batch"])
     p.add_argument("--checkpoint", default=str(KIT / "runs" / "final.pt"), help="checkpoint for the final check")
+    p.add_argument("--batch-checkpoints", nargs="+", metavar="PT", help="with --only batch-checkpoints: one batch "
+                                                                         "for each (default: --checkpoint)")
     p.add_argument("--corpus", help="with --only final: the corpus the checkpoint was trained on (default: "
                                     "TinyShakespeare)")
     p.add_argument("--baseline", metavar="DIR", help="with --only final: an earlier kit (`git archive REV | tar -x -C "
@@ -483,7 +500,7 @@ def main(argv=None):
                "memory": lambda: bench_memory(args.checkpoint), "batch": bench_batch,
                "pythons": lambda: bench_pythons(args.pythons),
                "final": lambda: bench_final(args.checkpoint, args.corpus, baseline=args.baseline),
-               "batch-checkpoints": lambda: bench_batch_checkpoints(args.checkpoint)}[name]
+               "batch-checkpoints": lambda: bench_batch_checkpoints(args.batch_checkpoints or [args.checkpoint])}[name]
         print(f"  {run()}")
     print(f"written to {OUT}")
     return 0

@@ -11,6 +11,8 @@ sections are named after the device (``throughput-cuda``), so the CPU's numbers 
 (the grader's own timings come from `python -m grader.bench`).
 """
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -86,8 +88,59 @@ def _trainer_tokens_per_s(device, precision, steps, warmup):
         return tokens / statistics.median(times[warmup:]), times[0], t.config
 
 
-def bench_throughput(device="cpu", steps=12, precision="auto"):
-    """The plain loop against the trainer's own step, and the alternatives the kit's choice was made from."""
+NANOGPT_FILES = ("train.py", "model.py", "configurator.py")
+NANOGPT_ITER = re.compile(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", re.M)  # its train.py's log line
+
+
+def _nanogpt_tokens_per_s(checkout, steps, warmup=5):
+    """nanoGPT's own train.py (a checkout of github.com/karpathy/nanoGPT) at the kit's size and batch: 4 layers of 256,
+    8 heads, context 256, batch 8, no dropout, no bias, torch.compile, AdamW, on the CPU, where its train.py computes in
+    float32 whatever ``dtype`` says; TinyShakespeare characters split as its prepare.py does (from the kit's copy: no
+    download). Runs in a copy of its three files; returns the tokens/s of its median iteration after ``warmup``, and
+    its first iteration's seconds (compiling)."""
+    import pickle
+
+    import numpy as np
+    src = Path(checkout)
+    missing = [f for f in NANOGPT_FILES if not (src / f).is_file()]
+    if missing:
+        raise SystemExit(f"lab.bench: --nanogpt {checkout}: no {', '.join(missing)} there (expected a checkout of "
+                         "github.com/karpathy/nanoGPT)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in NANOGPT_FILES:
+            shutil.copy(src / f, tmp)
+        data = Path(tmp) / "data" / "shakespeare_char"
+        data.mkdir(parents=True)
+        text = (KIT / "data" / "tinyshakespeare.txt").read_text(encoding="utf-8")
+        chars = sorted(set(text))
+        stoi = {c: i for i, c in enumerate(chars)}
+        ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+        split = int(len(ids) * 0.9)
+        ids[:split].tofile(data / "train.bin")
+        ids[split:].tofile(data / "val.bin")
+        with open(data / "meta.pkl", "wb") as f:
+            pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+        cmd = [sys.executable, "train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=True",
+               "--dtype=float32", "--n_layer=4", "--n_head=8", "--n_embd=256", "--block_size=256", "--batch_size=8",
+               "--gradient_accumulation_steps=1", "--dropout=0.0", "--bias=False", f"--max_iters={warmup + steps}",
+               "--eval_interval=1000000", "--eval_iters=1", "--log_interval=1", "--always_save_checkpoint=False",
+               "--wandb_log=False", f"--out_dir={Path(tmp) / 'out'}"]
+        p = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=3600)
+    times = {int(i): float(ms) / 1000 for i, ms in NANOGPT_ITER.findall(p.stdout)}
+    if p.returncode != 0 or len(times) < warmup + steps:
+        raise SystemExit(f"lab.bench: nanoGPT's train.py failed (exit {p.returncode}):\n{(p.stdout + p.stderr)[-2000:]}")
+    after = [times[i] for i in sorted(times) if i >= warmup]
+    return 8 * 256 / statistics.median(after), times[min(times)]
+
+
+def _commit(checkout):
+    p = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return p.stdout.strip() if p.returncode == 0 else "unknown commit"
+
+
+def bench_throughput(device="cpu", steps=12, precision="auto", nanogpt=None):
+    """The plain loop against the trainer's own step, and the alternatives the kit's choice was made from; with
+    ``nanogpt`` (a checkout), nanoGPT's train.py at the same size and batch, before and after the trainer's step."""
     from kit.loader import load_impl
 
     from .model import build
@@ -111,6 +164,9 @@ def bench_throughput(device="cpu", steps=12, precision="auto"):
                                         d.grad_clip, comp, device, opt)
         rows.append((label, tps, first))
         print(f"  {label}: {tps:,.0f} tokens/s (first step {first:.1f} s)", flush=True)
+    if nanogpt:
+        nano = [_nanogpt_tokens_per_s(nanogpt, steps)]
+        print(f"  nanoGPT: {nano[0][0]:,.0f} tokens/s (first iteration {nano[0][1]:.1f} s)", flush=True)
     tps, first, config = _trainer_tokens_per_s(device, precision, steps, 4)
     settings = (f"batch {d.batch_size} x 256, {config.precision}{', torch.compile' if config.compile else ', eager'}, "
                 f"{config.optimizer}")
@@ -123,15 +179,27 @@ def bench_throughput(device="cpu", steps=12, precision="auto"):
                                   "adamw")
     rows[0] = (rows[0][0], max(rows[0][1], again), rows[0][2])
     base, kit = rows[0][1], rows[-1][1]
+    versus = ""
+    if nanogpt:  # the faster of its two runs, before and after the trainer's step
+        nano.append(_nanogpt_tokens_per_s(nanogpt, steps))
+        print(f"  nanoGPT again: {nano[1][0]:,.0f} tokens/s", flush=True)
+        best = max(nano)
+        rows.append((f"nanoGPT's own train.py (commit {_commit(nanogpt)}; 4 x 256, 8 heads, context 256, batch 8 x 256, "
+                     "no dropout or bias, torch.compile, AdamW, float32: its train.py's only CPU precision)",
+                     best[0], best[1]))
+        versus = (f"\n\nThe trainer's own step against nanoGPT's train.py at the same size and batch: **{kit / best[0]:.2f}x** "
+                  f"(nanoGPT {nano[0][0]:,.0f} before the trainer's step and {nano[1][0]:,.0f} after; the faster "
+                  f"compared; median of its {steps} iterations after 5, from its own log).")
     table = "| loop | tokens/s | first step (s) |\n|---|---|---|\n" + "".join(
         f"| {n} | {v:,.0f} | {f:.1f} |\n" for n, v, f in rows)
     ratio = kit / base
     body = (table + f"\nRatio trainer / plain: **{ratio:.2f}x** (goal: 1.5x). Median step time over {steps} steps "
             f"after warm-up; the baseline is the faster of two runs, first and last ({again:,.0f} the second time); "
-            "the trainer's row is `lab.train`'s own step, its first step compiling where it compiles."
+            "the trainer's row is `lab.train`'s own step, its first step compiling where it compiles." + versus +
             f"\n<!-- ratio: {ratio:.2f} -->\n<!-- trainer_tokens_per_s: {kit:.0f} -->")
     write_section(section("throughput", device, precision=precision), body,
-                  f"python -m lab.bench --only throughput{flag(device, precision=precision)}", device)
+                  f"python -m lab.bench --only throughput{flag(device, precision=precision)}"
+                  f"{' --nanogpt ' + str(nanogpt) if nanogpt else ''}", device)
     return base, kit
 
 
@@ -319,13 +387,18 @@ def main(argv=None):
     p.add_argument("--versus", choices=sorted(RECIPES),
                    help="`target` only: train today's recipe and this earlier one at once, each on half the cores, "
                         "and write their curves side by side")
+    p.add_argument("--nanogpt", metavar="DIR", help="`throughput` only: a checkout of github.com/karpathy/nanoGPT; "
+                                                     "its train.py is timed at the kit's size and batch beside the "
+                                                     "trainer's step")
     args = p.parse_args(argv)
+    if args.nanogpt and not all((Path(args.nanogpt) / f).is_file() for f in NANOGPT_FILES):
+        p.error(f"--nanogpt {args.nanogpt}: not a checkout of nanoGPT (no {', '.join(NANOGPT_FILES)} there)")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device here")
     for name in args.only:
         print(f"bench: {name} ...", flush=True)
         if name == "throughput":
-            print(f"  {bench_throughput(args.device, precision=args.precision)}")
+            print(f"  {bench_throughput(args.device, precision=args.precision, nanogpt=args.nanogpt)}")
         elif name == "target" and args.versus:
             print(f"  {bench_versus(args.minutes, args.versus, args.device, args.precision)}")
         elif name == "target":

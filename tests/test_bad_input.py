@@ -254,6 +254,11 @@ def test_builders_name_solution_markers_that_do_not_pair_up(tmp_path):
     assert not any((tmp_path / d).exists() for d in ("ex", "student", "nb"))
 
 
+def test_the_benches_refuse_a_checkout_that_is_not_nanogpts(tmp_path):
+    """`python -m lab.bench --nanogpt DIR` wants a checkout of nanoGPT: said before anything is measured."""
+    one_line(run("-m", "lab.bench", "--nanogpt", tmp_path, timeout=120), 2, "not a checkout of nanoGPT")
+
+
 def test_every_command_answers_an_unknown_flag_on_one_line():
     for module in ("grader", "lab.train", "lab.sample", "lab.data", "lab.bench", "grader.bench", "classroom.docs",
                    "classroom.github", "classroom.stubs"):
