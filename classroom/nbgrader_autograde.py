@@ -37,7 +37,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from classroom.notebook.grading import FINAL_GRADING_TIMEOUT, GRADING_TIMEOUT, O
 from classroom.notebook.training import CHECKPOINT
 from classroom.regions import cell_source, join_parts, parse_header
 from grader.report import note, title
+from grader.sandbox import bwrap_works, ro_bind_args
 from kit.i18n import _
 from kit.outcome import T, render
 from kit.syllabus import ASSIGNMENT, MODULES, unit
@@ -180,21 +180,6 @@ def submission_files(source_dir, submitted_dir, own):
 _BWRAP = {}
 
 
-def bwrap_works():
-    """Whether bubblewrap can start a process in new namespaces here (cached; ``KIT_NO_BWRAP`` says no)."""
-    if os.environ.get("KIT_NO_BWRAP") or sys.platform != "linux" or shutil.which("bwrap") is None:
-        return False
-    if "ok" not in _BWRAP:
-        try:
-            p = subprocess.run([shutil.which("bwrap"), "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/",
-                                "--", sys.executable, "-I", "-c", "print(6 * 7)"], capture_output=True, text=True,
-                               timeout=60)
-            _BWRAP["ok"] = p.returncode == 0 and p.stdout.strip() == "42"
-        except (OSError, subprocess.SubprocessError):
-            _BWRAP["ok"] = False
-    return _BWRAP["ok"]
-
-
 def _student_kit():
     """A copy of the kit as the student release ships it, for the kernel to read (made once per process)."""
     if "kit" in _BWRAP:
@@ -226,29 +211,6 @@ def _student_kit():
             os.chmod(os.path.join(dirpath, f), 0o644)
     _BWRAP["kit"] = root
     return root
-
-
-def _system_binds():
-    out = []
-    for p in ("/usr", "/lib", "/lib32", "/lib64", "/bin", "/sbin"):
-        if os.path.islink(p):
-            out += ["--symlink", os.readlink(p), p]
-        elif os.path.isdir(p):
-            out += ["--ro-bind", p, p]
-    for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/alternatives", "/etc/ssl/certs"):
-        if os.path.exists(f):
-            out += ["--ro-bind", f, f]
-    import site
-    seen = set()
-    for p in sorted({os.path.realpath(x) for x in (sys.prefix, sys.base_prefix, sys.exec_prefix,
-                                                   os.path.dirname(os.path.realpath(sys.executable)),
-                                                   *site.getsitepackages())}):
-        if os.path.isdir(p) and not p.startswith("/usr/") and not any(p.startswith(s + "/") for s in seen):
-            seen.add(p)
-            out += ["--ro-bind", p, p]
-    if os.path.isdir("/sys/devices/system/cpu"):
-        out += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
-    return out
 
 
 def kernel_env(base, sandboxed, notebook_dir, seedless=("GRADER_SEED",)):
@@ -310,7 +272,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         cmd = [shutil.which("bwrap"), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
                "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
                "--hostname", "grading", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
-        cmd += _system_binds()
+        cmd += ro_bind_args()
         cmd += ["--ro-bind", str(_student_kit()), SANDBOX_KIT, "--dir", SANDBOX_HOME,
                 "--bind", self.notebook_dir, home, "--bind", str(self.private), str(self.private),
                 "--proc", "/proc", "--dev", "/dev", "--remount-ro", "/", "--chdir", home,

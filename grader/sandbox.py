@@ -224,6 +224,20 @@ def _link_folders(path, hops=40):
     return out
 
 
+def ro_bind_args(reads=()):
+    """bubblewrap's arguments that make the system's libraries, the Python installation (every folder on the way to
+    the interpreter) and ``reads`` readable, parents before what lies inside them (a later mount hides what an earlier
+    one put below it). The worker's sandbox and the nbgrader kernel's (classroom/nbgrader_autograde.py) share them."""
+    cmd, bound = [], []
+    for kind, src, dest in sorted(_ro_binds() + [("bind", r, r) for r in reads], key=lambda b: (b[2].count("/"), b[2])):
+        if kind == "symlink":
+            cmd += ["--symlink", src, dest]
+        elif not any(dest == b or (dest.startswith(b + "/") and src == dest) for b in bound):
+            bound.append(dest)  # a folder inside one already bound onto itself is there already
+            cmd += ["--ro-bind", src, dest]
+    return cmd
+
+
 def bwrap_command(reads, python_args, env, threads):
     """The bubblewrap command line that runs ``python_args`` with ``reads`` bound read-only (see the docstring)."""
     cmd = [shutil.which("bwrap"), "--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-net",
@@ -232,13 +246,7 @@ def bwrap_command(reads, python_args, env, threads):
     # the private /tmp first, then the binds, parents before what lies inside them (a later mount hides
     # what an earlier one put below it): a submission or runtime under /tmp stays visible
     cmd += ["--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
-    binds, bound = _ro_binds() + [("bind", r, r) for r in reads], []
-    for kind, src, dest in sorted(binds, key=lambda b: (b[2].count("/"), b[2])):
-        if kind == "symlink":
-            cmd += ["--symlink", src, dest]
-        elif not any(dest == b or (dest.startswith(b + "/") and src == dest) for b in bound):
-            bound.append(dest)  # a folder inside one already bound onto itself is there already
-            cmd += ["--ro-bind", src, dest]
+    cmd += ro_bind_args(reads)
     cmd += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
     for k, v in {**env, "HOME": "/tmp", "TMPDIR": "/tmp", "KIT_IN_SANDBOX": "1", "OMP_NUM_THREADS": str(threads)
                  }.items():
