@@ -36,7 +36,7 @@ from pathlib import Path
 from kit import i18n
 from kit.cli import ArgumentParser, positive
 from kit.files import remove_tree
-from kit.i18n import _
+from kit.i18n import N_, _
 from kit.outcome import render
 from kit.syllabus import FILES
 
@@ -64,11 +64,27 @@ class BuildError(Exception):
 
 # -- building the zip ------------------------------------------------------------------------------
 
-def _render(name, options):
+# run_autograder's own results.json where the kit's Python could not even write one (a broken image, a missing
+# interpreter): in the bundle's language, worded when the bundle is built (the shell has no catalog)
+BROKE = N_("The autograder broke before it could grade this submission (exit status {status}). This is not a "
+           "verdict on your code: please tell the course staff.")
+
+
+def _printf_json(text):
+    """``text`` (with one ``{status}``) as the inside of a JSON string, written as a single-quoted printf format whose
+    ``%s`` is the exit status: JSON's escapes, then printf's (``\\`` and ``%%``), then the shell's quote."""
+    import json
+    pieces = [json.dumps(part, ensure_ascii=False)[1:-1].replace("\\", "\\\\").replace("%", "%%")
+              for part in text.split("{status}")]
+    return "%s".join(pieces).replace("'", "'\\''")
+
+
+def _render(name, options, lang=None):
     text = (TEMPLATES / name).read_text()
+    broke = i18n.translation(lang).gettext(BROKE)
     for key, value in {"@STUDENT@": STUDENT, "@PYTHON@": PYTHON, "@VISIBILITY@": options["visibility"],
                        "@TIMEOUT@": str(int(options["timeout"])), "@LEADERBOARD@": "1" if options["leaderboard"]
-                       else ""}.items():
+                       else "", "@BROKE@": _printf_json(broke)}.items():
         text = text.replace(key, value)
     return text
 
@@ -122,7 +138,7 @@ def build(out=DEFAULT_OUT, visibility="visible", timeout=DEFAULT_TIMEOUT, seed=N
                 info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
                 info.external_attr = 0o100755 << 16
                 info.compress_type = zipfile.ZIP_DEFLATED
-                z.writestr(info, _render(template, options))
+                z.writestr(info, _render(template, options, lang))
             z.writestr(SEED_FILE, seed + "\n")
             z.writestr(POLICY_FILE, policy + "\n")
             if lang not in (None, i18n.DEFAULT):

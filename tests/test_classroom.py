@@ -235,6 +235,10 @@ def test_a_bundle_built_in_chinese_grades_in_chinese_with_the_same_scores(bundle
         shown = re.sub(r"<[^>]*>", " ", t["output"]) if t.get("output_format") == "html" else t["output"]
         assert not runs(t["name"]) and not runs(shown), (t["name"], runs(t["name"]), runs(shown))
     assert any("期望" in t["output"] for t in failed)
+    # the fallback run_autograder writes itself where the kit's Python cannot start: in the bundle's language too
+    broken = autograde((zip_path, source), tmp_path / "zh-broken", files, rc=127, KIT_LANG="",
+                       KIT_PYTHON=str(tmp_path / "no-python"))
+    assert broken["score"] == 0 and "退出状态 127" in broken["output"] and not runs(broken["output"]), broken
 
 
 # -- GitHub Classroom -------------------------------------------------------------------------------
