@@ -50,7 +50,7 @@ check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
 		--html runs/report.html || test $$? -eq 1
 
 test:  ## the kit's own tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 stubs:  ## regenerate exercises/ from the solutions' marked regions
 	$(PY) -m classroom.stubs
