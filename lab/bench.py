@@ -218,7 +218,13 @@ def section(name, device, optimizer=None, precision="auto"):
 
 
 def flag(device, optimizer=None, precision="auto"):
-    return "".join(f" --{k} {v}" for k, v in _non_defaults(device, optimizer, precision))
+    """The options that reproduce a measurement: its section's, and ``--precision`` wherever this machine's own
+    choice differs (float32 measured on a CPU with native bf16)."""
+    flags = dict(_non_defaults(device, optimizer, precision))
+    chosen = pick_precision(precision, device)
+    if chosen != pick_precision("auto", device):
+        flags["precision"] = chosen
+    return "".join(f" --{k} {v}" for k, v in flags.items())
 
 
 def bench_target(minutes, device="cpu", optimizer="auto", precision="auto"):

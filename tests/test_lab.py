@@ -454,6 +454,7 @@ def test_sample_prints_text_from_a_checkpoint(tmp_path):
 def test_bench_names_sections_by_what_differs_from_the_trainers_choice(monkeypatch):
     from lab.bench import flag, section
 
+    monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: False)
     assert section("target", "cpu", "muon", "fp32") == "target" and flag("cpu", "muon", "fp32") == ""
     assert section("target", "cpu", "adamw", "fp32") == "target-adamw"
     assert flag("cpu", "adamw", "fp32") == " --optimizer adamw"
@@ -465,6 +466,8 @@ def test_bench_names_sections_by_what_differs_from_the_trainers_choice(monkeypat
     assert section("throughput", "cpu") == "throughput"
     monkeypatch.setattr("lab.config.cpu_has_bf16", lambda: True)
     assert section("throughput", "cpu") == "throughput-bf16"
+    # float32 measured where bf16 is native: the float32 section, and a command that asks for float32
+    assert section("target", "cpu", "muon", "fp32") == "target" and flag("cpu", "muon", "fp32") == " --precision fp32"
 
 
 def test_bench_target_report_counts_only_a_confirmed_crossing(tmp_path, monkeypatch):
