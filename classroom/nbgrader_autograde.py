@@ -180,13 +180,13 @@ def submission_files(source_dir, submitted_dir, own):
 # The kernel's sandbox
 # ---------------------------------------------------------------------------------------------------------
 
-_BWRAP = {}
+_KIT_VIEW = {}
 
 
 def _student_kit():
     """A copy of the kit as the student release ships it, for the kernel to read (made once per process)."""
-    if "kit" in _BWRAP:
-        return _BWRAP["kit"]
+    if "kit" in _KIT_VIEW:
+        return _KIT_VIEW["kit"]
     from classroom.release import OPTIONAL, WITHHELD
     held = {*WITHHELD, *OPTIONAL}
     root = Path(tempfile.mkdtemp(prefix="kit-kernel-view-"))
@@ -212,7 +212,7 @@ def _student_kit():
         os.chmod(dirpath, 0o755)
         for f in files:
             os.chmod(os.path.join(dirpath, f), 0o644)
-    _BWRAP["kit"] = root
+    _KIT_VIEW["kit"] = root
     return root
 
 
@@ -419,7 +419,7 @@ class KitExecute(Execute):
         except Exception as e:  # noqa: BLE001 - a kernel the notebook killed or hung still gets its code graded
             died = f"{type(e).__name__}"
             self.log.warning("transformer kit: the kernel of %s stopped: %s", notebook, e)
-        paths = [KIT, here, here.parent.parent.parent, Path(tempfile.gettempdir()), Path.home(), _BWRAP.get("kit"),
+        paths = [KIT, here, here.parent.parent.parent, Path(tempfile.gettempdir()), Path.home(), _KIT_VIEW.get("kit"),
                  SANDBOX_KIT, f"{SANDBOX_HOME}/{assignment}"]
         for cell in nb.cells:
             m = _meta(cell)

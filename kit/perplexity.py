@@ -30,7 +30,8 @@ from kit.outcome import T
 
 # The full measurement: 200,000 predicted characters of the training split (ceil(200000 / 256) = 782 full
 # windows). The standard error of the log-perplexity over 782 windows is about 0.0063 (BENCHMARKS.md); the
-# trainer stops 5% under the target (lab/train.py STOP_BELOW), where this test decides in 128 to 256 windows. SEED draws the windows where the grading seed is published (at the desk).
+# trainer stops 5% under the target (lab/train.py STOP_BELOW), where this test decides in 128 to 256 windows.
+# SEED draws the windows where the grading seed is published (at the desk).
 TRAIN_CHARS, SEED = 200_000, 2024
 CONFIDENCE = 0.99  # of the final check's verdict, and of each side of the interval it reports
 LOOKS = (16, 32, 64, 128, 256, 512, 782)  # windows measured at each look of the sequential test; the last: TRAIN_CHARS
