@@ -49,8 +49,10 @@ check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
 	$(PY) -m grader --impl $(IMPL) --checkpoint $(CKPT) $(if $(ONLY),--only $(ONLY)) \
 		--html runs/report.html || test $$? -eq 1
 
+# a worker a core (pytest-xdist), each test file in one worker (its module fixtures are made once); each worker's
+# torch gets its share of the cores (tests/conftest.py)
 test:  ## the kit's own tests
-	$(PY) -m pytest -q --durations=15 tests
+	$(PY) -m pytest -q -n auto --dist loadfile --durations=15 tests
 
 stubs:  ## regenerate exercises/ from the solutions' marked regions
 	$(PY) -m classroom.stubs

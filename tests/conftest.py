@@ -11,6 +11,13 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (`make test` runs a worker a core) each worker, and every process it starts, computes on its
+# share of the cores: OpenMP threads spin while they wait, and two workers' threads on one core each slow both
+# many times over (the periodic corpus's 30 training steps: 114 s instead of about 10).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 from tests.mutants import copy_solutions  # noqa: F401  (re-exported for the tests)
 
 KIT = Path(__file__).resolve().parent.parent
@@ -60,8 +67,22 @@ def train_periodic(tmp_path, impl, steps, name):
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """``(corpus, checkpoint)`` that pass the final check on the periodic corpus (the solutions, 30 steps)."""
-    return train_periodic(tmp_path_factory.mktemp("trained"), KIT / "solutions", 30, "good")
+    """``(corpus, checkpoint)`` that pass the final check on the periodic corpus (the solutions, 30 steps).
+
+    Read-only. Under pytest-xdist the workers share one (made by the first to ask, under a lock): it takes 40 s of
+    a core, mostly the trainer's closing measurement of 200,000 characters.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return train_periodic(tmp_path_factory.mktemp("trained"), KIT / "solutions", 30, "good")
+    import fcntl
+    shared = tmp_path_factory.getbasetemp().parent / "trained"  # the run's folder, above each worker's own
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            made = train_periodic(shared, KIT / "solutions", 30, "good")
+            (shared / "done").write_text("\n".join(map(str, made)))
+    return tuple(Path(p) for p in (shared / "done").read_text().splitlines())
 
 
 def by_name(results):
