@@ -50,9 +50,10 @@ check:  ## grade IMPL (default exercises/); ONLY="rmsnorm attention" to narrow
 		--html runs/report.html || test $$? -eq 1
 
 # a worker a core (pytest-xdist), each test file in one worker (its module fixtures are made once); each worker's
-# torch gets its share of the cores (tests/conftest.py)
+# torch gets its share of the cores (tests/conftest.py). A .venv from before xdist runs them one at a time.
+XDIST = $(shell $(PY) -c "import xdist" >/dev/null 2>&1 && echo "-n auto --dist loadfile")
 test:  ## the kit's own tests
-	$(PY) -m pytest -q -n auto --dist loadfile --durations=15 tests
+	$(PY) -m pytest -q $(XDIST) --durations=15 tests
 
 stubs:  ## regenerate exercises/ from the solutions' marked regions
 	$(PY) -m classroom.stubs
